@@ -1,0 +1,17 @@
+// The consumer registry: a manifest's consumer `type` picks how a version reaches a service.
+import { z } from 'zod';
+import type { Consumer } from '../provider';
+import { commandConsumer, commandConsumerSchema } from './command';
+import { httpConsumer, httpConsumerSchema } from './http';
+
+export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema]);
+export type ConsumerSpec = z.infer<typeof consumerSchema>;
+
+const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { type: K }>) => Consumer } = {
+  command: commandConsumer,
+  http: httpConsumer,
+};
+
+export function createConsumer(spec: ConsumerSpec): Consumer {
+  return (factories[spec.type] as (spec: ConsumerSpec) => Consumer)(spec);
+}

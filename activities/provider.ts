@@ -1,0 +1,78 @@
+// The small interfaces every provider implements. A provider is one file under stores/, generators/,
+// targets/ or consumers/, plus one line in registry.ts. Workflows never see these types' values:
+// they pass secret names and version ids, and activities build providers from the manifest spec.
+
+/** A stored secret value: a flat JSON object such as {username, password, host, port, dbname}. */
+export type Credential = Record<string, string>;
+
+/** Which version carries each staging label. Version ids only, never values. */
+export interface StoreVersions {
+  current?: string;
+  pending?: string;
+  previous?: string;
+  /** When the current version was created (for age against the policy's maxAge). */
+  currentCreatedAt?: string;
+  /** Every version id the store knows for this secret, labelled or not. */
+  all: string[];
+}
+
+export interface SecretStore {
+  /** A readable reference, e.g. "aws-secrets-manager:rekey/demo/orders-db". */
+  readonly ref: string;
+  versions(): Promise<StoreVersions>;
+  read(versionId: string): Promise<Credential>;
+  /**
+   * Write `value` as the pending version identified by `token`. Calling it again with the same token
+   * returns the existing version and writes nothing, so a retried activity cannot add a second one.
+   */
+  putPending(token: string, value: Credential): Promise<{ versionId: string; created: boolean }>;
+  /** Move the current label to `versionId`; the old current becomes previous; pending is cleared. */
+  promote(versionId: string): Promise<void>;
+  /** Drop the pending label from `versionId` if it still has it. */
+  discardPending(versionId: string): Promise<void>;
+}
+
+export interface Generator {
+  /** Fresh secret material; callers must never log or return it. */
+  generate(): string;
+}
+
+export interface Acceptance {
+  accepted: boolean;
+  /** Why it was rejected, in words safe to log (no values). */
+  reason?: string;
+}
+
+export interface Target {
+  /** The credential the next version holds, built from the current one and fresh material. */
+  nextCredential(current: Credential, material: string): Credential;
+  /** Teach the target the next credential; where the strategy allows it, the current keeps working. */
+  prepare(next: Credential, current: Credential): Promise<void>;
+  /** Reverse prepare: the target accepts exactly what it accepted before. */
+  undo(next: Credential, current: Credential): Promise<void>;
+  /** Make the old credential stop working, leaving the new one untouched. */
+  revoke(old: Credential, next: Credential): Promise<void>;
+  /** Try to authenticate with `credential`. Throws only when the target cannot be reached. */
+  accepts(credential: Credential): Promise<Acceptance>;
+}
+
+/** What a consumer is told about a version: where to find it, never the value itself. */
+export interface VersionRef {
+  secret: string;
+  storeRef: string;
+  versionId: string;
+}
+
+export interface Health {
+  healthy: boolean;
+  /** Short description safe to log and to show in reports. */
+  detail: string;
+}
+
+export interface Consumer {
+  readonly name: string;
+  /** Hand the version to the consumer and ask it to reload. Idempotent. */
+  deploy(ref: VersionRef, credential: Credential): Promise<void>;
+  /** One health probe: is the consumer healthy and using `ref.versionId`? */
+  health(ref: VersionRef): Promise<Health>;
+}

@@ -1,0 +1,170 @@
+import {
+  DescribeSecretCommand,
+  GetSecretValueCommand,
+  ListSecretVersionIdsCommand,
+  PutSecretValueCommand,
+  ResourceExistsException,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+  UpdateSecretVersionStageCommand,
+} from '@aws-sdk/client-secrets-manager';
+import { z } from 'zod';
+import type { Credential, SecretStore, StoreVersions } from '../provider';
+
+// Staging labels as AWS names them; rotation lambdas use the same four-step dance.
+const CURRENT = 'AWSCURRENT';
+const PENDING = 'AWSPENDING';
+const PREVIOUS = 'AWSPREVIOUS';
+
+export const awsSecretsManagerSchema = z
+  .object({
+    type: z.literal('aws-secrets-manager'),
+    secretId: z.string().min(1).describe('Name or ARN of the secret in AWS Secrets Manager'),
+    region: z.string().min(1).optional().describe('Defaults to AWS_REGION, then us-east-1'),
+    endpoint: z.url().optional().describe('Defaults to AWS_ENDPOINT_URL (moto, LocalStack) or the AWS endpoint'),
+  })
+  .strict();
+export type AwsSecretsManagerSpec = z.infer<typeof awsSecretsManagerSchema>;
+
+const clients = new Map<string, SecretsManagerClient>();
+function clientFor(spec: AwsSecretsManagerSpec): SecretsManagerClient {
+  const region = spec.region ?? process.env.AWS_REGION ?? 'us-east-1';
+  const endpoint = spec.endpoint ?? process.env.AWS_ENDPOINT_URL;
+  const key = `${region}|${endpoint ?? ''}`;
+  let client = clients.get(key);
+  if (!client) {
+    client = new SecretsManagerClient({ region, endpoint, maxAttempts: 3 });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+function parseCredential(secretId: string, versionId: string, text: string | undefined): Credential {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text ?? '');
+  } catch {
+    // The value itself must not leak into the error, so only the shape is reported.
+    throw new Error(`${secretId} version ${versionId} is not a JSON object`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new Error(`${secretId} version ${versionId} is not a JSON object`);
+  }
+  return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, String(v)]));
+}
+
+export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
+  const client = clientFor(spec);
+  const { secretId } = spec;
+
+  async function versions(): Promise<StoreVersions> {
+    const out: StoreVersions = { all: [] };
+    let nextToken: string | undefined;
+    do {
+      const page = await client.send(
+        new ListSecretVersionIdsCommand({ SecretId: secretId, IncludeDeprecated: true, NextToken: nextToken }),
+      );
+      for (const v of page.Versions ?? []) {
+        if (!v.VersionId) continue;
+        out.all.push(v.VersionId);
+        const stages = v.VersionStages ?? [];
+        if (stages.includes(CURRENT)) {
+          out.current = v.VersionId;
+          out.currentCreatedAt = v.CreatedDate?.toISOString();
+        }
+        if (stages.includes(PENDING)) out.pending = v.VersionId;
+        if (stages.includes(PREVIOUS)) out.previous = v.VersionId;
+      }
+      nextToken = page.NextToken;
+    } while (nextToken);
+    return out;
+  }
+
+  async function stagesOf(versionId: string): Promise<string[] | undefined> {
+    const described = await client.send(new DescribeSecretCommand({ SecretId: secretId }));
+    return described.VersionIdsToStages?.[versionId];
+  }
+
+  return {
+    ref: `aws-secrets-manager:${secretId}`,
+    versions,
+
+    async read(versionId) {
+      const got = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: versionId }));
+      return parseCredential(secretId, versionId, got.SecretString);
+    },
+
+    async putPending(token, value) {
+      const existing = await stagesOf(token);
+      if (existing !== undefined) {
+        // Written by an earlier attempt of this same rotation: make sure it is labelled, write nothing.
+        if (!existing.includes(PENDING)) {
+          await client.send(
+            new UpdateSecretVersionStageCommand({ SecretId: secretId, VersionStage: PENDING, MoveToVersionId: token }),
+          );
+        }
+        return { versionId: token, created: false };
+      }
+      try {
+        await client.send(
+          new PutSecretValueCommand({
+            SecretId: secretId,
+            ClientRequestToken: token,
+            SecretString: JSON.stringify(value),
+            VersionStages: [PENDING],
+          }),
+        );
+      } catch (err) {
+        // A concurrent attempt with the same token won the race: same rotation, same version.
+        if (err instanceof ResourceExistsException) return { versionId: token, created: false };
+        throw err;
+      }
+      return { versionId: token, created: true };
+    },
+
+    async promote(versionId) {
+      const before = await versions();
+      if (before.current !== versionId) {
+        // AWS moves AWSPREVIOUS to the version that loses AWSCURRENT by itself.
+        await client.send(
+          new UpdateSecretVersionStageCommand({
+            SecretId: secretId,
+            VersionStage: CURRENT,
+            MoveToVersionId: versionId,
+            RemoveFromVersionId: before.current,
+          }),
+        );
+      }
+      const after = await versions();
+      if (before.current && before.current !== versionId && after.previous !== before.current) {
+        await client.send(
+          new UpdateSecretVersionStageCommand({
+            SecretId: secretId,
+            VersionStage: PREVIOUS,
+            MoveToVersionId: before.current,
+            RemoveFromVersionId: after.previous,
+          }),
+        );
+      }
+      if (after.pending === versionId) {
+        await client.send(
+          new UpdateSecretVersionStageCommand({ SecretId: secretId, VersionStage: PENDING, RemoveFromVersionId: versionId }),
+        );
+      }
+    },
+
+    async discardPending(versionId) {
+      const stages = await stagesOf(versionId);
+      if (stages?.includes(PENDING)) {
+        await client.send(
+          new UpdateSecretVersionStageCommand({ SecretId: secretId, VersionStage: PENDING, RemoveFromVersionId: versionId }),
+        );
+      }
+    },
+  };
+}
+
+/** Used by tests, the demo and the inventory to tell "no such secret" from other failures. */
+export function isNotFound(err: unknown): boolean {
+  return err instanceof ResourceNotFoundException;
+}

@@ -1,0 +1,29 @@
+// Human-readable rendering of a rotation report. Reports hold ids and verdicts, never values.
+import type { Progress, RotationReport } from '../workflows/messages';
+import { formatDuration } from './duration';
+
+export function formatReport(report: RotationReport): string {
+  const lines = [
+    `rotation of ${report.secret}: ${report.outcome.toUpperCase()}`,
+    `  requested by ${report.requestedBy ?? 'unknown'}${report.reason ? ` (${report.reason})` : ''}`,
+    `  version before ${report.versions.before}`,
+    `  version after  ${report.versions.after}${report.outcome === 'rolled-back' ? ` (pending ${report.versions.pending} discarded)` : ''}`,
+  ];
+  if (report.discardedStaleVersionId) lines.push(`  cleared a stale pending version ${report.discardedStaleVersionId} left by an abandoned rotation`);
+  if (report.failure) {
+    lines.push(`  failed at ${report.failure.stage}${report.failure.consumer ? ` (consumer ${report.failure.consumer})` : ''}: ${report.failure.message}`);
+  }
+  lines.push('  stages:');
+  for (const s of report.stages) lines.push(`    ${s.stage.padEnd(12)} ${s.durationMs === undefined ? '' : formatDuration(s.durationMs)}`);
+  if (report.consumers.length) {
+    lines.push('  consumers:');
+    for (const c of report.consumers) lines.push(`    ${c.name.padEnd(20)} ${c.state}${c.detail ? `: ${c.detail}` : ''}`);
+  }
+  if (report.postVerify) lines.push(`  post-verify: ${report.postVerify.detail}`);
+  return lines.join('\n');
+}
+
+export function formatProgress(progress: Progress): string {
+  const consumers = progress.consumers.map((c) => `${c.name}=${c.state}`).join(' ');
+  return `${progress.stage}${consumers ? `  [${consumers}]` : ''}`;
+}

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import {
+  canLogin,
+  databaseFixture,
+  labelled,
+  postgresSpec,
+  storeVersions,
+  tempDir,
+  temporalClient,
+  withWorker,
+} from './helpers';
+
+async function rotate(taskQueue: string, secret: string, spec: ReturnType<typeof postgresSpec>): Promise<RotationReport> {
+  const client = await temporalClient();
+  return client.workflow.execute(rotateSecret, {
+    taskQueue,
+    workflowId: rotationWorkflowId(secret),
+    args: [{ secret, spec, requestedBy: 'test', reason: 'spec' }],
+  });
+}
+
+describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
+  for (const strategy of ['single-user', 'alternating-users'] as const) {
+    it(`${strategy}: the new credential works, the old is rejected, the store holds current and previous only`, async () => {
+      const fx = await databaseFixture(strategy);
+      const dir = await tempDir();
+      const file = join(dir, 'db.json');
+      const spec = postgresSpec(fx, strategy, {
+        consumers: [{ type: 'command', name: 'api', file, health: 'grep -q "$REKEY_VERSION_ID" "$REKEY_FILE"' }],
+      });
+
+      const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+
+      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+      const versions = await storeVersions(fx.secretId);
+      const current = versions.find((v) => v.stages.includes('AWSCURRENT'))!;
+      const previous = versions.find((v) => v.stages.includes('AWSPREVIOUS'))!;
+      assert.equal(versions.filter((v) => v.stages.includes('AWSPENDING')).length, 0, 'no AWSPENDING left');
+      assert.equal(versions.length, 2, 'exactly one new version');
+      assert.equal(current.versionId, report.versions.after);
+      assert.equal(previous.versionId, report.versions.before);
+      assert.equal(previous.value.password, fx.initialPassword);
+      assert.equal(current.value.username, strategy === 'single-user' ? fx.users[0] : fx.users[1]);
+
+      assert.equal(await canLogin(current.value.username, current.value.password), true, 'new credential accepted');
+      assert.equal(await canLogin(fx.users[0], fx.initialPassword), false, 'old credential rejected');
+      assert.deepEqual(report.postVerify && [report.postVerify.oldRejected, report.postVerify.newAccepted], [true, true]);
+
+      const deployed = JSON.parse(await readFile(file, 'utf8'));
+      assert.equal(deployed.rekey_version_id, current.versionId);
+      assert.equal(deployed.password, current.value.password);
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
+      assert.deepEqual(report.consumers.map((c) => [c.name, c.state]), [['api', 'verified']]);
+    });
+  }
+
+  it('rolls back when a consumer never becomes healthy: old credential works, no pending version, report names the consumer', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const dir = await tempDir();
+    const spec = postgresSpec(fx, 'alternating-users', {
+      consumers: [
+        { type: 'command', name: 'good', file: join(dir, 'good.json') },
+        { type: 'command', name: 'broken', file: join(dir, 'broken.json'), health: 'echo "cannot connect" >&2; exit 3' },
+      ],
+      policy: { overlap: '1s', timeouts: { verify: '3s' } },
+    });
+
+    const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+
+    assert.equal(report.outcome, 'rolled-back');
+    assert.equal(report.failure?.consumer, 'broken');
+    assert.equal(report.failure?.stage, 'verify');
+    assert.match(report.failure!.message, /health command exited with status 3/);
+    const versions = await storeVersions(fx.secretId);
+    assert.equal(versions.filter((v) => v.stages.includes('AWSPENDING')).length, 0);
+    assert.equal((await labelled(fx.secretId, 'AWSCURRENT'))!.versionId, report.versions.before);
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true, 'old credential still works');
+    const pending = versions.find((v) => v.versionId === report.versions.pending)!;
+    assert.equal(await canLogin(pending.value.username, pending.value.password), false, 'prepared user undone');
+    // Both consumers are back on the version they had.
+    for (const name of ['good', 'broken']) {
+      const deployed = JSON.parse(await readFile(join(dir, `${name}.json`), 'utf8'));
+      assert.equal(deployed.rekey_version_id, report.versions.before, `${name} rolled back`);
+    }
+    assert.deepEqual(report.consumers.map((c) => c.state), ['rolled-back', 'rolled-back']);
+  });
+});
