@@ -145,6 +145,23 @@ async function yamlFiles(path: string): Promise<string[]> {
   return out;
 }
 
+/**
+ * `${NAME}` and `${NAME:-default}` are replaced from the environment before parsing, so one
+ * manifest set serves several environments (ports, hosts, endpoints). Only references belong
+ * there: specs are not secret.
+ */
+export function expandEnv(text: string, source: string, env: NodeJS.ProcessEnv = process.env): { text: string; issues: ManifestIssue[] } {
+  const issues: ManifestIssue[] = [];
+  const expanded = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback?: string) => {
+    const value = env[name];
+    if (value !== undefined && value !== '') return value;
+    if (fallback !== undefined) return fallback;
+    issues.push({ source, path: '', message: `environment variable ${name} is not set and has no default (write \${${name}:-default})` });
+    return '';
+  });
+  return { text: expanded, issues };
+}
+
 /** Load every manifest under `paths`; all problems are collected and reported together. */
 export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   const issues: ManifestIssue[] = [];
@@ -153,8 +170,10 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
     const files = await yamlFiles(root);
     if (files.length === 0) issues.push({ source: root, path: '', message: 'no .yaml or .yml files found' });
     for (const file of files) {
-      const docs = parseAllDocuments(await readFile(file, 'utf8'));
       const shown = relative(process.cwd(), file) || file;
+      const expanded = expandEnv(await readFile(file, 'utf8'), shown);
+      issues.push(...expanded.issues);
+      const docs = parseAllDocuments(expanded.text);
       const list = Array.isArray(docs) ? docs : [docs];
       list.forEach((doc, i) => {
         const source = list.length > 1 ? `${shown} (document ${i + 1})` : shown;
