@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { versionTokenFor } from '../activities/rotation';
+import { openStore } from '../activities/stores';
+import { StoreFollowingClient } from '../demo/service';
+import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import { canLogin, databaseFixture, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+
+const ROOT = join(__dirname, '..');
+
+function spawnWorker(taskQueue: string): ChildProcess {
+  // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
+  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+}
+
+async function waitForStage(workflowId: string, stage: string, timeoutMs = 60_000): Promise<void> {
+  const handle = (await temporalClient()).workflow.getHandle(workflowId);
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const progress = await handle.query(progressQuery).catch(() => undefined);
+    if (progress?.stage === stage) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`rotation never reached stage ${stage}`);
+}
+
+describe('durability and one-at-a-time', () => {
+  it('a worker killed with SIGKILL mid-deploy is replaced and the rotation completes with exactly one new version', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const dir = await tempDir();
+    const spec = postgresSpec(fx, 'alternating-users', {
+      // A slow reload keeps the deploy activity in flight when the worker dies.
+      consumers: [{ type: 'command', name: 'slow', file: join(dir, 'db.json'), reload: 'sleep 3' }],
+    });
+    const taskQueue = uniqueId('rekey-crash-');
+    const client = await temporalClient();
+    const workflowId = rotationWorkflowId(fx.id);
+
+    const first = spawnWorker(taskQueue);
+    const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId, args: [{ secret: fx.id, spec }] });
+    await waitForStage(workflowId, 'deploy');
+    await new Promise((r) => setTimeout(r, 1000)); // the 3 s reload is now running on this worker
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+
+    const second = spawnWorker(taskQueue);
+    try {
+      const report: RotationReport = await handle.result();
+      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    } finally {
+      second.kill('SIGTERM');
+    }
+    const versions = await storeVersions(fx.secretId);
+    assert.equal(versions.length, 2, 'one initial and exactly one new version');
+    const current = versions.find((v) => v.stages.includes('AWSCURRENT'))!;
+    assert.equal(await canLogin(current.value.username, current.value.password), true);
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), false);
+    const history = await handle.fetchHistory();
+    const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+    assert.ok(attempts.some((a) => (a ?? 1) > 1), 'the interrupted activity was retried on the new worker');
+  });
+
+  it('a client that always connects with the current credential sees no authentication failure during an alternating-users rotation', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const spec = postgresSpec(fx, 'alternating-users', { policy: { overlap: '2s' } });
+    const traffic = new StoreFollowingClient(fx.secretId, 20);
+    traffic.start();
+    const report = await withWorker(async (taskQueue) =>
+      (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] }),
+    );
+    // Keep going past revoke: connections made after it must use the new credential.
+    await new Promise((r) => setTimeout(r, 500));
+    const seen = await traffic.stop();
+    assert.equal(report.outcome, 'rotated');
+    assert.ok(seen.served > 20, `client made ${seen.served} requests`);
+    assert.equal(seen.authFailures, 0, seen.lastError);
+    assert.equal(seen.failed, 0, seen.lastError);
+  });
+
+  it('a pending version left by an abandoned rotation is cleared, and the new rotation proceeds', async () => {
+    const fx = await databaseFixture('single-user');
+    const stale = '11111111-2222-4333-8444-555555555555';
+    await sm.send(
+      new PutSecretValueCommand({ SecretId: fx.secretId, ClientRequestToken: stale, SecretString: '{"password":"abandoned"}', VersionStages: ['AWSPENDING'] }),
+    );
+    const spec = postgresSpec(fx, 'single-user');
+    const report = await withWorker(async (taskQueue) =>
+      (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] }),
+    );
+    assert.equal(report.outcome, 'rotated');
+    assert.equal(report.discardedStaleVersionId, stale);
+    const versions = await storeVersions(fx.secretId);
+    assert.deepEqual(versions.find((v) => v.versionId === stale)!.stages, []);
+    assert.equal(versions.filter((v) => v.stages.includes('AWSPENDING')).length, 0);
+  });
+
+  it('writing the pending version twice with the same rotation token creates one version', async () => {
+    const fx = await databaseFixture('single-user');
+    const store = openStore({ type: 'aws-secrets-manager', secretId: fx.secretId });
+    const token = versionTokenFor(`rotation/${fx.id}/run-1`);
+    const first = await store.putPending(token, { password: 'first-attempt' });
+    const retry = await store.putPending(token, { password: 'second-attempt' });
+    assert.deepEqual([first.created, retry.created], [true, false]);
+    assert.equal((await storeVersions(fx.secretId)).length, 2);
+    assert.equal((await store.read(token)).password, 'first-attempt');
+    assert.notEqual(versionTokenFor(`rotation/${fx.id}/run-2`), token, 'another rotation gets another token');
+  });
+
+  it('a second rotation of the same secret while one runs is refused with a clear message', async () => {
+    const fx = await databaseFixture('single-user');
+    const dir = await tempDir();
+    const spec = postgresSpec(fx, 'single-user', {
+      consumers: [{ type: 'command', name: 'slow', file: join(dir, 'db.json'), reload: 'sleep 2' }],
+    });
+    await withWorker(async (taskQueue) => {
+      const client = await temporalClient();
+      const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
+      const second = client.workflow.start(rotateSecret, {
+        taskQueue,
+        workflowId: rotationWorkflowId(fx.id),
+        workflowIdConflictPolicy: 'FAIL',
+        args: [{ secret: fx.id, spec }],
+      });
+      await assert.rejects(second, { name: 'WorkflowExecutionAlreadyStartedError' });
+      assert.equal((await handle.result()).outcome, 'rotated');
+    });
+    assert.equal((await storeVersions(fx.secretId)).length, 2);
+  });
+});
