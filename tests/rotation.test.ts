@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { PooledService } from '../demo/service';
+import { SCHEMA_PATH, schemaText } from '../scripts/gen-schema';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import {
@@ -58,6 +61,25 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
     });
   }
 
+  it('http consumer: the service is told the version, loads it from the store and reports it healthy', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const service = new PooledService(fx.secretId);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    await service.start(port);
+    try {
+      const spec = postgresSpec(fx, 'alternating-users', {
+        consumers: [{ type: 'http', name: 'pooled', reloadUrl: `http://127.0.0.1:${port}/reload`, healthUrl: `http://127.0.0.1:${port}/health` }],
+      });
+      const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+      const stats = await (await fetch(`http://127.0.0.1:${port}/stats`)).json();
+      assert.equal(stats.version, report.versions.after);
+      assert.equal(stats.failed, 0, stats.lastError);
+    } finally {
+      await service.stop();
+    }
+  });
+
   it('rolls back when a consumer never becomes healthy: old credential works, no pending version, report names the consumer', async () => {
     const fx = await databaseFixture('alternating-users');
     const dir = await tempDir();
@@ -87,5 +109,11 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
       assert.equal(deployed.rekey_version_id, report.versions.before, `${name} rolled back`);
     }
     assert.deepEqual(report.consumers.map((c) => c.state), ['rolled-back', 'rolled-back']);
+  });
+});
+
+describe('JSON Schema for editors', () => {
+  it('schemas/secret.schema.json is what the zod schema generates (run npm run schema after changing it)', () => {
+    assert.equal(readFileSync(SCHEMA_PATH, 'utf8'), schemaText());
   });
 });
