@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { scramVerifier } from '../activities/targets/postgres';
-import { loadManifests } from '../lib/manifest';
+import { loadManifests, type SecretSpec } from '../lib/manifest';
 import { formatProgress, formatReport } from '../lib/report';
 import { connectClient } from '../lib/temporal';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -68,6 +68,16 @@ async function seed(sm: SecretsManagerClient, secretId: string, adminSecretId: s
   return `seeded ${secretId} with a fresh credential for ${users[0]}`;
 }
 
+/** The consumers-only example needs an initial version too, so `rekey rotate webhook-signing` works after the demo. */
+async function seedSigningKey(sm: SecretsManagerClient, spec: SecretSpec | undefined): Promise<void> {
+  if (spec?.store.type !== 'aws-secrets-manager') return;
+  await sm
+    .send(new CreateSecretCommand({ Name: spec.store.secretId, SecretString: JSON.stringify({ value: randomBytes(32).toString('base64url') }) }))
+    .catch((err) => {
+      if (err.name !== 'ResourceExistsException') throw err;
+    });
+}
+
 async function main(): Promise<number> {
   // The demo prints its own progress; the worker only speaks up about problems.
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -84,6 +94,7 @@ async function main(): Promise<number> {
   const sm = new SecretsManagerClient({ region: process.env.AWS_REGION ?? 'us-east-1' });
   say(`rekey demo: rotating ${SECRET} (${spec.store.secretId}) on the local stack`);
   say(`  ${await seed(sm, spec.store.secretId, spec.target.admin.store.secretId, spec.target.users!)}`);
+  await seedSigningKey(sm, manifests.secrets.get('webhook-signing')?.spec);
 
   const api = new PooledService(spec.store.secretId);
   const port = Number(process.env.REKEY_DEMO_PORT ?? 18081);

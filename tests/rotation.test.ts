@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { stringify } from 'yaml';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PooledService } from '../demo/service';
@@ -72,12 +73,26 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
       });
       const report = await withWorker((tq) => rotate(tq, fx.id, spec));
       assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
-      const stats = await (await fetch(`http://127.0.0.1:${port}/stats`)).json();
+      const stats = (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as { version: string; failed: number; lastError?: string };
       assert.equal(stats.version, report.versions.after);
       assert.equal(stats.failed, 0, stats.lastError);
     } finally {
       await service.stop();
     }
+  });
+
+  it('started by name only (as from `temporal workflow start`), the worker finds the spec in its manifest folder', async () => {
+    const fx = await databaseFixture('single-user');
+    const dir = await tempDir();
+    const spec = postgresSpec(fx, 'single-user');
+    await writeFile(join(dir, 'secret.yaml'), stringify({ apiVersion: 'rekey.dev/v1', kind: 'Secret', metadata: { name: fx.id }, spec }));
+    const client = await temporalClient();
+    const report = await withWorker(
+      (taskQueue) => client.workflow.execute('rotateSecret', { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id }] }),
+      { manifestDirs: [dir] },
+    );
+    assert.equal((report as RotationReport).outcome, 'rotated');
+    assert.equal((await labelled(fx.secretId, 'AWSCURRENT'))!.versionId, (report as RotationReport).versions.after);
   });
 
   it('rolls back when a consumer never becomes healthy: old credential works, no pending version, report names the consumer', async () => {
