@@ -1,0 +1,33 @@
+// What every rekey subcommand shares: argument parsing, output, exit codes, UI links.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { temporalSettings } from '../lib/temporal';
+
+export const EXIT = { ok: 0, rolledBack: 1, usage: 2, conflict: 3, unavailable: 4 } as const;
+
+/** Bad arguments: printed with a pointer to `rekey help`, exit status 2, nothing changed. */
+export class UsageError extends Error {}
+
+export type Values = Record<string, string | boolean | string[] | undefined>;
+
+export function parse(args: string[], options: ParseArgsConfig['options'], positionals: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (parsed.positionals.length !== positionals.length) {
+    throw new UsageError(positionals.length ? `expected ${positionals.join(' ')}` : `unexpected argument ${parsed.positionals[0]}`);
+  }
+  return { values: parsed.values as Values, positionals: parsed.positionals };
+}
+
+/** Results go to stdout; progress and diagnostics to stderr, so output can be piped. */
+export const out = (line = '') => process.stdout.write(`${line}\n`);
+export const err = (line: string) => process.stderr.write(`${line}\n`);
+
+export function uiLink(workflowId: string, runId?: string): string {
+  const { namespace } = temporalSettings();
+  const base = process.env.REKEY_TEMPORAL_UI ?? 'http://127.0.0.1:8233';
+  return `${base}/namespaces/${namespace}/workflows/${encodeURIComponent(workflowId)}${runId ? `/${runId}` : ''}`;
+}
