@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { heartbeat, log, sleep } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { loadManifests, type SecretSpec } from '../lib/manifest';
+import { createAuditActivities } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import type { Credential, SecretStore, Target, VersionRef } from './provider';
@@ -53,6 +54,8 @@ export interface ActivityOptions {
   manifestDirs?: string[];
   /** How often a consumer's health is probed while waiting for it. */
   healthPollMs?: number;
+  /** The audit log file (default REKEY_AUDIT_LOG, then .data/audit/audit.jsonl). */
+  auditLogPath?: string;
 }
 
 /**
@@ -93,6 +96,8 @@ export function createActivities(options: ActivityOptions = {}) {
     Promise.all([store.read(ref.currentVersionId), store.read(ref.pendingVersionId)]);
 
   return {
+    ...createAuditActivities(options),
+
     async resolveSecretSpec(secret: string): Promise<SecretSpec> {
       if (!options.manifestDirs?.length) {
         throw ApplicationFailure.nonRetryable(

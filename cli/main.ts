@@ -3,6 +3,9 @@
 import { ManifestError, secretJsonSchema } from '../lib/manifest';
 import { TASK_QUEUE } from '../workflows/messages';
 import { EXIT, UsageError, err, out } from './common';
+import { decide } from './commands/approve';
+import { pending } from './commands/pending';
+import { revoke } from './commands/revoke';
 import { rotate } from './commands/rotate';
 import { status } from './commands/status';
 import { validate } from './commands/validate';
@@ -13,6 +16,14 @@ usage:
   rekey rotate NAME -f DIR [--reason TEXT] [--as USER] [--wait]
                               start a rotation of the Secret NAME declared under DIR
   rekey status NAME           show the latest rotation of NAME: stage, consumers, outcome
+  rekey pending [--json]      list rotations waiting for an approval decision
+  rekey approve NAME [--as USER] [--comment TEXT]
+  rekey reject NAME [--as USER] [--comment TEXT]
+                              decide on a rotation waiting for approval (refused, with the reason,
+                              for someone not in the policy's approvers or the requester)
+  rekey revoke NAME --emergency --reason TEXT [-f DIR] [--revoke-first]
+                              a leaked secret: rotate now, no approval, no overlap, superseding any
+                              rotation in flight; prints the time until the old credential was rejected
   rekey validate -f DIR       check every manifest under DIR and list the secrets
   rekey schema                print the JSON Schema of Secret manifests (for editors)
   rekey help                  this text
@@ -23,6 +34,10 @@ Exit status: 0 done, 1 rolled back, 2 bad input, 3 already rotating, 4 Temporal 
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   rotate,
+  approve: decide(true),
+  reject: decide(false),
+  pending,
+  revoke,
   status,
   validate,
   schema: async () => {

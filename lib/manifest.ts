@@ -33,6 +33,28 @@ const timeoutsSchema = z
   })
   .strict();
 
+export const approvalSchema = z
+  .object({
+    required: z.boolean().default(false),
+    /** Who may decide. The person who requested the rotation never counts (two-person rule). */
+    approvers: z.array(z.string().min(1)).default([]),
+    minApprovals: z.number().int().min(1).default(1),
+    /** How long to wait for a decision before onTimeout applies. */
+    timeout: durationSchema.default('1h'),
+    /** abort: roll back. escalate: alert and keep waiting until escalationLimit, then roll back. */
+    onTimeout: z.enum(['abort', 'escalate']).default('abort'),
+    escalationLimit: durationSchema.default('24h'),
+  })
+  .strict()
+  .superRefine((approval, ctx) => {
+    if (approval.required && approval.approvers.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['approvers'], message: 'must name at least one approver when approval is required' });
+    }
+    if (approval.required && approval.minApprovals > approval.approvers.length) {
+      ctx.addIssue({ code: 'custom', path: ['minApprovals'], message: `is ${approval.minApprovals} but only ${approval.approvers.length} approver(s) are listed` });
+    }
+  });
+
 export const policySchema = z
   .object({
     /** How long old and new both work after promote, while old connections drain. */
@@ -42,6 +64,7 @@ export const policySchema = z
     /** How many consumers are deployed and verified at once. */
     maxParallelConsumers: z.number().int().min(1).max(64).default(4),
     timeouts: timeoutsSchema.default(timeoutsSchema.parse({})),
+    approval: approvalSchema.default(approvalSchema.parse({})),
   })
   .strict();
 
@@ -78,6 +101,7 @@ export const secretManifestSchema = z
 export type SecretSpec = z.output<typeof secretSpecSchema>;
 export type SecretManifest = z.output<typeof secretManifestSchema>;
 export type PolicySpec = z.output<typeof policySchema>;
+export type ApprovalPolicy = z.output<typeof approvalSchema>;
 
 export const KINDS = ['Secret'] as const;
 

@@ -4,12 +4,18 @@ import { formatDuration } from './duration';
 
 export function formatReport(report: RotationReport): string {
   const lines = [
-    `rotation of ${report.secret}: ${report.outcome.toUpperCase()}`,
+    `${report.emergency ? 'EMERGENCY ' : ''}rotation of ${report.secret}: ${report.outcome.toUpperCase()}`,
     `  requested by ${report.requestedBy ?? 'unknown'}${report.reason ? ` (${report.reason})` : ''}`,
     `  version before ${report.versions.before}`,
     `  version after  ${report.versions.after}${report.outcome === 'rolled-back' ? ` (pending ${report.versions.pending} discarded)` : ''}`,
   ];
   if (report.discardedStaleVersionId) lines.push(`  cleared a stale pending version ${report.discardedStaleVersionId} left by an abandoned rotation`);
+  const a = report.approval;
+  if (a?.required) {
+    const approvedBy = a.approvedBy.map((x) => `${x.approver}${x.comment ? ` ("${x.comment}")` : ''}`).join(', ');
+    lines.push(`  approval: ${a.approvedBy.length} of ${a.needed}${approvedBy ? `, approved by ${approvedBy}` : ''}${a.rejectedBy ? `, rejected by ${a.rejectedBy.approver}` : ''}`);
+    for (const i of a.ignored) lines.push(`    ignored a decision from ${i.approver || '(nobody)'}: ${i.reason}`);
+  }
   if (report.failure) {
     lines.push(`  failed at ${report.failure.stage}${report.failure.consumer ? ` (consumer ${report.failure.consumer})` : ''}: ${report.failure.message}`);
   }
@@ -20,6 +26,7 @@ export function formatReport(report: RotationReport): string {
     for (const c of report.consumers) lines.push(`    ${c.name.padEnd(20)} ${c.state}${c.detail ? `: ${c.detail}` : ''}`);
   }
   if (report.postVerify) lines.push(`  post-verify: ${report.postVerify.detail}`);
+  for (const w of report.warnings ?? []) lines.push(`  WARNING ${w}`);
   return lines.join('\n');
 }
 

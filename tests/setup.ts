@@ -1,6 +1,11 @@
 // Loaded once before every test file: the worker's log is captured in memory so tests can scan
 // it for secret values, and a missing service fails loudly instead of skipping.
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DefaultLogger, Runtime, type LogEntry } from '@temporalio/worker';
+
+// The tests' audit records go to a file of their own, not the demo's trail.
+process.env.REKEY_AUDIT_LOG ??= join(tmpdir(), `rekey-test-audit-${process.pid}.jsonl`);
 
 export const workerLog: LogEntry[] = [];
 

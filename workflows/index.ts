@@ -1,2 +1,3 @@
 // Everything the worker registers as a workflow.
 export { rotateSecret } from './rotateSecret';
+export { emergencyRevoke } from './emergencyRevoke';

@@ -1,7 +1,7 @@
 // The contract the Temporal UI, the CLI and the SDK use to talk to a rotation: input, result,
 // query and search attributes. Nothing here ever holds a secret value: names and version ids only.
 import { defineSearchAttributeKey } from '@temporalio/common';
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { SecretSpec } from '../lib/manifest';
 
 export const TASK_QUEUE = 'rekey';
@@ -18,9 +18,22 @@ export interface RotationInput {
   spec?: SecretSpec;
   reason?: string;
   requestedBy?: string;
+  /**
+   * The secret is compromised: no approval wait and no overlap. With revokeFirst the old credential
+   * is revoked right after the target learns the new one, before consumers have it (downtime
+   * accepted), and nothing after that point can roll back.
+   */
+  emergency?: { revokeFirst?: boolean };
 }
 
-export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
+/** Input of the emergencyRevoke workflow (id `emergency/<name>`). */
+export type EmergencyInput = Omit<RotationInput, 'emergency'> & { revokeFirst?: boolean };
+
+export function emergencyWorkflowId(secret: string): string {
+  return `emergency/${secret}`;
+}
+
+export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'approve', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
 export type Stage = (typeof STAGES)[number];
 
 export type ConsumerState = 'waiting' | 'deploying' | 'deployed' | 'verifying' | 'verified' | 'failed' | 'rolling-back' | 'rolled-back';
@@ -37,9 +50,24 @@ export interface StageTiming {
   durationMs?: number;
 }
 
+export interface ApprovalProgress {
+  required: boolean;
+  needed: number;
+  approvedBy: { approver: string; comment?: string; at: string }[];
+  rejectedBy?: { approver: string; comment?: string; at: string };
+  /** Decisions that were refused (wrong approver, the requester, a repeat), with why. */
+  ignored: { approver: string; reason: string; at: string }[];
+  /** Approvers who may still decide. */
+  waitingFor: string[];
+  escalated: boolean;
+}
+
 export interface Progress {
   secret: string;
   stage: Stage;
+  requestedBy?: string;
+  emergency: boolean;
+  approval: ApprovalProgress;
   versions: { current?: string; pending?: string };
   consumers: ConsumerProgress[];
   stages: StageTiming[];
@@ -62,11 +90,57 @@ export interface RotationReport {
   /** Set when rolled back: the stage and the cause. */
   failure?: { stage: Stage; message: string; consumer?: string };
   postVerify?: { oldRejected: boolean; newAccepted: boolean; detail: string };
+  approval: ApprovalProgress;
+  emergency: boolean;
+  /** When the target stopped accepting the old credential (ISO 8601), for time-to-revoke. */
+  revokedAt?: string;
+  /** Problems that could not roll anything back (after promote, or after a revoke-first). */
+  warnings?: string[];
 }
 
 export const progressQuery = defineQuery<Progress>('progress');
+
+/** An approver's decision. Sent by `rekey approve|reject`, the SDK or `temporal workflow update`. */
+export interface Decision {
+  approver: string;
+  approve: boolean;
+  comment?: string;
+}
+export interface DecisionResult {
+  approvals: number;
+  needed: number;
+  outcome: 'waiting' | 'approved' | 'rejected';
+}
+/** The checked way to decide: an invalid decision is refused by its validator and never enters history. */
+export const decideUpdate = defineUpdate<DecisionResult, [Decision]>('decide');
+
+/**
+ * Signal twins for the Temporal UI's "Send a Signal" form: {"approver": "alice", "comment": "..."}.
+ * Checked like the update; an invalid one is recorded as ignored and never counted.
+ */
+export interface SignalDecision {
+  approver: string;
+  comment?: string;
+}
+export const approveSignal = defineSignal<[SignalDecision]>('approve');
+export const rejectSignal = defineSignal<[SignalDecision]>('reject');
 
 export const SECRET_ATTRIBUTE = defineSearchAttributeKey('RekeySecret', 'KEYWORD');
 export const STAGE_ATTRIBUTE = defineSearchAttributeKey('RekeyStage', 'KEYWORD');
 export const OUTCOME_ATTRIBUTE = defineSearchAttributeKey('RekeyOutcome', 'KEYWORD');
 export const REQUESTED_BY_ATTRIBUTE = defineSearchAttributeKey('RekeyRequestedBy', 'KEYWORD');
+
+/** One line of the audit trail. Who, what, when, why and which versions; never a value. */
+export interface AuditEvent {
+  /** workflow id + run id of the rotation: with `event` and `actor`, what makes a record unique. */
+  rotationId: string;
+  secret: string;
+  event: 'requested' | 'approved' | 'rejected' | 'approval-ignored' | 'escalated' | 'promoted' | 'revoked' | 'rolled-back' | 'failed' | 'superseded';
+  /** Who did it: the requester, the approver, or "rekey" for the engine's own steps. */
+  actor: string;
+  /** When it happened, in workflow time (ISO 8601). */
+  at: string;
+  reason?: string;
+  versions?: { current?: string; pending?: string };
+  detail?: string;
+}

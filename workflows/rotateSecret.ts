@@ -1,18 +1,19 @@
 // The rotation runbook as a durable workflow. Read it top to bottom:
-//   generate + store-dual -> prepare target -> deploy to consumers -> verify
+//   generate + store-dual -> prepare target -> deploy to consumers -> verify -> approve (if asked)
 //   -> promote (point of no return) -> overlap -> revoke -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
 import {
   ActivityFailure,
   CancellationScope,
+  condition,
   isCancellation,
+  log,
   proxyActivities,
   setCurrentDetails,
   setHandler,
   sleep,
   upsertSearchAttributes,
   workflowInfo,
-  log,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { PendingVersion, RotationActivities } from '../activities/rotation';
@@ -23,8 +24,13 @@ import {
   REQUESTED_BY_ATTRIBUTE,
   SECRET_ATTRIBUTE,
   STAGE_ATTRIBUTE,
+  approveSignal,
+  decideUpdate,
   progressQuery,
+  rejectSignal,
+  type AuditEvent,
   type ConsumerProgress,
+  type Decision,
   type Progress,
   type RotationInput,
   type RotationReport,
@@ -63,6 +69,11 @@ function activitiesFor(spec: SecretSpec) {
   };
 }
 
+/** Evidence must be written even across crashes; it is idempotent per rotation, event and actor. */
+const auditLog = proxyActivities<RotationActivities>(
+  stageOptions(30_000, { scheduleToCloseTimeout: '1h', retry: { maximumInterval: '1m' } }),
+);
+
 /** Run `work` for every item with at most `limit` in flight, settling all of them. */
 async function forEachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<PromiseSettledResult<void>[]> {
   const results: PromiseSettledResult<void>[] = new Array(items.length);
@@ -96,12 +107,92 @@ class ConsumerFailure extends Error {
   }
 }
 
+/** No approval came, or a rejection did: roll back. */
+class ApprovalFailure extends Error {}
+
 export async function rotateSecret(input: RotationInput): Promise<RotationReport> {
   const { secret } = input;
+  const emergency = input.emergency !== undefined;
+  const revokeFirst = input.emergency?.revokeFirst === true;
   const startedAt = new Date().toISOString();
-  const progress: Progress = { secret, stage: 'generate', versions: {}, consumers: [], stages: [] };
+  const rotationId = `${workflowInfo().workflowId}/${workflowInfo().runId}`;
+  const progress: Progress = {
+    secret,
+    stage: 'generate',
+    requestedBy: input.requestedBy,
+    emergency,
+    versions: {},
+    consumers: [],
+    stages: [],
+    approval: { required: false, needed: 0, approvedBy: [], ignored: [], waitingFor: [], escalated: false },
+  };
+  const approval = progress.approval;
+  let approvers: string[] = [];
+  const audits: Promise<void>[] = [];
+  const warnings: string[] = [];
+  let revokedAt: string | undefined;
+
   setHandler(progressQuery, () => progress);
 
+  // --- approvals: an update with a validator, and signal twins for the Temporal UI -------------
+  /** Why a decision cannot count, or undefined if it can. Must not change state: validators can't. */
+  function refuse(decision: Decision): string | undefined {
+    if (progress.stage !== 'approve') return `the rotation of ${secret} is not waiting for approval (stage: ${progress.stage})`;
+    if (!decision || typeof decision.approver !== 'string' || !decision.approver) return 'approver is required';
+    if (!approvers.includes(decision.approver)) {
+      return `${decision.approver} is not an approver of ${secret} (approvers: ${approvers.join(', ')})`;
+    }
+    if (decision.approve && decision.approver === input.requestedBy) {
+      return `${decision.approver} requested this rotation and cannot approve it (two-person rule)`;
+    }
+    if (approval.approvedBy.some((a) => a.approver === decision.approver)) return `${decision.approver} has already approved`;
+    return undefined;
+  }
+
+  function accept(decision: Decision): void {
+    const entry = { approver: decision.approver, comment: decision.comment, at: new Date().toISOString() };
+    if (decision.approve) approval.approvedBy.push(entry);
+    else approval.rejectedBy ??= entry;
+    approval.waitingFor = approval.waitingFor.filter((a) => a !== decision.approver);
+    audit(decision.approve ? 'approved' : 'rejected', decision.approver, { reason: decision.comment });
+    setCurrentDetails(describe(progress));
+  }
+
+  function decisionResult() {
+    const outcome = approval.rejectedBy ? 'rejected' : approval.approvedBy.length >= approval.needed ? 'approved' : 'waiting';
+    return { approvals: approval.approvedBy.length, needed: approval.needed, outcome } as const;
+  }
+
+  setHandler(
+    decideUpdate,
+    (decision) => {
+      accept(decision);
+      return decisionResult();
+    },
+    {
+      validator: (decision) => {
+        const why = refuse(decision);
+        if (why) throw new Error(why);
+      },
+    },
+  );
+
+  const signalled = (approve: boolean) => (d: { approver: string; comment?: string }) => {
+    const decision = { approver: d?.approver, comment: d?.comment, approve };
+    const why = refuse(decision);
+    if (why) {
+      // A signal cannot be refused before it lands in history, so it is recorded and ignored.
+      approval.ignored.push({ approver: String(d?.approver ?? ''), reason: why, at: new Date().toISOString() });
+      audit('approval-ignored', String(d?.approver ?? 'unknown'), { detail: why });
+      log.warn('ignored an approval signal', { secret, reason: why });
+      return;
+    }
+    accept(decision);
+  };
+  setHandler(approveSignal, signalled(true));
+  setHandler(rejectSignal, signalled(false));
+
+  // --- bookkeeping ---------------------------------------------------------------------------
   upsertSearchAttributes([
     { key: SECRET_ATTRIBUTE, value: secret },
     ...(input.requestedBy ? [{ key: REQUESTED_BY_ATTRIBUTE, value: input.requestedBy }] : []),
@@ -118,6 +209,24 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
     log.info('rotation stage', { secret, stage });
   }
 
+  function audit(event: AuditEvent['event'], actor: string, extra: Partial<AuditEvent> = {}): void {
+    const record: AuditEvent = {
+      rotationId,
+      secret,
+      event,
+      actor,
+      at: new Date().toISOString(),
+      versions: { ...progress.versions },
+      ...extra,
+    };
+    // Started now, awaited before the workflow ends; a failing audit write is loud but never blocks.
+    audits.push(
+      auditLog.recordAuditEvent(record).catch((err) => {
+        log.error('could not write the audit record', { secret, event, error: causeOf(err) });
+      }),
+    );
+  }
+
   function consumer(name: string): ConsumerProgress {
     return progress.consumers.find((c) => c.name === name)!;
   }
@@ -127,24 +236,47 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
     setCurrentDetails(describe(progress));
   }
 
+  audit('requested', input.requestedBy ?? 'unknown', { reason: input.reason, detail: emergency ? `emergency${revokeFirst ? ', revoke first' : ''}` : undefined });
   enter('generate');
   const spec = input.spec ?? (await proxyActivities<RotationActivities>(stageOptions(30_000)).resolveSecretSpec(secret));
   const act = activitiesFor(spec);
   const ref = { secret, spec };
   progress.consumers = spec.consumers.map((c) => ({ name: c.name, state: 'waiting' }));
-  const rotationId = `${workflowInfo().workflowId}/${workflowInfo().runId}`;
+  approvers = spec.policy.approval.approvers;
+  approval.required = spec.policy.approval.required && !emergency;
+  approval.needed = approval.required ? spec.policy.approval.minApprovals : 0;
+  const overlapMs = emergency ? 0 : parseDuration(spec.policy.overlap);
 
   // 1. generate + store-dual: the new value sits next to the old one as the pending version.
-  const versions: PendingVersion = await act.generate.createPendingVersion({ ...ref, rotationId });
+  let versions: PendingVersion;
+  try {
+    versions = await act.generate.createPendingVersion({ ...ref, rotationId });
+  } catch (err) {
+    audit('failed', 'rekey', { detail: causeOf(err) });
+    await Promise.all(audits);
+    throw err;
+  }
   progress.versions = { current: versions.currentVersionId, pending: versions.pendingVersionId };
   const pair = { ...ref, currentVersionId: versions.currentVersionId, pendingVersionId: versions.pendingVersionId };
+  const old = { ...ref, oldVersionId: pair.currentVersionId, newVersionId: pair.pendingVersionId };
   const consumerNames = spec.consumers.map((c) => c.name);
   const touched = new Set<string>();
+
+  async function revokeOld(): Promise<void> {
+    await act.forward.revokeOldCredential(old);
+    revokedAt = new Date().toISOString();
+    audit('revoked', 'rekey', { detail: `old version ${pair.currentVersionId} no longer accepted` });
+  }
 
   try {
     // 2. prepare target: it learns the new credential while the old one still works.
     enter('prepare');
     await act.prepare.prepareTarget(pair);
+    if (revokeFirst) {
+      // The worst leaks: stop the old credential now; consumers catch up, and there is no way back.
+      enter('revoke');
+      await CancellationScope.nonCancellable(revokeOld);
+    }
 
     // 3. deploy to consumers, in parallel up to the policy's limit.
     enter('deploy');
@@ -164,42 +296,84 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
       setConsumer(name, 'verified', detail);
     });
     await act.verify.verifyTarget(pair);
+
+    // 5. approve, if the policy asks: people decide with everything verified in front of them.
+    if (approval.required) await awaitApproval();
   } catch (err) {
     const failedStage = progress.stage;
-    const message = err instanceof ConsumerFailure ? err.message : causeOf(err);
+    const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure ? err.message : causeOf(err);
     const cancelled = isCancellation(err);
-    // Compensation must run to the end even when the rotation itself was cancelled.
-    await CancellationScope.nonCancellable(() => rollback());
-    const report = finish('rolled-back', {
-      stage: failedStage,
-      message: cancelled ? 'rotation cancelled' : message,
-      consumer: err instanceof ConsumerFailure ? err.consumer : undefined,
-    });
-    if (cancelled) throw err;
-    return report;
+    if (revokeFirst && revokedAt && !cancelled) {
+      // The old credential is already dead: going back would strand every consumer. Go forward.
+      warnings.push(`${failedStage}: ${message}`);
+    } else {
+      // Compensation must run to the end even when the rotation itself was cancelled.
+      await CancellationScope.nonCancellable(() => rollback());
+      const report = finish('rolled-back', {
+        stage: failedStage,
+        message: cancelled ? 'rotation cancelled' : message,
+        consumer: err instanceof ConsumerFailure ? err.consumer : undefined,
+      });
+      audit('rolled-back', 'rekey', { detail: report.failure!.message });
+      await CancellationScope.nonCancellable(() => Promise.all(audits));
+      if (cancelled) throw err;
+      return report;
+    }
   }
 
   // From here on there is no rollback: the rotation only moves forward, even if cancelled.
   return CancellationScope.nonCancellable(async () => {
-    // 5. promote: pending becomes current, the old current becomes previous.
+    // 6. promote: pending becomes current, the old current becomes previous.
     enter('promote');
     await act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId });
+    audit('promoted', 'rekey', { detail: `current is now ${pair.pendingVersionId}` });
 
-    // 6. overlap: both credentials work while connections opened with the old one drain.
-    enter('overlap');
-    await sleep(parseDuration(spec.policy.overlap));
+    if (!revokedAt) {
+      // 7. overlap: both credentials work while connections opened with the old one drain.
+      enter('overlap');
+      if (overlapMs > 0) await sleep(overlapMs);
 
-    // 7. revoke: the old credential stops working at the target.
-    enter('revoke');
-    const old = { ...ref, oldVersionId: pair.currentVersionId, newVersionId: pair.pendingVersionId };
-    await act.forward.revokeOldCredential(old);
+      // 8. revoke: the old credential stops working at the target.
+      enter('revoke');
+      await revokeOld();
+    }
 
-    // 8. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
+    // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     enter('post-verify');
     const check = await act.forward.postVerify(old);
-    if (!check.oldRejected || !check.newAccepted) log.error('post-verify found a problem', { secret, detail: check.detail });
-    return finish('rotated', undefined, check);
+    if (!check.oldRejected || !check.newAccepted) {
+      warnings.push(`post-verify: ${check.detail}`);
+      log.error('post-verify found a problem', { secret, detail: check.detail });
+    }
+    const report = finish('rotated', undefined, check);
+    await Promise.all(audits);
+    return report;
   });
+
+  async function awaitApproval(): Promise<void> {
+    const policy = spec.policy.approval;
+    enter('approve');
+    approval.waitingFor = approvers.filter((a) => a !== input.requestedBy);
+    setCurrentDetails(describe(progress));
+    const decided = () => approval.rejectedBy !== undefined || approval.approvedBy.length >= approval.needed;
+    const timeoutMs = parseDuration(policy.timeout);
+    let inTime = await condition(decided, timeoutMs);
+    if (!inTime && policy.onTimeout === 'escalate') {
+      approval.escalated = true;
+      audit('escalated', 'rekey', { detail: `no decision within ${policy.timeout}; waiting until ${policy.escalationLimit}` });
+      log.warn('approval escalated', { secret, waitingFor: approval.waitingFor });
+      setCurrentDetails(describe(progress));
+      inTime = await condition(decided, Math.max(0, parseDuration(policy.escalationLimit) - timeoutMs));
+    }
+    if (!inTime) {
+      const limit = policy.onTimeout === 'escalate' ? policy.escalationLimit : policy.timeout;
+      throw new ApprovalFailure(`no approval within ${limit} (${approval.approvedBy.length} of ${approval.needed})`);
+    }
+    if (approval.rejectedBy) {
+      const { approver, comment } = approval.rejectedBy;
+      throw new ApprovalFailure(`rejected by ${approver}${comment ? `: ${comment}` : ''}`);
+    }
+  }
 
   async function everyConsumer(work: (name: string) => Promise<void>): Promise<void> {
     const results = await forEachLimited(consumerNames, spec.policy.maxParallelConsumers, async (name) => {
@@ -252,6 +426,10 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
       consumers: progress.consumers,
       failure,
       postVerify,
+      approval,
+      emergency,
+      revokedAt,
+      warnings: warnings.length ? warnings : undefined,
     };
     setCurrentDetails(describe(progress, report));
     return report;
@@ -260,15 +438,28 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
 
 /** Markdown for the Temporal UI's "current details" panel. */
 function describe(progress: Progress, report?: RotationReport): string {
+  const a = progress.approval;
   const lines = [
-    `### Rotation of \`${progress.secret}\``,
-    report ? `**Outcome:** ${report.outcome}${report.failure ? ` at ${report.failure.stage}: ${report.failure.message}` : ''}` : `**Stage:** ${progress.stage}`,
+    `### ${progress.emergency ? 'EMERGENCY rotation' : 'Rotation'} of \`${progress.secret}\``,
+    report
+      ? `**Outcome:** ${report.outcome}${report.failure ? ` at ${report.failure.stage}: ${report.failure.message}` : ''}`
+      : `**Stage:** ${progress.stage}`,
+    `Requested by ${progress.requestedBy ?? 'unknown'}`,
     '',
     `Versions: current \`${progress.versions.current ?? '?'}\`, pending \`${progress.versions.pending ?? '?'}\``,
-    '',
-    '| consumer | state | detail |',
-    '|---|---|---|',
-    ...progress.consumers.map((c) => `| ${c.name} | ${c.state} | ${c.detail ?? ''} |`),
   ];
+  if (a.required) {
+    lines.push(
+      '',
+      `**Approval:** ${a.approvedBy.length} of ${a.needed}` +
+        (a.approvedBy.length ? ` (approved by ${a.approvedBy.map((x) => x.approver).join(', ')})` : '') +
+        (a.rejectedBy ? `, rejected by ${a.rejectedBy.approver}` : '') +
+        (progress.stage === 'approve' ? `; waiting for ${a.waitingFor.join(', ') || 'nobody eligible'}${a.escalated ? ' (escalated)' : ''}` : ''),
+    );
+    if (progress.stage === 'approve') {
+      lines.push('', 'Approve: send the signal `approve` with `{"approver": "<you>", "comment": "..."}` (or `reject`).');
+    }
+  }
+  lines.push('', '| consumer | state | detail |', '|---|---|---|', ...progress.consumers.map((c) => `| ${c.name} | ${c.state} | ${c.detail ?? ''} |`));
   return lines.join('\n');
 }
