@@ -4,6 +4,7 @@ import { ManifestError, secretJsonSchema } from '../lib/manifest';
 import { TASK_QUEUE } from '../workflows/messages';
 import { EXIT, UsageError, err, out } from './common';
 import { decide } from './commands/approve';
+import { audit } from './commands/audit';
 import { pending } from './commands/pending';
 import { revoke } from './commands/revoke';
 import { rotate } from './commands/rotate';
@@ -24,13 +25,19 @@ usage:
   rekey revoke NAME --emergency --reason TEXT [-f DIR] [--revoke-first]
                               a leaked secret: rotate now, no approval, no overlap, superseding any
                               rotation in flight; prints the time until the old credential was rejected
+  rekey audit [NAME] [--json] [--log PATH]
+                              who rotated what, when, why, who approved, which versions, outcome
+  rekey audit verify [--log PATH]
+                              check the hash chain; exit 5 naming the first edited, removed or
+                              reordered record
   rekey validate -f DIR       check every manifest under DIR and list the secrets
   rekey schema                print the JSON Schema of Secret manifests (for editors)
   rekey help                  this text
 
 Temporal is reached through TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY and
 TEMPORAL_TLS_* (or a TEMPORAL_PROFILE); the task queue is REKEY_TASK_QUEUE (default "${TASK_QUEUE}").
-Exit status: 0 done, 1 rolled back, 2 bad input, 3 already rotating, 4 Temporal unreachable.`;
+Exit status: 0 done, 1 rolled back, 2 bad input, 3 already rotating, 4 Temporal unreachable,
+5 audit log tampered.`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   rotate,
@@ -38,6 +45,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   reject: decide(false),
   pending,
   revoke,
+  audit,
   status,
   validate,
   schema: async () => {
