@@ -5,6 +5,8 @@ import { TASK_QUEUE } from '../workflows/messages';
 import { EXIT, UsageError, err, out } from './common';
 import { decide } from './commands/approve';
 import { audit } from './commands/audit';
+import { codecKey } from './commands/codec-key';
+import { codecServer } from './commands/codec-server';
 import { pending } from './commands/pending';
 import { revoke } from './commands/revoke';
 import { rotate } from './commands/rotate';
@@ -30,6 +32,10 @@ usage:
   rekey audit verify [--log PATH]
                               check the hash chain; exit 5 naming the first edited, removed or
                               reordered record
+  rekey codec-server [--port 8388] [--origin UI_URL]
+                              decode encrypted payloads for the Temporal UI and CLI (bearer token)
+  rekey codec-key new [--id ID] [--keyring PATH]
+                              add a payload-encryption key and make it active
   rekey validate -f DIR       check every manifest under DIR and list the secrets
   rekey schema                print the JSON Schema of Secret manifests (for editors)
   rekey help                  this text
@@ -46,6 +52,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   pending,
   revoke,
   audit,
+  'codec-server': codecServer,
+  'codec-key': codecKey,
   status,
   validate,
   schema: async () => {

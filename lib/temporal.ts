@@ -3,6 +3,7 @@
 // and the config file), so a dev server, a self-hosted cluster and Temporal Cloud need no code change.
 import { Client, Connection } from '@temporalio/client';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
+import { rekeyDataConverter } from './codec';
 
 export function temporalSettings() {
   const config = loadClientConnectConfig();
@@ -22,5 +23,5 @@ export async function connectClient(): Promise<Client> {
         'Start the local stack with `npm run stack:up`, or set TEMPORAL_ADDRESS (and TEMPORAL_API_KEY / TLS settings) for another cluster.',
     );
   }
-  return new Client({ connection, namespace });
+  return new Client({ connection, namespace, dataConverter: rekeyDataConverter() });
 }

@@ -8,7 +8,8 @@
 #   bash scripts/stack.sh down    stop everything (data is kept under .data/)
 #
 # Usage: eval "$(bash scripts/stack.sh up)". Ports: REKEY_TEMPORAL_PORT (7233), REKEY_UI_PORT
-# (8233), REKEY_MOTO_PORT (45660), REKEY_PG_PORT (55432); data: REKEY_DATA_DIR (.data).
+# (8233), REKEY_MOTO_PORT (45660), REKEY_PG_PORT (55432), REKEY_CODEC_PORT (8388); data:
+# REKEY_DATA_DIR (.data). The codec keyring and the codec server's token live in .data/codec.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${REKEY_DATA_DIR:-$root/.data}"
@@ -16,11 +17,14 @@ temporal_port="${REKEY_TEMPORAL_PORT:-7233}"
 ui_port="${REKEY_UI_PORT:-8233}"
 moto_port="${REKEY_MOTO_PORT:-45660}"
 pg_port="${REKEY_PG_PORT:-55432}"
+codec_port="${REKEY_CODEC_PORT:-8388}"
 pg_bin="${REKEY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 run="$data/run"
 logs="$data/logs"
 pgdata="$data/postgres/cluster"
 pg_password_file="$data/postgres/admin-password"
+keyring="$data/codec/keyring.json"
+codec_token="$data/codec/token"
 # Search attributes the workflows set; registered at every start (the dev server skips known ones).
 search_attributes=(RekeySecret RekeyStage RekeyOutcome RekeyRequestedBy)
 
@@ -65,7 +69,8 @@ start_temporal() {
   local args=(server start-dev --ip 127.0.0.1 --port "$temporal_port" --ui-port "$ui_port"
     --db-filename "$data/temporal/temporal.db" --namespace default --log-level warn)
   for sa in "${search_attributes[@]}"; do args+=(--search-attribute "$sa=Keyword"); done
-  [[ -n "${REKEY_CODEC_ENDPOINT:-}" ]] && args+=(--ui-codec-endpoint "$REKEY_CODEC_ENDPOINT")
+  # The UI decodes payloads through rekey's codec server (see README, "Encryption").
+  args+=(--ui-codec-endpoint "${REKEY_CODEC_ENDPOINT:-http://127.0.0.1:$codec_port}")
   say "starting Temporal dev server on 127.0.0.1:$temporal_port (UI http://127.0.0.1:$ui_port)"
   setsid nohup "$bin" "${args[@]}" >"$logs/temporal.log" 2>&1 </dev/null &
   echo $! >"$run/temporal.pid"
@@ -80,6 +85,36 @@ start_moto() {
   setsid nohup "$root/.tools/venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 </dev/null &
   echo $! >"$run/moto.pid"
   wait_for moto 30 "$logs/moto.log" curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+}
+
+ensure_codec_files() {
+  mkdir -p "$data/codec"
+  chmod 700 "$data/codec"
+  if [[ ! -f "$keyring" ]]; then
+    say "creating the payload codec keyring $keyring"
+    python3 - "$keyring" <<'PY'
+import base64, json, os, secrets, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+with os.fdopen(fd, "w") as f:
+    json.dump({"active": "k1", "keys": {"k1": base64.b64encode(secrets.token_bytes(32)).decode()}}, f, indent=2)
+PY
+  fi
+  if [[ ! -f "$codec_token" ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$codec_token")
+  fi
+}
+
+start_codec() {
+  if pid_alive codec && port_open "$codec_port"; then return 0; fi
+  ensure_port_free "codec server" "$codec_port" REKEY_CODEC_PORT
+  [[ -x "$root/node_modules/.bin/tsx" ]] || die "node_modules is missing: run npm ci first"
+  say "starting the rekey codec server on 127.0.0.1:$codec_port"
+  REKEY_CODEC_KEYRING="$keyring" REKEY_CODEC_TOKEN_FILE="$codec_token" NODE_NO_WARNINGS=1 \
+    setsid nohup node --import tsx "$root/cli/main.ts" codec-server --port "$codec_port" --origin "http://127.0.0.1:$ui_port" \
+    >"$logs/codec.log" 2>&1 </dev/null &
+  echo $! >"$run/codec.pid"
+  wait_for "codec server" 30 "$logs/codec.log" port_open "$codec_port"
 }
 
 as_postgres() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -122,11 +157,14 @@ export REKEY_PG_HOST=127.0.0.1
 export REKEY_PG_PORT=$(cat "$run/postgres.port" 2>/dev/null || echo "$pg_port")
 export REKEY_PG_ADMIN_USER=rekey_admin
 export REKEY_PG_ADMIN_PASSWORD_FILE=$pg_password_file
+export REKEY_CODEC_KEYRING=$keyring
+export REKEY_CODEC_TOKEN_FILE=$codec_token
+export REKEY_CODEC_ENDPOINT=http://127.0.0.1:$codec_port
 EOV
 }
 
 running() {
-  pid_alive temporal && port_open "$temporal_port" && pid_alive moto && port_open "$moto_port" &&
+  pid_alive temporal && port_open "$temporal_port" && pid_alive moto && port_open "$moto_port" && pid_alive codec &&
     as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1
 }
 
@@ -148,7 +186,10 @@ case "${1:-}" in
     # Check every port first, so a conflict never leaves half a stack running.
     pid_alive temporal || { ensure_port_free Temporal "$temporal_port" REKEY_TEMPORAL_PORT; ensure_port_free "Temporal UI" "$ui_port" REKEY_UI_PORT; }
     pid_alive moto || ensure_port_free moto "$moto_port" REKEY_MOTO_PORT
+    pid_alive codec || ensure_port_free "codec server" "$codec_port" REKEY_CODEC_PORT
     as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1 || ensure_port_free PostgreSQL "$pg_port" REKEY_PG_PORT
+    ensure_codec_files
+    start_codec
     start_temporal
     start_moto
     start_postgres
@@ -162,11 +203,13 @@ case "${1:-}" in
   status)
     if pid_alive temporal; then echo "temporal   running  127.0.0.1:$temporal_port  UI http://127.0.0.1:$ui_port"; else echo "temporal   stopped"; fi
     if pid_alive moto; then echo "moto       running  http://127.0.0.1:$moto_port"; else echo "moto       stopped"; fi
+    if pid_alive codec; then echo "codec      running  http://127.0.0.1:$codec_port"; else echo "codec      stopped"; fi
     if as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then echo "postgres   running  127.0.0.1:$(cat "$run/postgres.port" 2>/dev/null)"; else echo "postgres   stopped"; fi
     ;;
   down)
     stop_pid temporal
     stop_pid moto
+    stop_pid codec
     if [[ -f "$pgdata/PG_VERSION" ]] && as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
       as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null && say "stopped postgres"
     fi

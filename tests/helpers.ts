@@ -15,6 +15,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
+import { rekeyDataConverter } from '../lib/codec';
 import { secretSpecSchema, type SecretSpec } from '../lib/manifest';
 
 export const stack = {
@@ -41,7 +42,7 @@ const quietLogger = { trace() {}, debug() {}, info() {}, warn() {}, error: conso
 
 let client: Promise<Client> | undefined;
 export function temporalClient(): Promise<Client> {
-  client ??= Connection.connect({ address: stack.temporalAddress }).then((connection) => new Client({ connection }));
+  client ??= Connection.connect({ address: stack.temporalAddress }).then((connection) => new Client({ connection, dataConverter: rekeyDataConverter() }));
   return client;
 }
 
@@ -51,6 +52,7 @@ export async function startWorker(taskQueue: string, options: ActivityOptions = 
   return Worker.create({
     connection: await nativeConnection,
     taskQueue,
+    dataConverter: rekeyDataConverter(),
     workflowBundle: await workflowBundle(),
     activities: createActivities({ healthPollMs: 200, ...options }),
   });

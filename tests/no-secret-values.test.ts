@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { rotationWorkflowId } from '../workflows/messages';
+import type { Payload } from '@temporalio/common';
+import { AesGcmCodec, loadKeyring } from '../lib/codec';
 import { workerLog } from './setup';
 import { databaseFixture, postgresSpec, stack, storeVersions, tempDir, temporalClient, withWorker } from './helpers';
 
@@ -22,6 +24,22 @@ function allText(value: unknown, out: string[] = [], seen = new Set<unknown>()):
     for (const item of Object.values(value)) allText(item, out, seen);
   }
   return out.join('\n');
+}
+
+/** Every payload anywhere in `value`, decrypted with the worker's codec, as text. */
+async function decodedPayloadText(value: unknown): Promise<string> {
+  const payloads: Payload[] = [];
+  const walk = (v: unknown, seen: Set<unknown>) => {
+    if (!v || typeof v !== 'object' || v instanceof Uint8Array || seen.has(v)) return;
+    seen.add(v);
+    const o = v as Record<string, unknown>;
+    if (o.metadata && typeof o.metadata === 'object' && 'data' in o) payloads.push(o as Payload);
+    Object.values(o).forEach((child) => walk(child, seen));
+  };
+  walk(value, new Set());
+  const keyring = loadKeyring();
+  const decoded = keyring ? await new AesGcmCodec(keyring).decode(payloads) : payloads;
+  return allText(decoded);
 }
 
 describe('secret values never leave the store', () => {
@@ -51,7 +69,9 @@ describe('secret values never leave the store', () => {
     assert.equal(code, 0, cliOutput);
     assert.match(cliOutput, /ROTATED/);
 
-    const history = allText(await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).fetchHistory());
+    const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).fetchHistory();
+    // Searched both as stored and decrypted: encryption is the second layer, not the first.
+    const history = `${allText(raw)}\n${await decodedPayloadText(raw)}`;
     const log = allText(workerLog.slice(logStart));
     const versions = await storeVersions(fx.secretId);
     // The scan sees real content: version ids travel through history, the log and the CLI.

@@ -16,7 +16,7 @@ Runtime.install({
   }),
 });
 
-const REQUIRED = ['TEMPORAL_ADDRESS', 'AWS_ENDPOINT_URL', 'REKEY_PG_PORT', 'REKEY_PG_ADMIN_PASSWORD_FILE'];
+const REQUIRED = ['TEMPORAL_ADDRESS', 'AWS_ENDPOINT_URL', 'REKEY_PG_PORT', 'REKEY_PG_ADMIN_PASSWORD_FILE', 'REKEY_CODEC_KEYRING'];
 const missing = REQUIRED.filter((name) => !process.env[name]);
 if (missing.length) {
   throw new Error(

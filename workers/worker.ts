@@ -1,5 +1,6 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
+import { rekeyDataConverter } from '../lib/codec';
 import { temporalSettings } from '../lib/temporal';
 import { TASK_QUEUE } from '../workflows/messages';
 
@@ -14,7 +15,10 @@ export interface RekeyWorkerOptions extends ActivityOptions {
 export async function createRekeyWorker(options: RekeyWorkerOptions = {}): Promise<Worker> {
   const { config, namespace, address } = temporalSettings();
   const connection = options.connection ?? (await NativeConnection.connect({ ...config.connectionOptions, address }));
+  const dataConverter = rekeyDataConverter();
+  if (!dataConverter) console.error('rekey worker: REKEY_CODEC_KEYRING is not set, so payloads in Temporal are NOT encrypted');
   return Worker.create({
+    dataConverter,
     connection,
     namespace,
     taskQueue: options.taskQueue ?? process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
