@@ -31,3 +31,8 @@ export function uiLink(workflowId: string, runId?: string): string {
   const base = process.env.REKEY_TEMPORAL_UI ?? 'http://127.0.0.1:8233';
   return `${base}/namespaces/${namespace}/workflows/${encodeURIComponent(workflowId)}${runId ? `/${runId}` : ''}`;
 }
+
+/** A query that gives up: a rotation whose workers are all down must not hang the CLI. */
+export function withDeadline<T>(promise: Promise<T>, ms = 5000): Promise<T | undefined> {
+  return Promise.race([promise.catch(() => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]);
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
@@ -43,11 +43,12 @@ async function decodedPayloadText(value: unknown): Promise<string> {
 }
 
 describe('secret values never leave the store', () => {
-  it('no generated or admin password appears in the history, the worker log or the CLI output of a rotation', async () => {
+  it('no generated or admin password appears in history, the worker log, the audit log or any CLI output of an approved rotation', async () => {
     const fx = await databaseFixture('alternating-users');
     const dir = await tempDir();
     const rotated = postgresSpec(fx, 'alternating-users', {
       consumers: [{ type: 'command', name: 'app', file: join(dir, 'app.json'), health: 'cat "$REKEY_FILE"; exit 0' }], // prints the value: must not reach any log
+      policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } },
     });
     await writeFile(
       join(dir, 'secret.yaml'),
@@ -55,19 +56,33 @@ describe('secret values never leave the store', () => {
     );
 
     const logStart = workerLog.length;
-    const { cliOutput, code } = await withWorker(async (taskQueue) => {
-      const run = promisify(execFile);
-      const result = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'rotate', fx.id, '-f', dir, '--wait', '--reason', 'leak scan'], {
+    const auditLog = join(dir, 'audit.jsonl');
+    const cli = (taskQueue: string, ...args: string[]) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], {
         cwd: ROOT,
-        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
+        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_AUDIT_LOG: auditLog },
       }).then(
         (r) => ({ code: 0, out: r.stdout + r.stderr }),
         (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
       );
-      return { cliOutput: result.out, code: result.code };
-    });
+    const { cliOutput, code } = await withWorker(
+      async (taskQueue) => {
+        // The whole path a person takes: rotate, see it pending, approve, follow, audit.
+        const rotating = cli(taskQueue, 'rotate', fx.id, '-f', dir, '--wait', '--reason', 'leak scan', '--as', 'alice');
+        let pending = { code: 0, out: '' };
+        for (let i = 0; i < 30 && !pending.out.includes(fx.id); i++) pending = await cli(taskQueue, 'pending');
+        const approved = await cli(taskQueue, 'approve', fx.id, '--as', 'bob', '--comment', 'checked');
+        const rotated = await rotating;
+        const outputs = [rotated, pending, approved, await cli(taskQueue, 'status', fx.id), await cli(taskQueue, 'audit', fx.id), await cli(taskQueue, 'audit', 'verify')];
+        return { cliOutput: outputs.map((o) => o.out).join('\n'), code: Math.max(...outputs.map((o) => o.code)) };
+      },
+      { auditLogPath: auditLog },
+    );
     assert.equal(code, 0, cliOutput);
     assert.match(cliOutput, /ROTATED/);
+    assert.match(cliOutput, /approved by bob/);
+    assert.match(cliOutput, /audit log intact/);
+    const audit = await readFile(auditLog, 'utf8');
 
     const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).fetchHistory();
     // Searched both as stored and decrypted: encryption is the second layer, not the first.
@@ -85,6 +100,7 @@ describe('secret values never leave the store', () => {
       assert.ok(!history.includes(value), 'a secret value is in the workflow history');
       assert.ok(!log.includes(value), 'a secret value is in the worker log');
       assert.ok(!cliOutput.includes(value), 'a secret value is in the CLI output');
+      assert.ok(!audit.includes(value), 'a secret value is in the audit log');
     }
   });
 });

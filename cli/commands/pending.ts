@@ -1,16 +1,24 @@
 import { formatDuration } from '../../lib/duration';
 import { connectClient } from '../../lib/temporal';
 import { progressQuery } from '../../workflows/messages';
-import { EXIT, err, out, parse, uiLink } from '../common';
+import { EXIT, err, out, parse, uiLink, withDeadline } from '../common';
 
 /** `rekey pending`: every rotation waiting for a decision, found by its RekeyStage search attribute. */
 export async function pending(args: string[]): Promise<number> {
   const { values } = parse(args, { json: { type: 'boolean' } }, []);
   const client = await connectClient();
+  const waiting = [];
+  for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) waiting.push(wf);
+  // Asked in parallel, each with a deadline: one rotation without a live worker must not stall the list.
+  const answers = await Promise.all(waiting.map((wf) => withDeadline(client.workflow.getHandle(wf.workflowId, wf.runId).query(progressQuery))));
   const rows = [];
-  for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) {
-    const progress = await client.workflow.getHandle(wf.workflowId, wf.runId).query(progressQuery).catch(() => undefined);
-    if (!progress || progress.stage !== 'approve') continue;
+  for (const [i, wf] of waiting.entries()) {
+    const progress = answers[i];
+    if (!progress) {
+      err(`${wf.workflowId}: waits for approval, but no worker answered (is a rekey worker running on task queue ${wf.taskQueue}?)`);
+      continue;
+    }
+    if (progress.stage !== 'approve') continue;
     rows.push({
       secret: progress.secret,
       workflowId: wf.workflowId,

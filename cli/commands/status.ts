@@ -2,7 +2,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { formatProgress, formatReport } from '../../lib/report';
 import { connectClient } from '../../lib/temporal';
 import { progressQuery, rotationWorkflowId, type RotationReport } from '../../workflows/messages';
-import { EXIT, err, out, parse, uiLink } from '../common';
+import { EXIT, err, out, parse, uiLink, withDeadline } from '../common';
 
 export async function status(args: string[]): Promise<number> {
   const { positionals } = parse(args, {}, ['NAME']);
@@ -22,7 +22,8 @@ export async function status(args: string[]): Promise<number> {
   }
   out(`${workflowId}  run ${description.runId}  ${description.status.name}  started ${description.startTime.toISOString()}`);
   if (description.status.name === 'RUNNING') {
-    out(`  stage: ${formatProgress(await handle.query(progressQuery))}`);
+    const progress = await withDeadline(handle.query(progressQuery));
+    out(progress ? `  stage: ${formatProgress(progress)}` : `  no worker answered on task queue ${description.taskQueue}: is a rekey worker running?`);
   } else if (description.status.name === 'COMPLETED') {
     out(formatReport((await handle.result()) as RotationReport));
   }
