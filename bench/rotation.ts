@@ -1,0 +1,128 @@
+// `npm run bench`: what durability costs and how fast a leaked credential dies. It measures and
+// prints; it asserts nothing. Runs against the local stack, like the tests.
+import { randomUUID } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { createConsumer } from '../activities/consumers';
+import { createGenerator } from '../activities/generators';
+import { versionTokenFor } from '../activities/rotation';
+import { openStore } from '../activities/stores';
+import { createTarget } from '../activities/targets';
+import type { SecretSpec } from '../lib/manifest';
+import { databaseFixture, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
+import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { emergencyRevoke } from '../workflows/emergencyRevoke';
+import { rotateSecret } from '../workflows/rotateSecret';
+
+Runtime.install({ logger: new DefaultLogger('WARN') });
+process.env.REKEY_AUDIT_LOG ??= join(tmpdir(), `rekey-bench-audit-${process.pid}.jsonl`);
+
+const RUNS = Number(process.env.REKEY_BENCH_RUNS ?? 10);
+const REVOKE_RUNS = Number(process.env.REKEY_BENCH_REVOKE_RUNS ?? 5);
+
+const quantile = (xs: number[], q: number) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+};
+const ms = (x: number) => `${x.toFixed(0)} ms`;
+
+/** The same provider calls the workflow's activities make, in the same order, in one process. */
+async function rotateDirectly(spec: SecretSpec): Promise<void> {
+  const store = openStore(spec.store);
+  const target = createTarget(spec.target!);
+  const consumers = spec.consumers.map(createConsumer);
+  const versions = await store.versions();
+  const current = await store.read(versions.current!);
+  const next = target.nextCredential(current, createGenerator(spec.generator).generate());
+  const { versionId } = await store.putPending(versionTokenFor(randomUUID()), next);
+  await target.prepare(next, current);
+  const ref = (c: { name: string }) => ({ secret: 'bench', storeRef: store.ref, versionId, consumer: c.name });
+  await Promise.all(consumers.map((c) => c.deploy(ref(c), next)));
+  await Promise.all(consumers.map((c) => c.health(ref(c))));
+  if (!(await target.accepts(next)).accepted) throw new Error('direct rotation: new credential rejected');
+  await store.promote(versionId);
+  await target.revoke(current, next);
+  if ((await target.accepts(current)).accepted) throw new Error('direct rotation: old credential still accepted');
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'rekey-bench-'));
+  const consumers = ['a', 'b'].map((n) => ({ type: 'command', name: `consumer-${n}`, file: join(dir, `${n}.json`), health: 'true' }));
+  const client = await temporalClient();
+  const taskQueue = uniqueId('rekey-bench-');
+  const worker = await startWorker(taskQueue, { healthPollMs: 100 });
+  let peakRss = 0;
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
+
+  const through: number[] = [];
+  const events: number[] = [];
+  const direct: number[] = [];
+  const timeToRevoke: number[] = [];
+
+  await worker.runUntil(async () => {
+    const fx = await databaseFixture('alternating-users');
+    const spec = postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } });
+    // One warm-up of each, so bundling and first connections are not counted.
+    await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
+    await rotateDirectly(spec);
+    for (let i = 0; i < RUNS; i++) {
+      const start = performance.now();
+      const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
+      const report: RotationReport = await handle.result();
+      through.push(performance.now() - start);
+      if (report.outcome !== 'rotated') throw new Error(`bench rotation ${i} rolled back: ${report.failure?.message}`);
+      events.push((await handle.fetchHistory()).events!.length);
+
+      const t = performance.now();
+      await rotateDirectly(spec);
+      direct.push(performance.now() - t);
+    }
+    for (let i = 0; i < REVOKE_RUNS; i++) {
+      const leaked = await databaseFixture('alternating-users');
+      const leakedSpec = postgresSpec(leaked, 'alternating-users', { consumers, policy: { overlap: '1h' } });
+      const start = Date.now();
+      const report: RotationReport = await client.workflow.execute(emergencyRevoke, {
+        taskQueue,
+        workflowId: emergencyWorkflowId(leaked.id),
+        args: [{ secret: leaked.id, spec: leakedSpec, requestedBy: 'bench', reason: 'bench' }],
+      });
+      timeToRevoke.push(Date.parse(report.revokedAt!) - start);
+    }
+  });
+  clearInterval(sampler);
+
+  const figures = {
+    runs: RUNS,
+    temporalMedianMs: quantile(through, 0.5),
+    temporalP95Ms: quantile(through, 0.95),
+    directMedianMs: quantile(direct, 0.5),
+    directP95Ms: quantile(direct, 0.95),
+    durabilityRatio: quantile(through, 0.5) / quantile(direct, 0.5),
+    overheadMs: quantile(through, 0.5) - quantile(direct, 0.5),
+    historyEventsPerRotation: quantile(events, 0.5),
+    workerPeakRssMiB: peakRss / 2 ** 20,
+    timeToRevokeMedianMs: quantile(timeToRevoke, 0.5),
+    timeToRevokeRuns: REVOKE_RUNS,
+  };
+  const rows: [string, string][] = [
+    [`rotation through Temporal (median / p95 of ${RUNS})`, `${ms(figures.temporalMedianMs)} / ${ms(figures.temporalP95Ms)}`],
+    ['same providers called directly (median / p95)', `${ms(figures.directMedianMs)} / ${ms(figures.directP95Ms)}`],
+    ['cost of durability (ratio, overhead)', `${figures.durabilityRatio.toFixed(2)}x, +${ms(figures.overheadMs)}`],
+    ['history events per rotation', String(figures.historyEventsPerRotation)],
+    ['worker process peak RSS (bench + worker in one process)', `${figures.workerPeakRssMiB.toFixed(0)} MiB`],
+    [`time to revoke, emergency (median of ${REVOKE_RUNS})`, ms(figures.timeToRevokeMedianMs)],
+  ];
+  console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);
+  console.log(`\nBENCH_JSON ${JSON.stringify(figures)}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);
