@@ -10,8 +10,6 @@ export interface StoreVersions {
   current?: string;
   pending?: string;
   previous?: string;
-  /** When the current version was created (for age against the policy's maxAge). */
-  currentCreatedAt?: string;
   /** Every version id the store knows for this secret, labelled or not. */
   all: string[];
 }
@@ -21,6 +19,8 @@ export interface SecretStore {
   readonly ref: string;
   versions(): Promise<StoreVersions>;
   read(versionId: string): Promise<Credential>;
+  /** When a version was written (ISO 8601): the age the inventory compares with maxAge. */
+  createdAt(versionId: string): Promise<string | undefined>;
   /**
    * Write `value` as the pending version identified by `token`. Calling it again with the same token
    * returns the existing version and writes nothing, so a retried activity cannot add a second one.

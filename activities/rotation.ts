@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { heartbeat, log, sleep } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { parseDuration } from '../lib/duration';
 import { loadManifests, type SecretSpec } from '../lib/manifest';
 import { createAuditActivities } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
@@ -224,6 +225,16 @@ export function createActivities(options: ActivityOptions = {}) {
       });
     },
 
+    /** The fleet items whose current version is older than their policy's maxAge (no maxAge: never due). */
+    async filterOverdue(items: { secret: string; spec: SecretSpec }[]): Promise<string[]> {
+      const due: string[] = [];
+      for (const item of items) {
+        heartbeat(item.secret);
+        if ((await currentAge(item.spec)).overdue) due.push(item.secret);
+      }
+      return due;
+    },
+
     async postVerify(ref: RotationRef & { oldVersionId: string; newVersionId: string }): Promise<PostVerification> {
       const target = targetOf(ref);
       if (!target) return { oldRejected: true, newAccepted: true, detail: 'no target configured' };
@@ -244,3 +255,14 @@ export function createActivities(options: ActivityOptions = {}) {
 }
 
 export type RotationActivities = ReturnType<typeof createActivities>;
+
+/** How old the current version is, and whether that exceeds the policy's maxAge. */
+export async function currentAge(spec: SecretSpec, now = Date.now()): Promise<{ createdAt?: string; ageMs?: number; overdue: boolean }> {
+  const store = openStore(spec.store);
+  const { current } = await store.versions();
+  const currentCreatedAt = current ? await store.createdAt(current) : undefined;
+  if (!currentCreatedAt) return { overdue: false };
+  const ageMs = now - Date.parse(currentCreatedAt);
+  const overdue = spec.policy.maxAge !== undefined && ageMs > parseDuration(spec.policy.maxAge);
+  return { createdAt: currentCreatedAt, ageMs, overdue };
+}

@@ -4,6 +4,8 @@ import { ManifestError, secretJsonSchema } from '../lib/manifest';
 import { TASK_QUEUE } from '../workflows/messages';
 import { EXIT, UsageError, err, out } from './common';
 import { decide } from './commands/approve';
+import { inventoryCommand } from './commands/inventory';
+import { applyCommand, planCommand, scheduleCommand } from './commands/schedules';
 import { audit } from './commands/audit';
 import { codecKey } from './commands/codec-key';
 import { codecServer } from './commands/codec-server';
@@ -18,6 +20,16 @@ const HELP = `rekey: durable, zero-downtime secret rotation on Temporal
 usage:
   rekey rotate NAME -f DIR [--reason TEXT] [--as USER] [--wait]
                               start a rotation of the Secret NAME declared under DIR
+  rekey rotate --all | --selector team=payments -f DIR [--max-parallel N]
+                              rotate many secrets as one fleet; one summary at the end
+  rekey plan -f DIR [--set NAME]
+                              what apply would change in Temporal's Schedules (changes nothing)
+  rekey apply -f DIR [--set NAME]
+                              create, update and prune the Schedules of this manifest set
+  rekey schedule pause|unpause|trigger|describe NAME [--note TEXT]
+  rekey inventory -f DIR [--json]
+                              every secret: owner, class, store, consumers, age against maxAge
+                              (OVERDUE marked), next scheduled rotation, last outcome
   rekey status NAME           show the latest rotation of NAME: stage, consumers, outcome
   rekey pending [--json]      list rotations waiting for an approval decision
   rekey approve NAME [--as USER] [--comment TEXT]
@@ -52,6 +64,10 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   pending,
   revoke,
   audit,
+  plan: planCommand,
+  apply: applyCommand,
+  schedule: scheduleCommand,
+  inventory: inventoryCommand,
   'codec-server': codecServer,
   'codec-key': codecKey,
   status,

@@ -98,15 +98,92 @@ export const secretManifestSchema = z
   })
   .strict();
 
+const DAYS = ['SUNDAY', 'MONDAY', 'TUESDAY', 'WEDNESDAY', 'THURSDAY', 'FRIDAY', 'SATURDAY'] as const;
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Five cron fields, each *, a number, a range, a list or a step: what Temporal's cron accepts. */
+const CRON_FIELD = /^(\*|\d+(-\d+)?)(\/\d+)?(,(\*|\d+(-\d+)?)(\/\d+)?)*$/;
+const CRON_WORDS = /^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$/;
+
+export const scheduleSpecSchema = z
+  .object({
+    description: z.string().optional(),
+    /** Exactly one of cron, calendar, every. */
+    cron: z
+      .string()
+      .refine((c) => c.trim().split(/\s+/).length === 5 && c.trim().split(/\s+/).every((f) => CRON_FIELD.test(f) || CRON_WORDS.test(f)), {
+        message: 'expected five cron fields (minute hour day-of-month month day-of-week), e.g. "0 2 * * SUN"',
+      })
+      .optional(),
+    calendar: z
+      .object({
+        dayOfWeek: z.enum(DAYS).optional(),
+        dayOfMonth: z.number().int().min(1).max(31).optional(),
+        hour: z.number().int().min(0).max(23).default(0),
+        minute: z.number().int().min(0).max(59).default(0),
+      })
+      .strict()
+      .optional(),
+    every: durationSchema.optional(),
+    timezone: z.string().default('UTC').refine(isTimeZone, { message: 'is not an IANA time zone (e.g. Asia/Tokyo, Europe/Berlin, UTC)' }),
+    /** Each run starts up to this much later, so many schedules do not hit the same minute. */
+    jitter: durationSchema.optional(),
+    /** Runs missed while Temporal was unavailable are made up within this window. */
+    catchupWindow: durationSchema.default('1h'),
+    overlap: z.enum(['skip', 'buffer-one', 'buffer-all', 'cancel-other', 'terminate-other', 'allow-all']).default('skip'),
+    pauseOnFailure: z.boolean().default(false),
+    paused: z.boolean().default(false),
+    /** Which secrets a run rotates: names, labels (all must match), and optionally only overdue ones. */
+    select: z
+      .object({
+        names: z.array(z.string()).default([]),
+        labels: z.record(z.string(), z.string()).default({}),
+        overdueOnly: z.boolean().default(false),
+      })
+      .strict()
+      .refine((sel) => sel.names.length > 0 || Object.keys(sel.labels).length > 0, { message: 'must name secrets or labels (select: {labels: {team: payments}})' }),
+    maxParallel: z.number().int().min(1).max(100).default(2),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const given = (['cron', 'calendar', 'every'] as const).filter((k) => spec[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({ code: 'custom', path: given.length ? [given[1]] : ['cron'], message: `give exactly one of cron, calendar, every (got ${given.join(', ') || 'none'})` });
+    }
+    if (spec.calendar && spec.calendar.dayOfWeek && spec.calendar.dayOfMonth) {
+      ctx.addIssue({ code: 'custom', path: ['calendar'], message: 'give dayOfWeek or dayOfMonth, not both' });
+    }
+  });
+
+export const scheduleManifestSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal('Schedule'),
+    metadata: metadataSchema,
+    spec: scheduleSpecSchema,
+  })
+  .strict();
+
+export type ScheduleSpec = z.output<typeof scheduleSpecSchema>;
+export type ScheduleManifest = z.output<typeof scheduleManifestSchema>;
 export type SecretSpec = z.output<typeof secretSpecSchema>;
 export type SecretManifest = z.output<typeof secretManifestSchema>;
 export type PolicySpec = z.output<typeof policySchema>;
 export type ApprovalPolicy = z.output<typeof approvalSchema>;
 
-export const KINDS = ['Secret'] as const;
+export const KINDS = ['Secret', 'Schedule'] as const;
 
 export interface ManifestSet {
   secrets: Map<string, SecretManifest & { source: string }>;
+  schedules: Map<string, ScheduleManifest & { source: string }>;
 }
 
 export interface ManifestIssue {
@@ -145,13 +222,13 @@ function issuesOf(source: string, error: z.ZodError): ManifestIssue[] {
 }
 
 /** Validate one parsed document; `source` names it in errors (file, and document number if several). */
-export function parseManifest(source: string, doc: unknown): SecretManifest {
+export function parseManifest(source: string, doc: unknown): SecretManifest | ScheduleManifest {
   const kind = (doc as { kind?: unknown } | null)?.kind;
   if (!doc || typeof doc !== 'object') throw new ManifestError([{ source, path: '', message: 'expected a YAML mapping' }]);
   if (!KINDS.includes(kind as (typeof KINDS)[number])) {
     throw new ManifestError([{ source, path: 'kind', message: `expected one of ${KINDS.join(', ')}, got ${JSON.stringify(kind)}` }]);
   }
-  const parsed = secretManifestSchema.safeParse(doc);
+  const parsed = kind === 'Schedule' ? scheduleManifestSchema.safeParse(doc) : secretManifestSchema.safeParse(doc);
   if (!parsed.success) throw new ManifestError(issuesOf(source, parsed.error));
   return parsed.data;
 }
@@ -189,7 +266,7 @@ export function expandEnv(text: string, source: string, env: NodeJS.ProcessEnv =
 /** Load every manifest under `paths`; all problems are collected and reported together. */
 export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   const issues: ManifestIssue[] = [];
-  const set: ManifestSet = { secrets: new Map() };
+  const set: ManifestSet = { secrets: new Map(), schedules: new Map() };
   for (const root of paths) {
     const files = await yamlFiles(root);
     if (files.length === 0) issues.push({ source: root, path: '', message: 'no .yaml or .yml files found' });
@@ -209,11 +286,12 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         if (value === null || value === undefined) return;
         try {
           const manifest = parseManifest(source, value);
-          const previous = set.secrets.get(manifest.metadata.name);
+          const map = (manifest.kind === 'Secret' ? set.secrets : set.schedules) as Map<string, typeof manifest & { source: string }>;
+          const previous = map.get(manifest.metadata.name);
           if (previous) {
-            issues.push({ source, path: 'metadata.name', message: `secret "${manifest.metadata.name}" is also defined in ${previous.source}` });
+            issues.push({ source, path: 'metadata.name', message: `${manifest.kind.toLowerCase()} "${manifest.metadata.name}" is also defined in ${previous.source}` });
           } else {
-            set.secrets.set(manifest.metadata.name, { ...manifest, source });
+            map.set(manifest.metadata.name, { ...manifest, source });
           }
         } catch (err) {
           if (err instanceof ManifestError) issues.push(...err.issues);
@@ -229,4 +307,18 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
 /** JSON Schema for editors, generated from the same zod schema that validates. */
 export function secretJsonSchema(): unknown {
   return z.toJSONSchema(secretManifestSchema, { io: 'input', unrepresentable: 'any' });
+}
+
+export function scheduleJsonSchema(): unknown {
+  return z.toJSONSchema(scheduleManifestSchema, { io: 'input', unrepresentable: 'any' });
+}
+
+/** The secrets a schedule (or `rekey rotate --selector`) selects, in name order. */
+export function selectSecrets(set: ManifestSet, select: { names?: string[]; labels?: Record<string, string> }): string[] {
+  const names = new Set(select.names ?? []);
+  const labels = Object.entries(select.labels ?? {});
+  return [...set.secrets.values()]
+    .filter((s) => names.has(s.metadata.name) || (labels.length > 0 && labels.every(([k, v]) => s.metadata.labels[k] === v)))
+    .map((s) => s.metadata.name)
+    .sort();
 }

@@ -4,7 +4,7 @@ import { stringify } from 'yaml';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PooledService } from '../demo/service';
-import { SCHEMA_PATH, schemaText } from '../scripts/gen-schema';
+import { SCHEDULE_SCHEMA_PATH, SCHEMA_PATH, scheduleSchemaText, schemaText } from '../scripts/gen-schema';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import {
@@ -128,7 +128,8 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
 });
 
 describe('JSON Schema for editors', () => {
-  it('schemas/secret.schema.json is what the zod schema generates (run npm run schema after changing it)', () => {
+  it('schemas/*.schema.json are what the zod schemas generate (run npm run schema after changing them)', () => {
     assert.equal(readFileSync(SCHEMA_PATH, 'utf8'), schemaText());
+    assert.equal(readFileSync(SCHEDULE_SCHEMA_PATH, 'utf8'), scheduleSchemaText());
   });
 });

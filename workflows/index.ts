@@ -1,3 +1,4 @@
 // Everything the worker registers as a workflow.
 export { rotateSecret } from './rotateSecret';
 export { emergencyRevoke } from './emergencyRevoke';
+export { rotateFleet } from './rotateFleet';

@@ -144,3 +144,47 @@ export interface AuditEvent {
   versions?: { current?: string; pending?: string };
   detail?: string;
 }
+
+/** One secret a fleet rotates: its name and spec (references only). */
+export interface FleetItem {
+  secret: string;
+  spec: SecretSpec;
+}
+
+export interface FleetInput {
+  /** The schedule that started it, or "adhoc". */
+  fleet: string;
+  items: FleetItem[];
+  maxParallel: number;
+  /** Rotate only secrets whose current version is older than their policy's maxAge. */
+  overdueOnly?: boolean;
+  requestedBy?: string;
+  reason?: string;
+  /** Carried across continue-as-new: where to go on, and what happened so far. */
+  next?: number;
+  summary?: FleetSummary;
+}
+
+export interface FleetSummary {
+  rotated: string[];
+  rolledBack: { secret: string; reason: string }[];
+  /** A rotation of the secret was already running (ad hoc or another fleet): not duplicated. */
+  skipped: string[];
+  /** Not overdue, with overdueOnly. */
+  notDue: string[];
+  failed: { secret: string; reason: string }[];
+}
+
+export interface FleetProgress {
+  fleet: string;
+  total: number;
+  done: number;
+  running: string[];
+  summary: FleetSummary;
+}
+
+export const fleetProgressQuery = defineQuery<FleetProgress>('fleetProgress');
+
+export function fleetWorkflowId(fleet: string): string {
+  return `fleet/${fleet}`;
+}

@@ -68,10 +68,7 @@ export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
         if (!v.VersionId) continue;
         out.all.push(v.VersionId);
         const stages = v.VersionStages ?? [];
-        if (stages.includes(CURRENT)) {
-          out.current = v.VersionId;
-          out.currentCreatedAt = v.CreatedDate?.toISOString();
-        }
+        if (stages.includes(CURRENT)) out.current = v.VersionId;
         if (stages.includes(PENDING)) out.pending = v.VersionId;
         if (stages.includes(PREVIOUS)) out.previous = v.VersionId;
       }
@@ -92,6 +89,12 @@ export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
     async read(versionId) {
       const got = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: versionId }));
       return parseCredential(secretId, versionId, got.SecretString);
+    },
+
+    async createdAt(versionId) {
+      // GetSecretValue, not ListSecretVersionIds: moto reports the time of the listing there.
+      const got = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: versionId }));
+      return got.CreatedDate?.toISOString();
     },
 
     async putPending(token, value) {

@@ -1,18 +1,37 @@
 import { userInfo } from 'node:os';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
-import { loadManifests } from '../../lib/manifest';
+import { loadManifests, selectSecrets } from '../../lib/manifest';
 import { formatProgress, formatReport } from '../../lib/report';
 import { connectClient } from '../../lib/temporal';
-import { REQUESTED_BY_ATTRIBUTE, SECRET_ATTRIBUTE, TASK_QUEUE, progressQuery, rotationWorkflowId, type RotationReport } from '../../workflows/messages';
+import {
+  REQUESTED_BY_ATTRIBUTE,
+  SECRET_ATTRIBUTE,
+  TASK_QUEUE,
+  fleetProgressQuery,
+  fleetWorkflowId,
+  progressQuery,
+  rotationWorkflowId,
+  type FleetSummary,
+  type RotationReport,
+} from '../../workflows/messages';
+import type { rotateFleet } from '../../workflows/rotateFleet';
 import type { rotateSecret } from '../../workflows/rotateSecret';
-import { EXIT, UsageError, err, out, parse, uiLink } from '../common';
+import { EXIT, UsageError, err, out, parse, uiLink, withDeadline } from '../common';
+
+const ROTATE_OPTIONS = {
+  file: { type: 'string', short: 'f' },
+  reason: { type: 'string' },
+  as: { type: 'string' },
+  wait: { type: 'boolean' },
+  all: { type: 'boolean' },
+  selector: { type: 'string' },
+  'max-parallel': { type: 'string' },
+} as const;
 
 export async function rotate(args: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    args,
-    { file: { type: 'string', short: 'f' }, reason: { type: 'string' }, as: { type: 'string' }, wait: { type: 'boolean' } },
-    ['NAME'],
-  );
+  const many = args.includes('--all') || args.some((a) => a === '--selector' || a.startsWith('--selector='));
+  if (many) return rotateMany(args);
+  const { values, positionals } = parse(args, ROTATE_OPTIONS, ['NAME']);
   const [name] = positionals;
   if (!values.file) throw new UsageError('rotate needs -f DIR (the folder or file with the Secret manifests)');
   const manifests = await loadManifests(values.file as string);
@@ -75,3 +94,60 @@ export async function waitAndReport(client: Client, workflowId: string, runId?: 
   }
 }
 
+
+/** `team=payments,class=database` -> {team: 'payments', class: 'database'} */
+function parseSelector(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of text.split(',')) {
+    const [k, v, ...rest] = pair.split('=');
+    if (!k || v === undefined || rest.length) throw new UsageError(`--selector: "${pair}" is not label=value (e.g. --selector team=payments)`);
+    labels[k.trim()] = v.trim();
+  }
+  return labels;
+}
+
+/** `rekey rotate --all | --selector team=payments -f DIR [--max-parallel N]`: one fleet, one summary. */
+async function rotateMany(args: string[]): Promise<number> {
+  const { values } = parse(args, ROTATE_OPTIONS, []);
+  if (!values.file) throw new UsageError('rotate --all/--selector needs -f DIR');
+  if (values.all && values.selector) throw new UsageError('give --all or --selector, not both');
+  const maxParallel = Number(values['max-parallel'] ?? 4);
+  if (!Number.isInteger(maxParallel) || maxParallel < 1) throw new UsageError(`--max-parallel: "${values['max-parallel']}" is not a positive whole number`);
+  const manifests = await loadManifests(values.file as string);
+  const names = values.all ? [...manifests.secrets.keys()].sort() : selectSecrets(manifests, { labels: parseSelector(values.selector as string) });
+  if (!names.length) throw new UsageError(`no Secret under ${values.file} matches ${values.selector ? `--selector ${values.selector}` : '--all'}`);
+  const requestedBy = (values.as as string | undefined) ?? process.env.REKEY_USER ?? userInfo().username;
+  const client = await connectClient();
+  const fleet = `adhoc-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  const handle = await client.workflow.start<typeof rotateFleet>('rotateFleet', {
+    taskQueue: process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
+    workflowId: fleetWorkflowId(fleet),
+    args: [{ fleet, items: names.map((secret) => ({ secret, spec: manifests.secrets.get(secret)!.spec })), maxParallel, requestedBy, reason: values.reason as string | undefined }],
+    staticSummary: `rotate ${names.length} secrets, ${maxParallel} at a time`,
+  });
+  err(`rotating ${names.length} secret(s), ${maxParallel} at a time: workflow ${handle.workflowId}`);
+  const result = handle.result() as Promise<FleetSummary>;
+  let done = false;
+  void result.finally(() => (done = true)).catch(() => undefined);
+  let last = '';
+  while (!done) {
+    const p = await withDeadline(handle.query(fleetProgressQuery), 2000);
+    const line = p ? `${p.done}/${p.total} done${p.running.length ? `, rotating ${p.running.join(', ')}` : ''}` : '';
+    if (line && line !== last) err(`  ${line}`);
+    last = line || last;
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+  }
+  const summary = await result;
+  out(formatFleetSummary(summary));
+  return summary.failed.length || summary.rolledBack.length ? EXIT.rolledBack : EXIT.ok;
+}
+
+export function formatFleetSummary(s: FleetSummary): string {
+  const lines = [
+    `rotated ${s.rotated.length}, rolled back ${s.rolledBack.length}, skipped (already rotating) ${s.skipped.length}, not due ${s.notDue.length}, failed ${s.failed.length}`,
+  ];
+  for (const r of s.rolledBack) lines.push(`  rolled back ${r.secret}: ${r.reason}`);
+  for (const f of s.failed) lines.push(`  failed ${f.secret}: ${f.reason}`);
+  if (s.skipped.length) lines.push(`  skipped: ${s.skipped.join(', ')}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,183 @@
+// Schedule manifests -> Temporal Schedules, declaratively: plan says what would change, apply
+// makes it so, and only schedules rekey created for the same manifest set are ever touched.
+//
+// A schedule carries the Secret specs it rotates in its action (they are references, never
+// values). Why not read manifests at run time: a schedule then runs exactly what was reviewed and
+// applied, needs no manifest folder on the workers, and `plan` can show drift: a changed Secret
+// manifest changes the schedule's content hash, so plan lists the schedule as an update.
+import { createHash } from 'node:crypto';
+import { ScheduleNotFoundError, type Client, type ScheduleOptions, type ScheduleOverlapPolicy } from '@temporalio/client';
+import { parseDuration } from '../lib/duration';
+import { selectSecrets, type ManifestSet, type ScheduleManifest } from '../lib/manifest';
+import { TASK_QUEUE, fleetWorkflowId, type FleetInput } from '../workflows/messages';
+
+export const SCHEDULE_PREFIX = 'rekey/';
+const MEMO_KEY = 'rekey';
+
+export function scheduleId(name: string): string {
+  return `${SCHEDULE_PREFIX}${name}`;
+}
+
+export interface PlanOptions {
+  /** Which manifest set this is: apply prunes only schedules of the same set. */
+  set: string;
+  taskQueue?: string;
+}
+
+export type Change =
+  | { kind: 'create'; id: string; name: string; options: ScheduleOptions; summary: string }
+  | { kind: 'update'; id: string; name: string; options: ScheduleOptions; summary: string }
+  | { kind: 'delete'; id: string; summary: string }
+  | { kind: 'unchanged'; id: string; name: string; summary: string };
+
+export interface Plan {
+  changes: Change[];
+  warnings: string[];
+}
+
+const OVERLAP: Record<ScheduleManifest['spec']['overlap'], ScheduleOverlapPolicy> = {
+  skip: 'SKIP',
+  'buffer-one': 'BUFFER_ONE',
+  'buffer-all': 'BUFFER_ALL',
+  'cancel-other': 'CANCEL_OTHER',
+  'terminate-other': 'TERMINATE_OTHER',
+  'allow-all': 'ALLOW_ALL',
+};
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function when(spec: ScheduleManifest['spec']): string {
+  const at = spec.cron ? `cron "${spec.cron}"` : spec.every ? `every ${spec.every}` : `calendar ${canonical(spec.calendar)}`;
+  return `${at} ${spec.timezone}`;
+}
+
+/** The Temporal schedule a manifest stands for, and the hash of everything that defines it. */
+export function desiredSchedule(set: ManifestSet, manifest: ScheduleManifest & { source?: string }, options: PlanOptions) {
+  const { spec } = manifest;
+  const selected = selectSecrets(set, spec.select);
+  const input: FleetInput = {
+    fleet: manifest.metadata.name,
+    items: selected.map((secret) => ({ secret, spec: set.secrets.get(secret)!.spec })),
+    maxParallel: spec.maxParallel,
+    overdueOnly: spec.select.overdueOnly,
+    requestedBy: `schedule ${manifest.metadata.name}`,
+    reason: spec.description ?? `scheduled rotation (${when(spec)})`,
+  };
+  const taskQueue = options.taskQueue ?? TASK_QUEUE;
+  const hash = createHash('sha256').update(canonical({ spec, input, taskQueue })).digest('hex').slice(0, 16);
+  const scheduleOptions: ScheduleOptions = {
+    scheduleId: scheduleId(manifest.metadata.name),
+    spec: {
+      ...(spec.cron ? { cronExpressions: [spec.cron] } : {}),
+      ...(spec.every ? { intervals: [{ every: parseDuration(spec.every) }] } : {}),
+      ...(spec.calendar
+        ? {
+            calendars: [
+              {
+                hour: spec.calendar.hour,
+                minute: spec.calendar.minute,
+                ...(spec.calendar.dayOfWeek ? { dayOfWeek: spec.calendar.dayOfWeek } : {}),
+                ...(spec.calendar.dayOfMonth ? { dayOfMonth: spec.calendar.dayOfMonth } : {}),
+              },
+            ],
+          }
+        : {}),
+      timezone: spec.timezone,
+      ...(spec.jitter ? { jitter: parseDuration(spec.jitter) } : {}),
+    },
+    action: {
+      type: 'startWorkflow',
+      workflowType: 'rotateFleet',
+      workflowId: fleetWorkflowId(manifest.metadata.name),
+      taskQueue,
+      args: [input],
+      // The content hash rides on the action (schedule memos cannot be updated).
+      memo: { [MEMO_KEY]: { hash } },
+    },
+    policies: { overlap: OVERLAP[spec.overlap], catchupWindow: parseDuration(spec.catchupWindow), pauseOnFailure: spec.pauseOnFailure },
+    state: { paused: spec.paused, note: `managed by rekey apply (set ${options.set}, ${manifest.source})` },
+    memo: { [MEMO_KEY]: { set: options.set } },
+  };
+  return { options: scheduleOptions, hash, selected, summary: `${when(spec)}, ${selected.length} secret(s), ${spec.maxParallel} at a time` };
+}
+
+function memoOf(memo: Record<string, unknown> | undefined): { set?: string; hash?: string } {
+  return (memo?.[MEMO_KEY] as { set?: string; hash?: string } | undefined) ?? {};
+}
+
+export async function plan(client: Client, set: ManifestSet, options: PlanOptions): Promise<Plan> {
+  const changes: Change[] = [];
+  const warnings: string[] = [];
+  const desiredIds = new Set<string>();
+  for (const manifest of set.schedules.values()) {
+    const desired = desiredSchedule(set, manifest, options);
+    const id = desired.options.scheduleId;
+    desiredIds.add(id);
+    if (desired.selected.length === 0) warnings.push(`schedule ${manifest.metadata.name}: its selector matches no secret`);
+    let current;
+    try {
+      current = await client.schedule.getHandle(id).describe();
+    } catch (err) {
+      if (!(err instanceof ScheduleNotFoundError)) throw err;
+    }
+    if (!current) {
+      changes.push({ kind: 'create', id, name: manifest.metadata.name, options: desired.options, summary: desired.summary });
+      continue;
+    }
+    const owner = memoOf(current.memo).set;
+    if (owner !== options.set) {
+      throw new Error(`schedule ${id} exists but ${owner ? `belongs to manifest set "${owner}"` : 'was not created by rekey'}; rename the Schedule manifest`);
+    }
+    const action = current.action as { memo?: Record<string, unknown> };
+    const paused = current.state.paused !== manifest.spec.paused;
+    if (memoOf(action.memo).hash === desired.hash && !paused) {
+      changes.push({ kind: 'unchanged', id, name: manifest.metadata.name, summary: desired.summary });
+    } else {
+      changes.push({ kind: 'update', id, name: manifest.metadata.name, options: desired.options, summary: desired.summary });
+    }
+  }
+  // Prune: schedules of this set whose manifest is gone. Others' schedules are never touched.
+  for await (const summary of client.schedule.list()) {
+    if (!summary.scheduleId.startsWith(SCHEDULE_PREFIX) || desiredIds.has(summary.scheduleId)) continue;
+    if (memoOf(summary.memo).set !== options.set) continue;
+    changes.push({ kind: 'delete', id: summary.scheduleId, summary: 'its manifest was removed' });
+  }
+  return { changes, warnings };
+}
+
+export async function apply(client: Client, planned: Plan): Promise<void> {
+  for (const change of planned.changes) {
+    if (change.kind === 'create') {
+      await client.schedule.create(change.options);
+    } else if (change.kind === 'update') {
+      const { options } = change;
+      await client.schedule.getHandle(change.id).update(() => ({
+        spec: options.spec,
+        action: options.action,
+        policies: options.policies,
+        state: { paused: options.state?.paused, note: options.state?.note },
+      }));
+    } else if (change.kind === 'delete') {
+      await client.schedule.getHandle(change.id).delete();
+    }
+  }
+}
+
+export function formatPlan(planned: Plan): string[] {
+  const sign = { create: '+', update: '~', delete: '-', unchanged: '=' } as const;
+  const lines = planned.changes.map((c) => `${sign[c.kind]} ${c.kind.padEnd(9)} ${c.id}  ${c.summary}`);
+  for (const w of planned.warnings) lines.push(`! warning   ${w}`);
+  const counts = (['create', 'update', 'delete', 'unchanged'] as const).map((k) => `${planned.changes.filter((c) => c.kind === k).length} to ${k}`);
+  lines.push(counts.join(', ').replace('to unchanged', 'unchanged'));
+  return lines;
+}

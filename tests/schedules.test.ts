@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ScheduleNotFoundError } from '@temporalio/client';
+import { loadManifests } from '../lib/manifest';
+import { apply, plan, scheduleId } from '../schedules/plan';
+import { cheapSecrets, scheduleManifest } from './fleet-fixtures';
+import { tempDir, temporalClient, uniqueId } from './helpers';
+
+const kinds = (p: Awaited<ReturnType<typeof plan>>) => p.changes.map((c) => `${c.kind} ${c.id}`).sort();
+
+describe('schedules from manifests', () => {
+  const created: string[] = [];
+  after(async () => {
+    const client = await temporalClient();
+    for (const id of created) await client.schedule.getHandle(id).delete().catch(() => undefined);
+  });
+
+  it('apply creates, re-apply changes nothing, an edit updates, a removed manifest is deleted, a foreign schedule is untouched; plan matches apply', async () => {
+    const client = await temporalClient();
+    const dir = await tempDir();
+    const set = uniqueId('set-');
+    const team = uniqueId('team-');
+    await cheapSecrets(dir, 2, { team });
+    const [weekly, daily] = [uniqueId('weekly-'), uniqueId('daily-')];
+    created.push(scheduleId(weekly), scheduleId(daily));
+    await scheduleManifest(dir, 'weekly.yaml', weekly, { cron: '0 2 * * SUN', timezone: 'Asia/Tokyo', jitter: '10m', select: { labels: { team } }, maxParallel: 2, paused: true });
+    await scheduleManifest(dir, 'daily.yaml', daily, { every: '24h', select: { labels: { team } }, paused: true });
+    const foreign = uniqueId('rekey/foreign-');
+    created.push(foreign);
+    await client.schedule.create({
+      scheduleId: foreign,
+      spec: { intervals: [{ every: '1h' }] },
+      action: { type: 'startWorkflow', workflowType: 'rotateFleet', taskQueue: 'nowhere', args: [] },
+      state: { paused: true },
+    });
+
+    const first = await plan(client, await loadManifests(dir), { set });
+    assert.deepEqual(kinds(first), [`create ${scheduleId(daily)}`, `create ${scheduleId(weekly)}`].sort());
+    await apply(client, first);
+    const again = await plan(client, await loadManifests(dir), { set });
+    assert.deepEqual(again.changes.map((c) => c.kind), ['unchanged', 'unchanged']);
+
+    await scheduleManifest(dir, 'weekly.yaml', weekly, { cron: '30 3 * * SUN', timezone: 'Asia/Tokyo', select: { labels: { team } }, maxParallel: 2, paused: true });
+    await rm(join(dir, 'daily.yaml'));
+    // The listing that finds deletions is eventually consistent: wait until the new ones show.
+    let edited = await plan(client, await loadManifests(dir), { set });
+    for (let i = 0; i < 50 && !edited.changes.some((c) => c.kind === 'delete'); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      edited = await plan(client, await loadManifests(dir), { set });
+    }
+    assert.deepEqual(kinds(edited), [`delete ${scheduleId(daily)}`, `update ${scheduleId(weekly)}`].sort());
+    await apply(client, edited);
+
+    await assert.rejects(client.schedule.getHandle(scheduleId(daily)).describe(), ScheduleNotFoundError);
+    const weeklyNow = await client.schedule.getHandle(scheduleId(weekly)).describe();
+    assert.deepEqual(weeklyNow.spec.calendars?.[0].minute, [{ start: 30, end: 30, step: 1 }]);
+    assert.equal((await client.schedule.getHandle(foreign).describe()).state.paused, true, 'the foreign schedule is still there');
+    assert.deepEqual((await plan(client, await loadManifests(dir), { set })).changes.map((c) => c.kind), ['unchanged']);
+  });
+
+  it('a changed Secret manifest is drift: plan shows its schedule as an update', async () => {
+    const client = await temporalClient();
+    const dir = await tempDir();
+    const set = uniqueId('set-');
+    const team = uniqueId('team-');
+    await cheapSecrets(dir, 1, { team });
+    const name = uniqueId('drift-');
+    created.push(scheduleId(name));
+    await scheduleManifest(dir, 's.yaml', name, { every: '7d', select: { labels: { team } }, paused: true });
+    await apply(client, await plan(client, await loadManifests(dir), { set }));
+    await cheapSecrets(dir, 1, { team }); // a new secret now matches the selector
+    const drifted = await plan(client, await loadManifests(dir), { set });
+    assert.deepEqual(drifted.changes.map((c) => c.kind), ['update']);
+    assert.match(drifted.changes[0].summary, /2 secret\(s\)/);
+  });
+
+  it('next action times follow the calendar in the schedule time zone (Sunday 02:00 Asia/Tokyo is Saturday 17:00 UTC)', async () => {
+    const client = await temporalClient();
+    const dir = await tempDir();
+    const team = uniqueId('team-');
+    await cheapSecrets(dir, 1, { team });
+    const name = uniqueId('tokyo-');
+    created.push(scheduleId(name));
+    await scheduleManifest(dir, 's.yaml', name, { calendar: { dayOfWeek: 'SUNDAY', hour: 2, minute: 0 }, timezone: 'Asia/Tokyo', select: { labels: { team } } });
+    await apply(client, await plan(client, await loadManifests(dir), { set: uniqueId('set-') }));
+    const { info } = await client.schedule.getHandle(scheduleId(name)).describe();
+    assert.ok(info.nextActionTimes.length >= 2);
+    for (const t of info.nextActionTimes) {
+      assert.equal(t.getUTCDay(), 6, t.toISOString());
+      assert.equal(t.getUTCHours(), 17);
+      assert.equal(t.getUTCMinutes(), 0);
+    }
+    await client.schedule.getHandle(scheduleId(name)).pause('test');
+  });
+
+  it('a selector that matches nothing is a warning in plan', async () => {
+    const dir = await tempDir();
+    await cheapSecrets(dir, 1, { team: 'a' });
+    await scheduleManifest(dir, 's.yaml', uniqueId('empty-'), { every: '1d', select: { labels: { team: 'nobody' } } });
+    const p = await plan(await temporalClient(), await loadManifests(dir), { set: uniqueId('set-') });
+    assert.match(p.warnings.join('\n'), /selector matches no secret/);
+  });
+});

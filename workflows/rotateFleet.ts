@@ -1,0 +1,93 @@
+// Rotate many secrets: each as a child rotateSecret under its usual id rotation/<name>, so a
+// scheduled rotation and an ad-hoc one of the same secret never run at once (the later is reported
+// as skipped). A sliding window keeps maxParallel children in flight; continue-as-new keeps the
+// history short however many secrets there are.
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import {
+  ActivityFailure,
+  ChildWorkflowFailure,
+  ParentClosePolicy,
+  continueAsNew,
+  executeChild,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { RotationActivities } from '../activities/rotation';
+import { fleetProgressQuery, rotationWorkflowId, type FleetInput, type FleetItem, type FleetProgress, type RotationReport } from './messages';
+import { rotateSecret } from './rotateSecret';
+
+/** Children per run before continuing as new: a few events each, well under history limits. */
+const CHILDREN_PER_RUN = 200;
+
+const { filterOverdue } = proxyActivities<RotationActivities>({ startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry: { maximumInterval: '30s' } });
+
+function causeOf(err: unknown): string {
+  let e = err as Error & { cause?: unknown };
+  while ((e instanceof ActivityFailure || e instanceof ChildWorkflowFailure) && e.cause) e = e.cause as Error & { cause?: unknown };
+  return e?.message ?? String(err);
+}
+
+export async function rotateFleet(input: FleetInput): Promise<FleetProgress['summary']> {
+  const summary = input.summary ?? { rotated: [], rolledBack: [], skipped: [], notDue: [], failed: [] };
+  let items = input.items;
+  if (input.overdueOnly && input.next === undefined) {
+    const due = new Set(await filterOverdue(items));
+    summary.notDue.push(...items.filter((i) => !due.has(i.secret)).map((i) => i.secret));
+    items = items.filter((i) => due.has(i.secret));
+  }
+  const start = input.next ?? 0;
+  const end = Math.min(items.length, start + CHILDREN_PER_RUN);
+  const running = new Set<string>();
+  let next = start;
+  const progress = (): FleetProgress => ({
+    fleet: input.fleet,
+    total: items.length,
+    done: summary.rotated.length + summary.rolledBack.length + summary.skipped.length + summary.failed.length,
+    running: [...running],
+    summary,
+  });
+  setHandler(fleetProgressQuery, progress);
+
+  async function rotateOne(item: FleetItem): Promise<void> {
+    running.add(item.secret);
+    try {
+      const report: RotationReport = await executeChild(rotateSecret, {
+        workflowId: rotationWorkflowId(item.secret),
+        args: [{ secret: item.secret, spec: item.spec, requestedBy: input.requestedBy ?? `fleet ${input.fleet}`, reason: input.reason }],
+        // If the fleet is cancelled or terminated, its children roll back cleanly instead of dying.
+        parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+      });
+      if (report.outcome === 'rotated') summary.rotated.push(item.secret);
+      else summary.rolledBack.push({ secret: item.secret, reason: report.failure?.message ?? 'rolled back' });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) summary.skipped.push(item.secret);
+      else summary.failed.push({ secret: item.secret, reason: causeOf(err) });
+    } finally {
+      running.delete(item.secret);
+      setCurrentDetails(describe(progress()));
+    }
+  }
+
+  // The sliding window: a lane takes the next secret as soon as its previous one finishes.
+  const lane = async () => {
+    while (next < end) await rotateOne(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(input.maxParallel, end - start) }, lane));
+
+  if (end < items.length) {
+    await continueAsNew<typeof rotateFleet>({ ...input, items, overdueOnly: false, next: end, summary });
+  }
+  setCurrentDetails(describe(progress()));
+  return summary;
+}
+
+function describe(p: FleetProgress): string {
+  const s = p.summary;
+  return [
+    `### Fleet \`${p.fleet}\` (${workflowInfo().runId.slice(0, 8)})`,
+    `${s.rotated.length} rotated, ${s.rolledBack.length} rolled back, ${s.skipped.length} skipped, ${s.failed.length} failed of ${p.total}`,
+    p.running.length ? `Rotating now: ${p.running.join(', ')}` : '',
+  ].join('\n\n');
+}
