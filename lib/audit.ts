@@ -74,6 +74,41 @@ async function readLines(path: string): Promise<string[]> {
   return text.split('\n').filter((line) => line.length > 0);
 }
 
+/**
+ * What an appender needs to know of a log: the keys already written and the last record. Kept per
+ * file and brought up to date from the bytes appended since (by any process), so an append costs
+ * what was added since the last one, not the whole log.
+ */
+interface Tail {
+  size: number;
+  keys: Map<string, AuditRecord>;
+  last?: AuditRecord;
+}
+const tails = new Map<string, Tail>();
+
+async function catchUp(path: string): Promise<Tail> {
+  let tail = tails.get(path);
+  const size = (await stat(path).catch(() => undefined))?.size ?? 0;
+  if (!tail || size < tail.size) tail = { size: 0, keys: new Map() };
+  if (size > tail.size) {
+    const handle = await open(path, 'r');
+    try {
+      const buffer = Buffer.alloc(size - tail.size);
+      await handle.read(buffer, 0, buffer.length, tail.size);
+      for (const line of buffer.toString('utf8').split('\n').filter(Boolean)) {
+        const record = JSON.parse(line) as AuditRecord;
+        tail.keys.set(auditKey(record), record);
+        tail.last = record;
+      }
+    } finally {
+      await handle.close();
+    }
+    tail.size = size;
+  }
+  tails.set(path, tail);
+  return tail;
+}
+
 export class AuditLog {
   constructor(readonly path: string = defaultAuditLogPath()) {}
 
@@ -81,20 +116,23 @@ export class AuditLog {
   async append(event: AuditEvent): Promise<{ record: AuditRecord; written: boolean }> {
     await mkdir(dirname(this.path), { recursive: true });
     return withLock(this.path, async () => {
-      const records = (await readLines(this.path)).map((line) => JSON.parse(line) as AuditRecord);
-      const key = auditKey(event);
-      const existing = records.find((r) => auditKey(r) === key);
+      const tail = await catchUp(this.path);
+      const existing = tail.keys.get(auditKey(event));
       if (existing) return { record: existing, written: false };
-      const last = records[records.length - 1];
+      const last = tail.last;
       const unsigned = { ...stripUndefined(event), seq: (last?.seq ?? 0) + 1, prev: last?.hash ?? GENESIS };
       const record: AuditRecord = { ...unsigned, hash: hashOf(unsigned) };
+      const line = `${JSON.stringify(record)}\n`;
       const handle = await open(this.path, 'a', 0o600);
       try {
-        await handle.appendFile(`${JSON.stringify(record)}\n`);
+        await handle.appendFile(line);
         await handle.sync();
       } finally {
         await handle.close();
       }
+      tail.keys.set(auditKey(record), record);
+      tail.last = record;
+      tail.size += Buffer.byteLength(line);
       return { record, written: true };
     });
   }
