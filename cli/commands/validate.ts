@@ -1,4 +1,4 @@
-import { loadManifests } from '../../lib/manifest';
+import { loadManifests, selectSecrets } from '../../lib/manifest';
 import { EXIT, UsageError, err, out, parse } from '../common';
 
 export async function validate(args: string[]): Promise<number> {
@@ -8,7 +8,11 @@ export async function validate(args: string[]): Promise<number> {
   for (const [name, m] of manifests.secrets) {
     out(`${name}  ${m.spec.store.type}  ${m.spec.target?.type ?? 'no target'}  ${m.spec.consumers.length} consumer(s)  (${m.source})`);
   }
-  err(`${manifests.secrets.size} secret(s) valid`);
+  for (const [name, m] of manifests.schedules) {
+    const when = m.spec.cron ? `cron "${m.spec.cron}"` : m.spec.every ? `every ${m.spec.every}` : 'calendar';
+    out(`schedule ${name}  ${when} ${m.spec.timezone}  selects ${selectSecrets(manifests, m.spec.select).length} secret(s)  (${m.source})`);
+  }
+  err(`${manifests.secrets.size} secret(s) and ${manifests.schedules.size} schedule(s) valid`);
   return EXIT.ok;
 }
 
