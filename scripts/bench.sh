@@ -6,4 +6,4 @@ cd "$root"
 env_lines="$(bash scripts/stack.sh up)" || { echo "bench: the local stack did not start (see above)" >&2; exit 1; }
 eval "$env_lines"
 export NODE_NO_WARNINGS=1
-exec node --import tsx bench/rotation.ts
+exec node --import tsx "bench/${REKEY_BENCH:-rotation}.ts"
