@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { stringify } from 'yaml';
+import { ManifestError, loadManifests } from '../lib/manifest';
+import { rotationWorkflowId } from '../workflows/messages';
+import { tempDir, temporalClient, uniqueId } from './helpers';
+
+const ROOT = join(__dirname, '..');
+
+function secret(name: string, spec: Record<string, unknown> = {}) {
+  return {
+    apiVersion: 'rekey.dev/v1',
+    kind: 'Secret',
+    metadata: { name },
+    spec: {
+      store: { type: 'aws-secrets-manager', secretId: `x/${name}` },
+      generator: { type: 'password' },
+      consumers: [{ type: 'command', name: 'app', file: '/tmp/x' }],
+      ...spec,
+    },
+  };
+}
+
+const schedule = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Schedule', metadata: { name: 'weekly' }, spec });
+
+/** The issues loading `docs` (each a file) produces, as "file: path: message" lines. */
+async function problems(files: Record<string, string | object>): Promise<string[]> {
+  const dir = await tempDir();
+  for (const [file, content] of Object.entries(files)) {
+    await writeFile(join(dir, file), typeof content === 'string' ? content : stringify(content));
+  }
+  try {
+    await loadManifests(dir);
+  } catch (err) {
+    assert.ok(err instanceof ManifestError, String(err));
+    return err.issues.map((i) => `${i.source.split('/').pop()}: ${i.path}: ${i.message}`);
+  }
+  return [];
+}
+
+describe('manifest validation', () => {
+  const cases: [string, Record<string, string | object>, RegExp][] = [
+    ['an unknown store type', { 'a.yaml': secret('a', { store: { type: 'vault', path: 'x' } }) }, /^a\.yaml: spec\.store\.type: unknown or missing "type"/],
+    ['a missing generator', { 'a.yaml': secret('a', { generator: undefined }) }, /^a\.yaml: spec\.generator: is required/],
+    ['a password shorter than 12', { 'a.yaml': secret('a', { generator: { type: 'password', length: 8 } }) }, /^a\.yaml: spec\.generator\.length: .*>=12/],
+    ['a typo in a field name', { 'a.yaml': { ...secret('a'), spec: { ...secret('a').spec, consumer: [] } } }, /^a\.yaml: spec: unknown field consumer/],
+    ['alternating-users without users', { 'a.yaml': secret('a', { target: { type: 'postgres', database: 'd', strategy: 'alternating-users', admin: { store: { type: 'aws-secrets-manager', secretId: 'adm' } } } }) }, /^a\.yaml: spec\.target\.users: is required for strategy alternating-users/],
+    ['single-user without user', { 'a.yaml': secret('a', { target: { type: 'postgres', database: 'd', strategy: 'single-user', admin: { store: { type: 'aws-secrets-manager', secretId: 'adm' } } } }) }, /^a\.yaml: spec\.target\.user: is required for strategy single-user/],
+    ['an inline admin password', { 'a.yaml': secret('a', { target: { type: 'postgres', database: 'd', strategy: 'single-user', user: 'u', admin: { username: 'root', password: 'hunter2' } } }) }, /^a\.yaml: spec\.target\.admin(\.store)?: /],
+    ['a duration in words', { 'a.yaml': secret('a', { policy: { overlap: '5 minutes' } }) }, /^a\.yaml: spec\.policy\.overlap: expected a duration such as 30s/],
+    ['two consumers with one name', { 'a.yaml': secret('a', { consumers: [{ type: 'command', name: 'app', file: '/a' }, { type: 'command', name: 'app', file: '/b' }] }) }, /^a\.yaml: spec\.consumers\[1\]\.name: duplicate consumer name "app"/],
+    ['an approval policy without approvers', { 'a.yaml': secret('a', { policy: { approval: { required: true } } }) }, /^a\.yaml: spec\.policy\.approval\.approvers: must name at least one approver/],
+    ['a wrong apiVersion', { 'a.yaml': { ...secret('a'), apiVersion: 'rekey.dev/v2' } }, /^a\.yaml: apiVersion: expected one of "rekey\.dev\/v1"/],
+    ['an unknown kind', { 'a.yaml': { ...secret('a'), kind: 'Secrett' } }, /^a\.yaml: kind: expected one of Secret, Schedule, got "Secrett"/],
+    ['invalid YAML', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: [Secret\n' }, /^a\.yaml: : invalid YAML/],
+    ['the same secret in two files', { 'a.yaml': secret('dup'), 'b.yaml': secret('dup') }, /^b\.yaml: metadata\.name: secret "dup" is also defined in .*a\.yaml/],
+    ['a bad second document', { 'a.yaml': `${stringify(secret('one'))}---\n${stringify(secret('Two Words'))}` }, /^a\.yaml \(document 2\): metadata\.name: must be lower-case/],
+    ['an unset environment variable', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: Secret\nmetadata: {name: a}\nspec:\n  store: {type: aws-secrets-manager, secretId: ${REKEY_TEST_SURELY_UNSET}}\n  generator: {type: password}\n' }, /environment variable REKEY_TEST_SURELY_UNSET is not set/],
+    ['a bad cron', { 's.yaml': schedule({ cron: 'every sunday', select: { names: ['a'] } }) }, /^s\.yaml: spec\.cron: expected five cron fields/],
+    ['an unknown time zone', { 's.yaml': schedule({ every: '7d', timezone: 'Mars/Olympus', select: { names: ['a'] } }) }, /^s\.yaml: spec\.timezone: is not an IANA time zone/],
+    ['both cron and every', { 's.yaml': schedule({ cron: '0 2 * * 0', every: '7d', select: { names: ['a'] } }) }, /^s\.yaml: spec\.every: give exactly one of cron, calendar, every \(got cron, every\)/],
+    ['a schedule that selects nothing', { 's.yaml': schedule({ every: '7d', select: {} }) }, /^s\.yaml: spec\.select: must name secrets or labels/],
+  ];
+  for (const [what, files, expected] of cases) {
+    it(`reports ${what}, naming the file and field`, async () => {
+      const found = await problems(files);
+      assert.ok(found.some((p) => expected.test(p)), `expected ${expected} in:\n${found.join('\n')}`);
+    });
+  }
+
+  it('reports every problem of a folder together', async () => {
+    const found = await problems({ 'a.yaml': secret('a', { generator: { type: 'password', length: 2 } }), 'b.yaml': secret('b', { policy: { overlap: 'soon' } }) });
+    assert.deepEqual([...new Set(found.map((p) => p.split(':')[0]))].sort(), ['a.yaml', 'b.yaml']);
+  });
+
+  it('an empty folder is an error, and a valid manifest gets the documented defaults', async () => {
+    assert.match((await problems({}))[0], /no \.yaml or \.yml files found/);
+    const dir = await tempDir();
+    await writeFile(join(dir, 'a.yaml'), stringify(secret('a')));
+    const spec = (await loadManifests(dir)).secrets.get('a')!.spec;
+    assert.deepEqual([spec.policy.overlap, spec.generator.type === 'password' && spec.generator.length, spec.policy.approval.required], ['30s', 32, false]);
+  });
+
+  it('rekey rotate with an invalid manifest names the problem, exits 2 and starts nothing', async () => {
+    const dir = await tempDir();
+    const name = uniqueId('bad-');
+    await mkdir(join(dir, 'm'));
+    await writeFile(join(dir, 'm', 'bad.yaml'), stringify(secret(name, { policy: { overlap: 'later' } })));
+    const result = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'rotate', name, '-f', join(dir, 'm')], { cwd: ROOT }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e) => ({ code: e.code as number, stderr: e.stderr as string }),
+    );
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /invalid manifests, nothing was started/);
+    assert.match(result.stderr, /bad\.yaml: spec\.policy\.overlap: expected a duration/);
+    await assert.rejects((await temporalClient()).workflow.getHandle(rotationWorkflowId(name)).describe(), WorkflowNotFoundError);
+  });
+});
