@@ -124,6 +124,10 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
       assert.equal(deployed.rekey_version_id, report.versions.before, `${name} rolled back`);
     }
     assert.deepEqual(report.consumers.map((c) => c.state), ['rolled-back', 'rolled-back']);
+    // Per-consumer activities carry a summary for the UI's timeline (encrypted like every payload).
+    const history = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).fetchHistory();
+    const summarized = history.events!.filter((e) => e.activityTaskScheduledEventAttributes && e.userMetadata?.summary);
+    assert.equal(summarized.length, 6, 'deploy, verify and roll back, for each of two consumers');
   });
 });
 

@@ -54,18 +54,27 @@ function stageOptions(timeoutMs: number, overrides: Partial<ActivityOptions> = {
 function activitiesFor(spec: SecretSpec) {
   const t = spec.policy.timeouts;
   const ms = (d: string) => parseDuration(d);
-  return {
-    generate: proxyActivities<RotationActivities>(stageOptions(ms(t.generate))),
-    prepare: proxyActivities<RotationActivities>(stageOptions(ms(t.prepare))),
-    deploy: proxyActivities<RotationActivities>(stageOptions(ms(t.deploy))),
+  const options = {
+    generate: stageOptions(ms(t.generate)),
+    prepare: stageOptions(ms(t.prepare)),
+    deploy: stageOptions(ms(t.deploy)),
     // The health poll runs until its own deadline; the activity gets a little more to report it.
-    verify: proxyActivities<RotationActivities>(stageOptions(ms(t.verify) + 30_000)),
+    verify: stageOptions(ms(t.verify) + 30_000),
     // After promote there is no way back: retry until it works, however long that takes.
-    forward: proxyActivities<RotationActivities>(
-      stageOptions(ms(t.revoke), { scheduleToCloseTimeout: undefined, retry: { initialInterval: '1s', maximumInterval: '1m' } }),
-    ),
+    forward: stageOptions(ms(t.revoke), { scheduleToCloseTimeout: undefined, retry: { initialInterval: '1s', maximumInterval: '1m' } }),
     // Rollback must finish too, but it cannot wait forever: it is bounded generously.
-    rollback: proxyActivities<RotationActivities>(stageOptions(60_000, { scheduleToCloseTimeout: '10m', retry: { maximumInterval: '30s' } })),
+    rollback: stageOptions(60_000, { scheduleToCloseTimeout: '10m', retry: { maximumInterval: '30s' } }),
+  };
+  const proxy = (o: ActivityOptions) => proxyActivities<RotationActivities>(o);
+  return {
+    generate: proxy(options.generate),
+    prepare: proxy(options.prepare),
+    deploy: proxy(options.deploy),
+    verify: proxy(options.verify),
+    forward: proxy(options.forward),
+    rollback: proxy(options.rollback),
+    /** Per-consumer calls carry a summary, so the UI's timeline says which consumer each one is. */
+    withSummary: (stage: keyof typeof options, summary: string): ActivityOptions => ({ ...options[stage], summary }),
   };
 }
 
@@ -283,7 +292,9 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
     await everyConsumer(async (name) => {
       setConsumer(name, 'deploying');
       touched.add(name);
-      await act.deploy.deployToConsumer({ ...ref, consumer: name, versionId: pair.pendingVersionId });
+      await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${pair.pendingVersionId} to ${name}`), [
+        { ...ref, consumer: name, versionId: pair.pendingVersionId },
+      ]);
       setConsumer(name, 'deployed');
     });
 
@@ -292,7 +303,9 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
     const deadline = Date.now() + parseDuration(spec.policy.timeouts.verify);
     await everyConsumer(async (name) => {
       setConsumer(name, 'verifying');
-      const detail = await act.verify.awaitConsumerHealthy({ ...ref, consumer: name, versionId: pair.pendingVersionId, deadline });
+      const detail = await act.verify.awaitConsumerHealthy.executeWithOptions(act.withSummary('verify', `wait until ${name} is healthy on the new version`), [
+        { ...ref, consumer: name, versionId: pair.pendingVersionId, deadline },
+      ]);
       setConsumer(name, 'verified', detail);
     });
     await act.verify.verifyTarget(pair);
@@ -399,7 +412,9 @@ export async function rotateSecret(input: RotationInput): Promise<RotationReport
     await forEachLimited([...touched], spec.policy.maxParallelConsumers, async (name) => {
       const failedDetail = consumer(name).state === 'failed' ? consumer(name).detail : undefined;
       setConsumer(name, 'rolling-back', failedDetail);
-      await act.rollback.deployToConsumer({ ...ref, consumer: name, versionId: pair.currentVersionId });
+      await act.rollback.deployToConsumer.executeWithOptions(act.withSummary('rollback', `roll ${name} back to ${pair.currentVersionId}`), [
+        { ...ref, consumer: name, versionId: pair.currentVersionId },
+      ]);
       setConsumer(name, 'rolled-back', failedDetail);
     });
     await act.rollback.undoTarget(pair);
