@@ -36,3 +36,19 @@ export function uiLink(workflowId: string, runId?: string): string {
 export function withDeadline<T>(promise: Promise<T>, ms = 5000): Promise<T | undefined> {
   return Promise.race([promise.catch(() => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), ms).unref())]);
 }
+
+/**
+ * Print a progress line whenever it changes until `result` settles: a long wait is never silent.
+ * `probe` answers undefined when it has nothing new to say (e.g. no worker answered in time).
+ */
+export async function follow(result: Promise<unknown>, probe: () => Promise<string | undefined>, everyMs = 1000): Promise<void> {
+  let done = false;
+  void result.finally(() => (done = true)).catch(() => undefined);
+  let last = '';
+  while (!done) {
+    const line = await probe().catch(() => undefined);
+    if (line && line !== last) err(`  ${line}`);
+    last = line || last;
+    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, everyMs))]);
+  }
+}

@@ -14,7 +14,7 @@ import {
   type RotationReport,
 } from '../../workflows/messages';
 import type { emergencyRevoke } from '../../workflows/emergencyRevoke';
-import { EXIT, UsageError, err, out, parse, uiLink } from '../common';
+import { EXIT, UsageError, err, follow, out, parse, uiLink } from '../common';
 
 /**
  * `rekey revoke NAME --emergency --reason TEXT [-f DIR] [--revoke-first]`: a compromised secret is
@@ -68,16 +68,14 @@ export async function revoke(args: string[]): Promise<number> {
   err(`emergency revoke of ${name} started; any rotation in flight is cancelled and rolled back first`);
   err(`  ${uiLink(rotationWorkflowId(name))}`);
   const result = client.workflow.getHandle(workflowId).result() as Promise<RotationReport>;
-  let done = false;
-  void result.finally(() => (done = true)).catch(() => undefined);
-  let last = '';
-  while (!done) {
-    const progress = await client.workflow.getHandle(rotationWorkflowId(name)).query(progressQuery).catch(() => undefined);
-    const line = progress?.emergency ? formatProgress(progress) : '';
-    if (line && line !== last) err(`  ${line}`);
-    last = line || last;
-    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 250))]);
-  }
+  await follow(
+    result,
+    async () => {
+      const progress = await client.workflow.getHandle(rotationWorkflowId(name)).query(progressQuery);
+      return progress.emergency ? formatProgress(progress) : undefined;
+    },
+    250,
+  );
   try {
     const report = await result;
     out(formatReport(report));

@@ -16,7 +16,7 @@ import {
 } from '../../workflows/messages';
 import type { rotateFleet } from '../../workflows/rotateFleet';
 import type { rotateSecret } from '../../workflows/rotateSecret';
-import { EXIT, UsageError, err, out, parse, uiLink, withDeadline } from '../common';
+import { EXIT, UsageError, err, follow, out, parse, uiLink, withDeadline } from '../common';
 
 const ROTATE_OPTIONS = {
   file: { type: 'string', short: 'f' },
@@ -72,15 +72,10 @@ export async function rotate(args: string[]): Promise<number> {
 export async function waitAndReport(client: Client, workflowId: string, runId?: string): Promise<number> {
   const handle = client.workflow.getHandle(workflowId, runId);
   const result = handle.result() as Promise<RotationReport>;
-  let done = false;
-  void result.finally(() => (done = true)).catch(() => undefined);
-  let last = '';
-  while (!done) {
-    const line = await handle.query(progressQuery).then(formatProgress, () => '');
-    if (line && line !== last) err(`  ${line}`);
-    last = line || last;
-    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
-  }
+  await follow(result, async () => {
+    const progress = await withDeadline(handle.query(progressQuery), 3000);
+    return progress ? formatProgress(progress) : `no worker has answered yet (is a rekey worker polling task queue "${process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE}"?)`;
+  });
   try {
     const report = await result;
     out(formatReport(report));
@@ -127,16 +122,10 @@ async function rotateMany(args: string[]): Promise<number> {
   });
   err(`rotating ${names.length} secret(s), ${maxParallel} at a time: workflow ${handle.workflowId}`);
   const result = handle.result() as Promise<FleetSummary>;
-  let done = false;
-  void result.finally(() => (done = true)).catch(() => undefined);
-  let last = '';
-  while (!done) {
+  await follow(result, async () => {
     const p = await withDeadline(handle.query(fleetProgressQuery), 2000);
-    const line = p ? `${p.done}/${p.total} done${p.running.length ? `, rotating ${p.running.join(', ')}` : ''}` : '';
-    if (line && line !== last) err(`  ${line}`);
-    last = line || last;
-    await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
-  }
+    return p && `${p.done}/${p.total} done${p.running.length ? `, rotating ${p.running.join(', ')}` : ''}`;
+  });
   const summary = await result;
   out(formatFleetSummary(summary));
   return summary.failed.length || summary.rolledBack.length ? EXIT.rolledBack : EXIT.ok;
