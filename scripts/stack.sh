@@ -9,7 +9,9 @@
 #
 # Usage: eval "$(bash scripts/stack.sh up)". Ports: REKEY_TEMPORAL_PORT (7233), REKEY_UI_PORT
 # (8233), REKEY_MOTO_PORT (45660), REKEY_PG_PORT (55432), REKEY_CODEC_PORT (8388); data:
-# REKEY_DATA_DIR (.data). The codec keyring and the codec server's token live in .data/codec.
+# REKEY_DATA_DIR (.data). The codec keyring and the codec server's token live in .data/codec. Run as
+# root, the cluster runs as the postgres user; if that user cannot reach .data it lives in
+# REKEY_PG_HOME (default /var/tmp/rekey-postgres-<hash of the data folder>).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${REKEY_DATA_DIR:-$root/.data}"
@@ -21,8 +23,19 @@ codec_port="${REKEY_CODEC_PORT:-8388}"
 pg_bin="${REKEY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 run="$data/run"
 logs="$data/logs"
-pgdata="$data/postgres/cluster"
 pg_password_file="$data/postgres/admin-password"
+# As root the cluster runs as the postgres user, which must be able to reach its folder. A checkout
+# under a private folder (mode 700, as mktemp -d makes) is out of its reach; the cluster then lives
+# in a postgres-owned folder named after this checkout's data folder.
+pg_home="$data/postgres"
+if [[ "$(id -u)" == 0 ]]; then
+  mkdir -p "$pg_home"
+  if ! (cd / && runuser -u postgres -- test -x "$pg_home") 2>/dev/null; then
+    pg_home="${REKEY_PG_HOME:-/var/tmp/rekey-postgres-$(printf %s "$data" | sha256sum | cut -c1-12)}"
+    mkdir -p "$pg_home" && chown postgres "$pg_home" && chmod 700 "$pg_home"
+  fi
+fi
+pgdata="$pg_home/cluster"
 keyring="$data/codec/keyring.json"
 codec_token="$data/codec/token"
 # Search attributes the workflows set; registered at every start (the dev server skips known ones).
@@ -117,19 +130,27 @@ start_codec() {
   wait_for "codec server" 30 "$logs/codec.log" port_open "$codec_port"
 }
 
-as_postgres() { if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# From /, since the postgres user may not be allowed into the current directory.
+as_postgres() { if [[ "$(id -u)" == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 start_postgres() {
   [[ -x "$pg_bin/initdb" ]] || die "PostgreSQL server binaries not found (looked in $pg_bin); set REKEY_PG_BIN"
   mkdir -p "$data/postgres"
+  if [[ -f "$pgdata/PG_VERSION" && ! -f "$pg_password_file" ]]; then
+    # The data folder was removed but the cluster (kept elsewhere) was not: nobody knows its admin
+    # password any more, and it is throwaway, so start it afresh.
+    say "the admin password of $pgdata is gone; recreating the cluster"
+    as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$pgdata"
+  fi
   if [[ ! -f "$pgdata/PG_VERSION" ]]; then
     say "creating a PostgreSQL cluster with scram-sha-256 auth in $pgdata"
-    local pwfile="$data/postgres/initdb-pw"
+    local pwfile="$pg_home/initdb-pw"
     # A fresh admin password for this throwaway cluster; it is never printed.
     python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$pg_password_file"
     chmod 600 "$pg_password_file"
     install -m 600 "$pg_password_file" "$pwfile"
-    if [[ "$(id -u)" == 0 ]]; then chown postgres "$data/postgres" "$pwfile"; fi
+    if [[ "$(id -u)" == 0 ]]; then chown postgres "$pg_home" "$pwfile"; fi
     as_postgres "$pg_bin/initdb" -D "$pgdata" -U rekey_admin --pwfile="$pwfile" --auth=scram-sha-256 \
       --no-instructions >"$logs/postgres-initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$logs/postgres-initdb.log" >&2; die "initdb failed"; }
     rm -f "$pwfile"
@@ -137,10 +158,13 @@ start_postgres() {
   if as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then return 0; fi
   ensure_port_free PostgreSQL "$pg_port" REKEY_PG_PORT
   say "starting PostgreSQL on 127.0.0.1:$pg_port"
-  if [[ "$(id -u)" == 0 ]]; then touch "$logs/postgres.log"; chown postgres "$logs/postgres.log"; fi
-  as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -l "$logs/postgres.log" -w -t 60 \
+  # The server writes its log itself, so the log sits where the postgres user can write.
+  local pg_log="$pg_home/postgres.log"
+  if [[ "$(id -u)" == 0 ]]; then touch "$pg_log"; chown postgres "$pg_log"; fi
+  ln -sfn "$pg_log" "$logs/postgres.log"
+  as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -l "$pg_log" -w -t 60 \
     -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c max_connections=300" start >/dev/null ||
-    { tail -n 20 "$logs/postgres.log" >&2; die "PostgreSQL did not start"; }
+    { tail -n 20 "$pg_log" >&2; die "PostgreSQL did not start"; }
   echo "$pg_port" >"$run/postgres.port"
 }
 
@@ -216,7 +240,7 @@ case "${1:-}" in
     rm -f "$run/postgres.port"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
