@@ -79,7 +79,7 @@ describe('fleets', () => {
     assert.deepEqual(await versionCounts(secrets), [2, 2, 2], 'one rotation each, the busy one included');
   });
 
-  it('a worker killed mid-fleet is replaced and every selected secret ends rotated exactly once', async () => {
+  it('a worker killed mid-fleet, across continue-as-new runs, is replaced and every secret ends rotated exactly once', async () => {
     const client = await temporalClient();
     const dir = await tempDir();
     const secrets = await cheapSecrets(dir, 12, { team: 'y' });
@@ -87,7 +87,9 @@ describe('fleets', () => {
     const spawnWorker = (): ChildProcess =>
       spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue }, stdio: 'ignore' });
     const first = spawnWorker();
-    const handle = await client.workflow.start(rotateFleet, { taskQueue, workflowId: fleetWorkflowId(uniqueId('crash-')), args: [await fleetInput(dir, 'crash', 2)] });
+    // Five children per run: the twelve secrets take three runs chained by continue-as-new.
+    const input = { ...(await fleetInput(dir, 'crash', 2)), childrenPerRun: 5 };
+    const handle = await client.workflow.start(rotateFleet, { taskQueue, workflowId: fleetWorkflowId(uniqueId('crash-')), args: [input] });
     // Kill it once some, but not all, secrets have rotated.
     for (let i = 0; i < 300; i++) {
       const counts = await versionCounts(secrets);
@@ -105,6 +107,15 @@ describe('fleets', () => {
       second.kill('SIGTERM');
     }
     assert.deepEqual(await versionCounts(secrets), secrets.map(() => 2));
+    // Visibility catches up with the last run shortly after it closes.
+    let runs: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      runs = [];
+      for await (const run of client.workflow.list({ query: `WorkflowId = "${handle.workflowId}"` })) runs.push(run.status.name);
+      if (runs.length >= 3 && !runs.includes('RUNNING')) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.deepEqual(runs.sort(), ['COMPLETED', 'CONTINUED_AS_NEW', 'CONTINUED_AS_NEW']);
   });
 
   it('inventory marks a secret older than its maxAge as overdue, and a fresh one not', async () => {

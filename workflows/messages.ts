@@ -160,8 +160,9 @@ export interface FleetInput {
   overdueOnly?: boolean;
   requestedBy?: string;
   reason?: string;
-  /** Carried across continue-as-new: where to go on, and what happened so far. */
-  next?: number;
+  /** Children per run before continuing as new (default 200); small values let tests cross runs. */
+  childrenPerRun?: number;
+  /** Carried across continue-as-new: what happened so far (items then holds only what is left). */
   summary?: FleetSummary;
 }
 

@@ -19,7 +19,7 @@ import { fleetProgressQuery, rotationWorkflowId, type FleetInput, type FleetItem
 import { rotateSecret } from './rotateSecret';
 
 /** Children per run before continuing as new: a few events each, well under history limits. */
-const CHILDREN_PER_RUN = 200;
+const DEFAULT_CHILDREN_PER_RUN = 200;
 
 const { filterOverdue } = proxyActivities<RotationActivities>({ startToCloseTimeout: '5m', heartbeatTimeout: '30s', retry: { maximumInterval: '30s' } });
 
@@ -32,22 +32,17 @@ function causeOf(err: unknown): string {
 export async function rotateFleet(input: FleetInput): Promise<FleetProgress['summary']> {
   const summary = input.summary ?? { rotated: [], rolledBack: [], skipped: [], notDue: [], failed: [] };
   let items = input.items;
-  if (input.overdueOnly && input.next === undefined) {
+  if (input.overdueOnly && input.summary === undefined) {
     const due = new Set(await filterOverdue(items));
     summary.notDue.push(...items.filter((i) => !due.has(i.secret)).map((i) => i.secret));
     items = items.filter((i) => due.has(i.secret));
   }
-  const start = input.next ?? 0;
-  const end = Math.min(items.length, start + CHILDREN_PER_RUN);
+  const countDone = () => summary.rotated.length + summary.rolledBack.length + summary.skipped.length + summary.failed.length;
+  const total = countDone() + items.length;
+  const end = Math.min(items.length, Math.max(1, Math.floor(input.childrenPerRun ?? DEFAULT_CHILDREN_PER_RUN)));
   const running = new Set<string>();
-  let next = start;
-  const progress = (): FleetProgress => ({
-    fleet: input.fleet,
-    total: items.length,
-    done: summary.rotated.length + summary.rolledBack.length + summary.skipped.length + summary.failed.length,
-    running: [...running],
-    summary,
-  });
+  let next = 0;
+  const progress = (): FleetProgress => ({ fleet: input.fleet, total, done: countDone(), running: [...running], summary });
   setHandler(fleetProgressQuery, progress);
 
   async function rotateOne(item: FleetItem): Promise<void> {
@@ -74,10 +69,11 @@ export async function rotateFleet(input: FleetInput): Promise<FleetProgress['sum
   const lane = async () => {
     while (next < end) await rotateOne(items[next++]);
   };
-  await Promise.all(Array.from({ length: Math.min(input.maxParallel, end - start) }, lane));
+  await Promise.all(Array.from({ length: Math.min(input.maxParallel, end) }, lane));
 
+  // The next run carries only the secrets still to rotate, so its input shrinks as the fleet goes.
   if (end < items.length) {
-    await continueAsNew<typeof rotateFleet>({ ...input, items, overdueOnly: false, next: end, summary });
+    await continueAsNew<typeof rotateFleet>({ ...input, items: items.slice(end), overdueOnly: false, summary });
   }
   setCurrentDetails(describe(progress()));
   return summary;
