@@ -115,6 +115,9 @@ function memoOf(memo: Record<string, unknown> | undefined): { set?: string; hash
   return (memo?.[MEMO_KEY] as { set?: string; hash?: string } | undefined) ?? {};
 }
 
+const PAYLOAD_WARNED = 512 * 1024;
+const PAYLOAD_REFUSED = 2 * 1024 * 1024;
+
 export async function plan(client: Client, set: ManifestSet, options: PlanOptions): Promise<Plan> {
   const changes: Change[] = [];
   const warnings: string[] = [];
@@ -124,6 +127,12 @@ export async function plan(client: Client, set: ManifestSet, options: PlanOption
     const id = desired.options.scheduleId;
     desiredIds.add(id);
     if (desired.selected.length === 0) warnings.push(`schedule ${manifest.metadata.name}: its selector matches no secret`);
+    // The specs ride in the schedule's action: Temporal warns about a payload over 512 KiB and
+    // refuses one over 2 MiB, so say so here rather than fail at apply or at the first run.
+    const bytes = Buffer.byteLength(JSON.stringify(desired.options.action.args));
+    const sized = `schedule ${manifest.metadata.name}: its ${desired.selected.length} secret specs take ${Math.round(bytes / 1024)} KiB`;
+    if (bytes > PAYLOAD_REFUSED) throw new Error(`${sized}, over Temporal's 2 MiB payload limit; split it into several schedules (by label)`);
+    if (bytes > PAYLOAD_WARNED) warnings.push(`${sized}, over Temporal's 512 KiB payload warning; consider splitting it (by label)`);
     let current;
     try {
       current = await client.schedule.getHandle(id).describe();

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ScheduleNotFoundError } from '@temporalio/client';
+import { stringify } from 'yaml';
 import { loadManifests } from '../lib/manifest';
 import { apply, plan, scheduleId } from '../schedules/plan';
 import { cheapSecrets, scheduleManifest } from './fleet-fixtures';
@@ -100,5 +101,40 @@ describe('schedules from manifests', () => {
     await scheduleManifest(dir, 's.yaml', uniqueId('empty-'), { every: '1d', select: { labels: { team: 'nobody' } } });
     const p = await plan(await temporalClient(), await loadManifests(dir), { set: uniqueId('set-') });
     assert.match(p.warnings.join('\n'), /selector matches no secret/);
+  });
+
+  it('specs near Temporal\'s payload limits are a warning in plan, and over the limit an error naming the schedule', async () => {
+    // Manifests only (plan never reads the stores); a long reload command makes each spec ~2 KiB.
+    const secretsOf = async (dir: string, count: number, team: string) => {
+      const reload = `systemctl reload app # ${'x'.repeat(2000)}`;
+      const docs = Array.from({ length: count }, (_, i) =>
+        stringify({
+          apiVersion: 'rekey.dev/v1',
+          kind: 'Secret',
+          metadata: { name: `big-${i}`, labels: { team } },
+          spec: {
+            store: { type: 'aws-secrets-manager', secretId: `rekey-test/big/${i}` },
+            generator: { type: 'random-bytes', size: 16 },
+            consumers: [{ type: 'command', name: 'file', file: join(dir, `big-${i}.json`), reload }],
+          },
+        }),
+      );
+      await writeFile(join(dir, 'secrets.yaml'), docs.join('---\n'));
+    };
+    const client = await temporalClient();
+    const set = uniqueId('set-');
+
+    const large = await tempDir();
+    await secretsOf(large, 400, 'large');
+    const largeName = uniqueId('large-');
+    await scheduleManifest(large, 's.yaml', largeName, { every: '7d', select: { labels: { team: 'large' } } });
+    const warned = await plan(client, await loadManifests(large), { set });
+    assert.match(warned.warnings.join('\n'), new RegExp(`schedule ${largeName}: its 400 secret specs take \\d+ KiB, over Temporal's 512 KiB`));
+
+    const huge = await tempDir();
+    await secretsOf(huge, 1200, 'huge');
+    const hugeName = uniqueId('huge-');
+    await scheduleManifest(huge, 's.yaml', hugeName, { every: '7d', select: { labels: { team: 'huge' } } });
+    await assert.rejects(plan(client, await loadManifests(huge), { set }), new RegExp(`schedule ${hugeName}: its 1200 secret specs .* over Temporal's 2 MiB payload limit; split it`));
   });
 });
