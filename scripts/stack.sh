@@ -24,13 +24,15 @@ pg_bin="${REKEY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V 
 run="$data/run"
 logs="$data/logs"
 pg_password_file="$data/postgres/admin-password"
+# From /, since the postgres user may not be allowed into the current directory.
+as_postgres() { if [[ "$(id -u)" == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 # As root the cluster runs as the postgres user, which must be able to reach its folder. A checkout
 # under a private folder (mode 700, as mktemp -d makes) is out of its reach; the cluster then lives
 # in a postgres-owned folder named after this checkout's data folder.
 pg_home="$data/postgres"
 if [[ "$(id -u)" == 0 ]]; then
   mkdir -p "$pg_home"
-  if ! (cd / && runuser -u postgres -- test -x "$pg_home") 2>/dev/null; then
+  if ! as_postgres test -x "$pg_home" 2>/dev/null; then
     pg_home="${REKEY_PG_HOME:-/var/tmp/rekey-postgres-$(printf %s "$data" | sha256sum | cut -c1-12)}"
     mkdir -p "$pg_home" && chown postgres "$pg_home" && chmod 700 "$pg_home"
   fi
@@ -129,9 +131,6 @@ start_codec() {
   echo $! >"$run/codec.pid"
   wait_for "codec server" 30 "$logs/codec.log" port_open "$codec_port"
 }
-
-# From /, since the postgres user may not be allowed into the current directory.
-as_postgres() { if [[ "$(id -u)" == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
 start_postgres() {
   [[ -x "$pg_bin/initdb" ]] || die "PostgreSQL server binaries not found (looked in $pg_bin); set REKEY_PG_BIN"

@@ -32,6 +32,7 @@ function causeOf(err: unknown): string {
 export async function rotateFleet(input: FleetInput): Promise<FleetProgress['summary']> {
   const summary = input.summary ?? { rotated: [], rolledBack: [], skipped: [], notDue: [], failed: [] };
   let items = input.items;
+  // Overdue secrets are chosen once, by the first run (later runs carry a summary).
   if (input.overdueOnly && input.summary === undefined) {
     const due = new Set(await filterOverdue(items));
     summary.notDue.push(...items.filter((i) => !due.has(i.secret)).map((i) => i.secret));
@@ -73,7 +74,7 @@ export async function rotateFleet(input: FleetInput): Promise<FleetProgress['sum
 
   // The next run carries only the secrets still to rotate, so its input shrinks as the fleet goes.
   if (end < items.length) {
-    await continueAsNew<typeof rotateFleet>({ ...input, items: items.slice(end), overdueOnly: false, summary });
+    await continueAsNew<typeof rotateFleet>({ ...input, items: items.slice(end), summary });
   }
   setCurrentDetails(describe(progress()));
   return summary;
