@@ -1,0 +1,141 @@
+// Signed documents: how a person proves a decision to rekey. A document is a small JSON text that
+// binds the decision to exactly one thing (this run, this pending version, this spec), signed with
+// the person's SSH key in the SSHSIG format. The exact text is what is signed and what is kept, so
+// an auditor re-verifies it with `ssh-keygen -Y verify` and the public keys alone. Pure: the
+// workflow sandbox verifies these inside update validators.
+import { canonicalJson } from './canonical';
+import { parsePublicKey, verifySignature, type PublicKey } from './sshsig';
+
+/** What travels in an update, a signal or a workflow input: the signed text and its signature. */
+export interface SignedDocument {
+  document: string;
+  signature: string;
+}
+
+/** A person as the trusted manifests declare them: a name (a label) and keys (the identity). */
+export interface Person {
+  name: string;
+  /** "ssh-ed25519 AAAA..." */
+  keys: string[];
+}
+
+interface DocumentBase {
+  /** Temporal namespace the document is meant for. */
+  namespace: string;
+  secret: string;
+  /** ISO 8601; the document counts only between these two instants. */
+  issuedAt: string;
+  expiresAt: string;
+}
+
+/** An approver's approve/reject of one waiting rotation run. */
+export interface DecisionDocument extends DocumentBase {
+  kind: 'rekey.dev/decision';
+  workflowId: string;
+  runId: string;
+  pendingVersionId: string;
+  specHash: string;
+  decision: 'approve' | 'reject';
+  comment?: string;
+}
+
+/** The requester's signature on a rotation request: who asked (so they cannot also approve). */
+export interface RequestDocument extends DocumentBase {
+  kind: 'rekey.dev/request';
+  workflowId: string;
+  specHash?: string;
+  reason?: string;
+}
+
+/** A break-glass key holder's authorisation of an emergency rotation. */
+export interface BreakGlassDocument extends DocumentBase {
+  kind: 'rekey.dev/break-glass';
+  specHash?: string;
+  revokeFirst: boolean;
+  reason: string;
+}
+
+export type AnyDocument = DecisionDocument | RequestDocument | BreakGlassDocument;
+
+export const MAX_DOCUMENT_CHARS = 4096;
+export const MAX_COMMENT_CHARS = 500;
+/** A signed document is short-lived: at most this long between issuedAt and expiresAt. */
+export const MAX_VALIDITY_MS = 24 * 3_600_000;
+/** Clocks of the signer and the worker may disagree by this much. */
+export const CLOCK_SKEW_MS = 5 * 60_000;
+
+export interface Signer {
+  name: string;
+  fingerprint: string;
+  /** "ssh-ed25519 AAAA..." */
+  key: string;
+}
+
+export type Opened<D> = { ok: true; doc: D; signer: Signer } | { ok: false; reason: string };
+
+/** The text to sign: canonical JSON, so the same decision always reads the same. */
+export function documentText(doc: AnyDocument): string {
+  return canonicalJson(doc);
+}
+
+/** Every key of these people, each with its owner, ready for verification. Bad keys are skipped. */
+export function keyring(people: readonly Person[]): { name: string; key: PublicKey }[] {
+  const out: { name: string; key: PublicKey }[] = [];
+  for (const person of people) {
+    for (const text of person.keys) {
+      try {
+        out.push({ name: person.name, key: parsePublicKey(text) });
+      } catch {
+        // Manifests are validated before they reach here; a bad key can only be skipped.
+      }
+    }
+  }
+  return out;
+}
+
+const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
+
+/**
+ * Check a signed document of `kind`: its shape and size, its validity window at `now` (skipped when
+ * undefined: re-verification of a document accepted earlier), and a valid signature by one of
+ * `people`'s keys. Bindings to a run, a version or a spec are the caller's to
+ * compare (see `mismatch`). Never throws on hostile input; the reason names what is wrong.
+ */
+export function openSigned<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: readonly Person[], now: number | undefined): Opened<D> {
+  if (!signed || typeof signed !== 'object') return { ok: false, reason: 'expected {"document": "...", "signature": "..."} (a signed document; see rekey approve --print)' };
+  const { document, signature } = signed as Partial<SignedDocument>;
+  if (!isText(document, MAX_DOCUMENT_CHARS)) return { ok: false, reason: `document must be a string of at most ${MAX_DOCUMENT_CHARS} characters` };
+  if (typeof signature !== 'string' || !signature) return { ok: false, reason: 'unsigned: signature is missing' };
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(document);
+  } catch {
+    return { ok: false, reason: 'document is not JSON' };
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return { ok: false, reason: 'document is not a JSON object' };
+  if (doc.kind !== kind) return { ok: false, reason: `document kind is ${JSON.stringify(String(doc.kind).slice(0, 40))}, expected ${kind}` };
+  const issuedAt = typeof doc.issuedAt === 'string' ? Date.parse(doc.issuedAt) : NaN;
+  const expiresAt = typeof doc.expiresAt === 'string' ? Date.parse(doc.expiresAt) : NaN;
+  if (Number.isNaN(issuedAt) || Number.isNaN(expiresAt)) return { ok: false, reason: 'issuedAt and expiresAt must be ISO 8601 times' };
+  if (expiresAt - issuedAt > MAX_VALIDITY_MS) return { ok: false, reason: 'valid for more than 24h: sign a shorter-lived document' };
+  if (now !== undefined && issuedAt > now + CLOCK_SKEW_MS) return { ok: false, reason: `issued in the future (${doc.issuedAt})` };
+  if (now !== undefined && expiresAt <= now) return { ok: false, reason: `expired at ${doc.expiresAt}` };
+  if ('comment' in doc && doc.comment !== undefined && !isText(doc.comment, MAX_COMMENT_CHARS)) {
+    return { ok: false, reason: `comment must be a string of at most ${MAX_COMMENT_CHARS} characters` };
+  }
+  const verdict = verifySignature(document, signature, keyring(people));
+  if (!verdict.ok) return verdict;
+  const { name, key } = verdict.key;
+  return { ok: true, doc: doc as unknown as D, signer: { name, fingerprint: key.fingerprint, key: key.text } };
+}
+
+/** The first field of `doc` that differs from `expected`, as a sentence; undefined if all match. */
+export function mismatch(doc: object, expected: Record<string, unknown>): string | undefined {
+  for (const [field, want] of Object.entries(expected)) {
+    const got = (doc as Record<string, unknown>)[field];
+    if (got !== want) {
+      return `signed for ${field} ${JSON.stringify(String(got ?? '(none)').slice(0, 80))}, but this is ${JSON.stringify(want)}`;
+    }
+  }
+  return undefined;
+}
