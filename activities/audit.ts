@@ -1,14 +1,29 @@
-import { log } from '@temporalio/activity';
-import { AuditLog } from '../lib/audit';
-import type { AuditEvent } from '../workflows/messages';
+import { heartbeat, log } from '@temporalio/activity';
+import { headOf, type AuditEvent, type AuditHead, type AuditSigner, type AuditTrail } from '../lib/audit';
+import { auditSettingsFromEnv, loadAuditSigner, openAuditTrail, type AuditSettings } from '../lib/audit-trails';
 
-export function createAuditActivities(options: { auditLogPath?: string } = {}) {
+export function createAuditActivities(settings: AuditSettings = auditSettingsFromEnv()) {
+  let signer: Promise<AuditSigner> | undefined;
+  let trail: AuditTrail | undefined;
+  const opened = async () => {
+    signer ??= loadAuditSigner(settings.key).catch((err) => {
+      signer = undefined;
+      throw err;
+    });
+    trail ??= openAuditTrail(settings, await signer, (message, meta) => log.warn(message, meta));
+    return trail;
+  };
   return {
-    /** Idempotent per rotation, event and actor: a retry after a crash never duplicates a record. */
-    async recordAuditEvent(event: AuditEvent): Promise<void> {
-      const auditLog = new AuditLog(options.auditLogPath);
-      const { record, written } = await auditLog.append(event);
-      log.info('audit record', { secret: event.secret, event: event.event, seq: record.seq, written });
+    /** Idempotent per event id: a retry after a crash never duplicates a record. Returns the head it reached. */
+    async recordAuditEvent(event: AuditEvent): Promise<AuditHead> {
+      const beat = setInterval(() => heartbeat(), 3_000);
+      try {
+        const { record, written } = await (await opened()).append(event);
+        log.info('audit record', { secret: event.secret, event: event.event, seq: record.seq, written });
+        return headOf(record);
+      } finally {
+        clearInterval(beat);
+      }
     },
   };
 }

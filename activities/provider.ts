@@ -18,6 +18,8 @@ export interface SecretStore {
   /** A readable reference, e.g. "aws-secrets-manager:rekey/demo/orders-db". */
   readonly ref: string;
   versions(): Promise<StoreVersions>;
+  /** Why another mechanism rotates this secret (so rekey must not), or undefined. */
+  externalRotation(): Promise<string | undefined>;
   read(versionId: string): Promise<Credential>;
   /** When a version was written (ISO 8601): the age the inventory compares with maxAge. */
   createdAt(versionId: string): Promise<string | undefined>;

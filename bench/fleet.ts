@@ -1,19 +1,19 @@
 // `npm run bench:fleet`: fleets of N secrets (default 100, 500, 1000; REKEY_BENCH_FLEET_SIZES) with a
 // cheap store-only secret and two file consumers each, against the server's own ceiling for no-op
 // activities measured in the same run. Prints; asserts nothing.
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../activities/rotation';
 import { rekeyDataConverter } from '../lib/codec';
-import { secretSpecSchema } from '../lib/manifest';
+import { stringify } from 'yaml';
+import { loadManifests } from '../lib/manifest';
 import { sm, stack, temporalClient, uniqueId } from '../tests/helpers';
-import { fleetWorkflowId, rotationWorkflowId, type FleetInput, type FleetSummary, type RotationReport } from '../workflows/messages';
+import { fleetWorkflowId, rotationWorkflowId, type FleetItem, type FleetSummary, type RotationReport } from '../workflows/messages';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
-process.env.REKEY_AUDIT_LOG ??= join(tmpdir(), `rekey-bench-fleet-audit-${process.pid}.jsonl`);
 
 const SIZES = (process.env.REKEY_BENCH_FLEET_SIZES ?? '100,500,1000').split(',').map(Number);
 const MAX_PARALLEL = Number(process.env.REKEY_BENCH_FLEET_PARALLEL ?? 20);
@@ -29,12 +29,14 @@ async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<voi
 async function main(): Promise<void> {
   const client = await temporalClient();
   const taskQueue = uniqueId('rekey-bench-fleet-');
+  // The worker's manifest folder; each fleet size adds its file, and the worker picks it up.
+  const manifestDir = await mkdtemp(join(tmpdir(), 'rekey-bench-manifests-'));
   const worker = await Worker.create({
     connection: await NativeConnection.connect({ address: stack.temporalAddress }),
     taskQueue,
     dataConverter: rekeyDataConverter(),
     workflowsPath: require.resolve('./workflows'),
-    activities: { ...createActivities({ healthPollMs: 100 }), noop: async () => undefined },
+    activities: { ...createActivities({ healthPollMs: 100, manifestDirs: [manifestDir] }), noop: async () => undefined },
     maxConcurrentActivityTaskExecutions: 200,
     maxConcurrentWorkflowTaskExecutions: 100,
   });
@@ -56,20 +58,23 @@ async function main(): Promise<void> {
     for (const n of SIZES) {
       const dir = await mkdtemp(join(tmpdir(), 'rekey-bench-fleet-'));
       const prefix = uniqueId('bf');
-      const items: FleetInput['items'] = Array.from({ length: n }, (_, i) => {
-        const secret = `${prefix}-${i}`;
-        return {
-          secret,
-          spec: secretSpecSchema.parse({
-            store: { type: 'aws-secrets-manager', secretId: `rekey-bench/${prefix}/${i}` },
-            generator: { type: 'random-bytes', size: 16 },
-            consumers: ['a', 'b'].map((c) => ({ type: 'command', name: c, file: join(dir, `${i}-${c}.json`) })),
-            policy: { overlap: '0s' },
-          }),
-        };
-      });
-      await pool(items, 20, async (item) => {
-        await sm.send(new CreateSecretCommand({ Name: (item.spec.store as { secretId: string }).secretId, SecretString: '{"value":"seed"}' }));
+      const docs = Array.from({ length: n }, (_, i) => ({
+        apiVersion: 'rekey.dev/v1',
+        kind: 'Secret',
+        metadata: { name: `${prefix}-${i}` },
+        spec: {
+          store: { type: 'aws-secrets-manager', secretId: `rekey-bench/${prefix}/${i}` },
+          generator: { type: 'random-bytes', size: 16 },
+          consumers: ['a', 'b'].map((c) => ({ type: 'command', name: c, file: join(dir, `${i}-${c}.json`) })),
+          policy: { overlap: '0s' },
+        },
+      }));
+      const file = join(manifestDir, `${prefix}.yaml`);
+      await writeFile(file, docs.map((d) => stringify(d)).join('---\n'));
+      const set = await loadManifests(file);
+      const items: FleetItem[] = docs.map((d) => [d.metadata.name, set.secrets.get(d.metadata.name)!.specHash]);
+      await pool(docs, 20, async (d) => {
+        await sm.send(new CreateSecretCommand({ Name: d.spec.store.secretId, SecretString: '{"value":"seed"}' }));
       });
       const fleetId = fleetWorkflowId(uniqueId(`bench-${n}-`));
       const start = performance.now();
@@ -80,11 +85,11 @@ async function main(): Promise<void> {
       });
       const seconds = (performance.now() - start) / 1000;
       const latencies: number[] = [];
-      await pool(items, 20, async (item) => {
-        const report: RotationReport = await client.workflow.getHandle(rotationWorkflowId(item.secret)).result();
+      await pool(items, 20, async ([secret]) => {
+        const report: RotationReport = await client.workflow.getHandle(rotationWorkflowId(secret)).result();
         latencies.push(Date.parse(report.finishedAt) - Date.parse(report.startedAt));
       });
-      const sample = await client.workflow.getHandle(rotationWorkflowId(items[0].secret)).fetchHistory();
+      const sample = await client.workflow.getHandle(rotationWorkflowId(items[0][0])).fetchHistory();
       const events = sample.events!.length;
       const activities = sample.events!.filter((e) => e.activityTaskScheduledEventAttributes).length;
       let fleetRuns = 0;

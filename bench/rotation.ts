@@ -11,13 +11,14 @@ import { versionTokenFor } from '../activities/rotation';
 import { openStore } from '../activities/stores';
 import { createTarget } from '../activities/targets';
 import type { SecretSpec } from '../lib/manifest';
-import { databaseFixture, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
+import type { BreakGlassDocument } from '../lib/signed';
+import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
+import { newKey, people, sign } from '../tests/keys';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
-process.env.REKEY_AUDIT_LOG ??= join(tmpdir(), `rekey-bench-audit-${process.pid}.jsonl`);
 
 const RUNS = Number(process.env.REKEY_BENCH_RUNS ?? 10);
 const REVOKE_RUNS = Number(process.env.REKEY_BENCH_REVOKE_RUNS ?? 5);
@@ -52,7 +53,19 @@ async function main(): Promise<void> {
   const consumers = ['a', 'b'].map((n) => ({ type: 'command', name: `consumer-${n}`, file: join(dir, `${n}.json`), health: 'true' }));
   const client = await temporalClient();
   const taskQueue = uniqueId('rekey-bench-');
-  const worker = await startWorker(taskQueue, { healthPollMs: 100 });
+  // The worker's reviewed manifests: the rotated secret, the leaked ones, and a break-glass key.
+  const fx = await databaseFixture('alternating-users');
+  const leaked = await Promise.all(Array.from({ length: REVOKE_RUNS }, () => databaseFixture('alternating-users')));
+  const oncall = await newKey('oncall');
+  const trusted = await manifests(
+    {
+      [fx.id]: postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } }),
+      ...Object.fromEntries(leaked.map((l) => [l.id, postgresSpec(l, 'alternating-users', { consumers, policy: { overlap: '1h' } })])),
+    },
+    people([oncall], ['oncall']),
+  );
+  const spec = trusted.set.secrets.get(fx.id)!.spec;
+  const worker = await startWorker(taskQueue, { healthPollMs: 100, manifestDirs: [trusted.dir] });
   let peakRss = 0;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
 
@@ -62,14 +75,12 @@ async function main(): Promise<void> {
   const timeToRevoke: number[] = [];
 
   await worker.runUntil(async () => {
-    const fx = await databaseFixture('alternating-users');
-    const spec = postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } });
     // One warm-up of each, so bundling and first connections are not counted.
-    await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
+    await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
     await rotateDirectly(spec);
     for (let i = 0; i < RUNS; i++) {
       const start = performance.now();
-      const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
+      const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
       const report: RotationReport = await handle.result();
       through.push(performance.now() - start);
       if (report.outcome !== 'rotated') throw new Error(`bench rotation ${i} rolled back: ${report.failure?.message}`);
@@ -79,14 +90,15 @@ async function main(): Promise<void> {
       await rotateDirectly(spec);
       direct.push(performance.now() - t);
     }
-    for (let i = 0; i < REVOKE_RUNS; i++) {
-      const leaked = await databaseFixture('alternating-users');
-      const leakedSpec = postgresSpec(leaked, 'alternating-users', { consumers, policy: { overlap: '1h' } });
+    for (const { id } of leaked) {
+      // Signing is the on-call person's step before the command; the clock starts at the command.
+      const doc: BreakGlassDocument = { kind: 'rekey.dev/break-glass', namespace: 'default', secret: id, revokeFirst: false, reason: 'bench', issuedAt: new Date().toISOString(), expiresAt: new Date(Date.now() + 600_000).toISOString() };
+      const authorization = await sign(oncall, doc);
       const start = Date.now();
       const report: RotationReport = await client.workflow.execute(emergencyRevoke, {
         taskQueue,
-        workflowId: emergencyWorkflowId(leaked.id),
-        args: [{ secret: leaked.id, spec: leakedSpec, requestedBy: 'bench', reason: 'bench' }],
+        workflowId: emergencyWorkflowId(id),
+        args: [{ secret: id, requestedBy: 'bench', reason: 'bench', authorization }],
       });
       timeToRevoke.push(Date.parse(report.revokedAt!) - start);
     }

@@ -52,3 +52,10 @@ export async function follow(result: Promise<unknown>, probe: () => Promise<stri
     await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, everyMs))]);
   }
 }
+
+/** The innermost message of a failure: an activity's or a validator's own words, not Temporal's wrapping. */
+export function rootCause(e: Error): string {
+  let cause: Error = e;
+  while ((cause as { cause?: Error }).cause) cause = (cause as { cause?: Error }).cause!;
+  return cause.message;
+}

@@ -18,12 +18,15 @@ import { validate } from './commands/validate';
 const HELP = `rekey: durable, zero-downtime secret rotation on Temporal
 
 usage:
-  rekey rotate NAME -f DIR [--reason TEXT] [--as USER] [--wait]
-                              start a rotation of the Secret NAME declared under DIR
+  rekey rotate NAME -f DIR [--key PATH [--agent]] [--reason TEXT] [--as LABEL] [--wait]
+                              rotate the Secret NAME as declared under DIR; prints its spec hash,
+                              which the workers' own manifests must match. --key signs the request
+                              (you then cannot approve it yourself)
   rekey rotate --all | --selector team=payments -f DIR [--max-parallel N]
                               rotate many secrets as one fleet; one summary at the end
   rekey plan -f DIR [--set NAME]
-                              what apply would change in Temporal's Schedules (changes nothing)
+                              what apply would change in Temporal's Schedules (changes nothing),
+                              and the spec hash of every secret
   rekey apply -f DIR [--set NAME]
                               create, update and prune the Schedules of this manifest set
   rekey schedule pause|unpause|trigger|describe NAME [--note TEXT]
@@ -32,30 +35,39 @@ usage:
                               (OVERDUE marked), next scheduled rotation, last outcome
   rekey status NAME           show the latest rotation of NAME: stage, consumers, outcome
   rekey pending [--json]      list rotations waiting for an approval decision
-  rekey approve NAME [--as USER] [--comment TEXT]
-  rekey reject NAME [--as USER] [--comment TEXT]
-                              decide on a rotation waiting for approval (refused, with the reason,
-                              for someone not in the policy's approvers or the requester)
-  rekey revoke NAME --emergency --reason TEXT [-f DIR] [--revoke-first]
-                              a leaked secret: rotate now, no approval, no overlap, superseding any
-                              rotation in flight; prints the time until the old credential was rejected
-  rekey audit [NAME] [--json] [--log PATH]
-                              who rotated what, when, why, who approved, which versions, outcome
-  rekey audit verify [--log PATH]
-                              check the hash chain; exit 5 naming the first edited, removed or
-                              reordered record
+  rekey approve NAME --key PATH [--agent] [--comment TEXT] [--expires 1h] [-f DIR] [--print]
+  rekey reject NAME --key PATH [--agent] [--comment TEXT] [--expires 1h] [-f DIR] [--print]
+                              sign a decision for the run waiting now (its run, pending version
+                              and spec) with your SSH key (ssh-keygen -Y sign -n rekey) and send
+                              it; --print prints it for the Temporal UI's signal form instead;
+                              -f DIR refuses to sign unless the rotation runs the spec DIR says
+  rekey revoke NAME --emergency --reason TEXT --key PATH [--agent] [-f DIR] [--revoke-first]
+                              a leaked secret: rotate now on a break-glass signature, no approval,
+                              no overlap, superseding any rotation in flight; prints the time until
+                              the old credential was rejected
+  rekey audit [NAME] [--json] [--database URL | --log PATH]
+                              who rotated what, when, why, who approved (signed), which versions
+  rekey audit verify [--public-key PATH]... [-f DIR] [--offline] [--database URL | --log PATH]
+                              check signatures, the chain, each signed decision, and that the trail
+                              reaches every head rotations recorded; exit 5 naming the first problem
+  rekey audit keygen --out PATH
+                              make an Ed25519 audit signing key (PATH) and its public half (PATH.pub)
+  rekey audit init --database ADMIN_URL [--password-file F] --writer ROLE
+                              create the audit table; ROLE may only INSERT and SELECT
   rekey codec-server [--port 8388] [--origin UI_URL]
                               decode encrypted payloads for the Temporal UI and CLI (bearer token)
   rekey codec-key new [--id ID] [--keyring PATH]
                               add a payload-encryption key and make it active
-  rekey validate -f DIR       check every manifest under DIR and list the secrets
+  rekey validate -f DIR       check every manifest under DIR; list secrets with their spec hashes
   rekey schema                print the JSON Schema of Secret manifests (for editors)
   rekey help                  this text
 
 Temporal is reached through TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY and
 TEMPORAL_TLS_* (or a TEMPORAL_PROFILE); the task queue is REKEY_TASK_QUEUE (default "${TASK_QUEUE}").
-Exit status: 0 done, 1 rolled back, 2 bad input, 3 already rotating, 4 Temporal unreachable,
-5 audit log tampered.`;
+The audit trail: REKEY_AUDIT_DATABASE_URL (+ REKEY_AUDIT_DATABASE_PASSWORD_FILE) or REKEY_AUDIT_LOG,
+signed with REKEY_AUDIT_KEY, verified with REKEY_AUDIT_PUBLIC_KEY.
+Exit status: 0 done, 1 rolled back or refused, 2 bad input, 3 already rotating, 4 Temporal
+unreachable, 5 audit trail tampered.`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   rotate,

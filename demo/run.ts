@@ -83,7 +83,8 @@ async function main(): Promise<number> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   process.env.REKEY_HOME ??= resolve(__dirname, '..');
   process.env.REKEY_DEMO_DIR ??= resolve(__dirname, '../.data/demo');
-  const manifests = await loadManifests(resolve(__dirname, '../examples'));
+  const examples = resolve(__dirname, '../examples');
+  const manifests = await loadManifests(examples);
   const manifest = manifests.secrets.get(SECRET)!;
   const { spec } = manifest;
   if (spec.store.type !== 'aws-secrets-manager' || spec.target?.type !== 'postgres' || spec.target.strategy !== 'alternating-users') {
@@ -105,7 +106,8 @@ async function main(): Promise<number> {
   client.start();
 
   const taskQueue = process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE;
-  const worker = await createRekeyWorker({ taskQueue });
+  // The worker acts only on its own manifests; the start names the secret and the spec reviewed.
+  const worker = await createRekeyWorker({ taskQueue, manifestDirs: [examples] });
   const temporal = await connectClient();
   const workflowId = rotationWorkflowId(SECRET);
   const ui = process.env.REKEY_TEMPORAL_UI ?? 'http://127.0.0.1:8233';
@@ -115,14 +117,14 @@ async function main(): Promise<number> {
       taskQueue,
       workflowId,
       workflowIdConflictPolicy: 'FAIL',
-      args: [{ secret: SECRET, spec, requestedBy: 'demo', reason: 'npm run demo' }],
+      args: [{ secret: SECRET, specHash: manifest.specHash, requestedBy: 'demo', reason: 'npm run demo' }],
       typedSearchAttributes: [
         { key: SECRET_ATTRIBUTE, value: SECRET },
         { key: REQUESTED_BY_ATTRIBUTE, value: 'demo' },
       ],
       staticSummary: `demo rotation of ${SECRET}`,
     });
-    say(`  started workflow ${workflowId} (run ${handle.firstExecutionRunId})`);
+    say(`  started workflow ${workflowId} (run ${handle.firstExecutionRunId}) for spec ${manifest.specHash}`);
     let last = '';
     const result = handle.result() as Promise<RotationReport>;
     for (let done = false; !done; ) {

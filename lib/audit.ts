@@ -1,169 +1,202 @@
-// The audit trail: an append-only JSON-lines file where every record carries the hash of the one
-// before it, so an edited, removed or reordered record is found by `verify`. Records hold who,
-// what, when, why and which versions; never a value.
-import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import type { AuditEvent } from '../workflows/messages';
+// The audit trail: who rotated what, when, why, who approved (with their signed decision), which
+// versions; never a value. Every record is hash-chained to the one before it and signed with the
+// worker's audit key (Ed25519), so an edit, even with the chain recomputed, needs the key. Each
+// rotation's result keeps the head it reached (trail, sequence number, hash): truncating or
+// rewinding the trail is found by comparing it with those heads. Two backends behind one
+// interface: a Postgres table shared by every worker (production), and a JSON-lines file for one
+// host.
+import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { canonicalJson } from './canonical';
+import type { Person } from './signed';
+import { parsePublicKey, verifySignature } from './sshsig';
 
 export const GENESIS = '0'.repeat(64);
 
+export type AuditEventKind =
+  | 'requested'
+  | 'refused'
+  | 'approved'
+  | 'rejected'
+  | 'approval-ignored'
+  | 'escalated'
+  | 'break-glass'
+  | 'promoted'
+  | 'revoked'
+  | 'rolled-back'
+  | 'failed'
+  | 'superseded';
+
+/** A signed document behind an event, kept whole: an auditor re-verifies it with the public key alone. */
+export interface SignedEvidence {
+  document: string;
+  signature: string;
+  /** Who the trusted manifests say holds the key, its fingerprint and the key itself. */
+  signer: string;
+  fingerprint: string;
+  key: string;
+}
+
+/** One event of the trail, as the workflow reports it. Who, what, when, why, which versions. */
+export interface AuditEvent {
+  /** Unique per event (rotation id + "#" + its number in the rotation): a retry writes it once. */
+  id: string;
+  /** workflow id + "/" + run id of the rotation. */
+  rotationId: string;
+  secret: string;
+  event: AuditEventKind;
+  /** Who did it: a person (by key where signed), "rekey" for the engine, or a requester's label. */
+  actor: string;
+  /** When it happened, in workflow time (ISO 8601). */
+  at: string;
+  reason?: string;
+  versions?: { current?: string; pending?: string };
+  detail?: string;
+  signed?: SignedEvidence;
+}
+
 export interface AuditRecord extends AuditEvent {
+  /** Which trail this record belongs to (a database table, a file). */
+  trail: string;
   seq: number;
   prev: string;
   hash: string;
+  /** Fingerprint of the audit key that signed it. */
+  keyId: string;
+  /** Ed25519 signature over `hash`, base64. */
+  sig: string;
 }
 
-export function defaultAuditLogPath(): string {
-  return process.env.REKEY_AUDIT_LOG ?? join(__dirname, '..', '.data', 'audit', 'audit.jsonl');
+/** Where a rotation left the trail: the anchor that makes truncation visible. */
+export interface AuditHead {
+  trail: string;
+  seq: number;
+  hash: string;
 }
 
-/** Canonical JSON: keys sorted at every level, so the hash does not depend on key order. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
+export interface AuditTrail {
+  /** Stable identity of the trail (which table, which file), recorded in every record and head. */
+  readonly trail: string;
+  /** Where it is, for people. */
+  readonly where: string;
+  /** Append `event` unless a record with its id exists. Returns the record now in the trail. */
+  append(event: AuditEvent): Promise<{ record: AuditRecord; written: boolean }>;
+  /** Every record as stored, in sequence order; a line that is not JSON stays text. */
+  read(): Promise<(AuditRecord | string)[]>;
+  close(): Promise<void>;
 }
 
-export function hashOf(record: Omit<AuditRecord, 'hash'>): string {
-  return createHash('sha256').update(canonical(record)).digest('hex');
+// --- the audit key ---------------------------------------------------------------------------
+
+export interface AuditSigner {
+  keyId: string;
+  sign(hash: string): string;
+  publicKey: KeyObject;
 }
 
-/** What makes an event unique: a retried activity writes the same key and is not written twice. */
-export function auditKey(e: Pick<AuditEvent, 'rotationId' | 'event' | 'actor'>): string {
-  return `${e.rotationId}|${e.event}|${e.actor}`;
+/** "SHA256:..." of the key's SubjectPublicKeyInfo: names the key in every record it signs. */
+export function auditKeyId(publicKey: KeyObject): string {
+  return `SHA256:${createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('base64').replace(/=+$/, '')}`;
 }
 
-const LOCK_STALE_MS = 30_000;
-
-/** An exclusive lock file beside the log: appenders in any process on this host take turns. */
-async function withLock<T>(path: string, work: () => Promise<T>): Promise<T> {
-  const lock = `${path}.lock`;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const handle = await open(lock, 'wx');
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // A holder that died leaves its lock behind; after a generous wait it is taken over.
-      const info = await stat(lock).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > LOCK_STALE_MS) await rm(lock, { force: true });
-      if (attempt > 2000) throw new Error(`audit log ${path} stayed locked (${lock})`);
-      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
-    }
-  }
+export function auditSignerFrom(privateKeyPem: string, source: string): AuditSigner {
+  let key: KeyObject;
   try {
-    return await work();
-  } finally {
-    await rm(lock, { force: true });
+    key = createPrivateKey(privateKeyPem);
+  } catch {
+    throw new Error(`${source}: not a PEM private key (make one with: rekey audit keygen)`);
   }
+  if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${source}: the audit key must be Ed25519, not ${key.asymmetricKeyType}`);
+  const publicKey = createPublicKey(key);
+  return { keyId: auditKeyId(publicKey), publicKey, sign: (hash) => sign(null, Buffer.from(hash), key).toString('base64') };
 }
 
-async function readLines(path: string): Promise<string[]> {
-  const text = await readFile(path, 'utf8').catch((err) => {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
-    throw err;
+export function loadPublicKeys(paths: string[]): KeyObject[] {
+  return paths.map((path) => {
+    try {
+      return createPublicKey(readFileSync(path, 'utf8'));
+    } catch (err) {
+      throw new Error(`cannot read the audit public key ${path}: ${(err as Error).message}`);
+    }
   });
-  return text.split('\n').filter((line) => line.length > 0);
 }
+
+// --- records -----------------------------------------------------------------------------------
+
+export function hashOf(record: Omit<AuditRecord, 'hash' | 'sig'>): string {
+  return createHash('sha256').update(canonicalJson(record)).digest('hex');
+}
+
+/** The record that follows `last` in `trail`, hashed and signed. */
+export function nextRecord(trail: string, event: AuditEvent, last: { seq: number; hash: string } | undefined, signer: AuditSigner): AuditRecord {
+  const unsigned = { ...(JSON.parse(JSON.stringify(event)) as AuditEvent), trail, seq: (last?.seq ?? 0) + 1, prev: last?.hash ?? GENESIS, keyId: signer.keyId };
+  const hash = hashOf(unsigned);
+  return { ...unsigned, hash, sig: signer.sign(hash) };
+}
+
+export function headOf(record: AuditRecord): AuditHead {
+  return { trail: record.trail, seq: record.seq, hash: record.hash };
+}
+
+export type Verdict = { ok: true; records: number; heads: number } | { ok: false; seq: number; problem: string };
 
 /**
- * What an appender needs to know of a log: the keys already written and the last record. Kept per
- * file and brought up to date from the bytes appended since (by any process), so an append costs
- * what was added since the last one, not the whole log.
+ * Check a whole trail: order, chain, each record's signature by a trusted audit key, each signed
+ * decision inside against the key it names (and, given `people`, that the key is that person's),
+ * and that the trail still reaches every head rotations recorded. The first problem is reported.
  */
-interface Tail {
-  size: number;
-  keys: Map<string, AuditRecord>;
-  last?: AuditRecord;
-}
-const tails = new Map<string, Tail>();
-
-async function catchUp(path: string): Promise<Tail> {
-  let tail = tails.get(path);
-  const size = (await stat(path).catch(() => undefined))?.size ?? 0;
-  if (!tail || size < tail.size) tail = { size: 0, keys: new Map() };
-  if (size > tail.size) {
-    const handle = await open(path, 'r');
-    try {
-      const buffer = Buffer.alloc(size - tail.size);
-      await handle.read(buffer, 0, buffer.length, tail.size);
-      for (const line of buffer.toString('utf8').split('\n').filter(Boolean)) {
-        const record = JSON.parse(line) as AuditRecord;
-        tail.keys.set(auditKey(record), record);
-        tail.last = record;
-      }
-    } finally {
-      await handle.close();
+export function verifyTrail(
+  trail: string,
+  stored: (AuditRecord | string)[],
+  options: { publicKeys: KeyObject[]; heads?: AuditHead[]; people?: Person[] },
+): Verdict {
+  const keys = new Map(options.publicKeys.map((k) => [auditKeyId(k), k]));
+  let prev = GENESIS;
+  const bySeq = new Map<number, AuditRecord>();
+  for (let i = 0; i < stored.length; i++) {
+    const expected = i + 1;
+    const record = stored[i];
+    if (typeof record === 'string') return { ok: false, seq: expected, problem: 'not valid JSON (truncated or garbled)' };
+    const { hash, sig, ...unsigned } = record;
+    if (hashOf(unsigned) !== hash) return { ok: false, seq: expected, problem: 'edited (its hash does not match its content)' };
+    const key = keys.get(record.keyId);
+    if (!key) return { ok: false, seq: expected, problem: `signed by an unknown audit key ${record.keyId}` };
+    if (typeof sig !== 'string' || !verify(null, Buffer.from(hash), key, Buffer.from(sig, 'base64'))) {
+      return { ok: false, seq: expected, problem: 'its signature does not verify: rewritten without the audit key' };
     }
-    tail.size = size;
+    if (record.trail !== trail) return { ok: false, seq: expected, problem: `belongs to another trail (${record.trail})` };
+    if (record.seq !== expected) return { ok: false, seq: expected, problem: `out of sequence (seq ${record.seq}, expected ${expected}): a record was removed or reordered` };
+    if (record.prev !== prev) return { ok: false, seq: expected, problem: 'does not follow the record before it: a record was removed, inserted or reordered' };
+    const evidence = record.signed ? checkEvidence(record.signed, options.people) : undefined;
+    if (evidence) return { ok: false, seq: expected, problem: evidence };
+    bySeq.set(record.seq, record);
+    prev = hash;
   }
-  tails.set(path, tail);
-  return tail;
-}
-
-export class AuditLog {
-  constructor(readonly path: string = defaultAuditLogPath()) {}
-
-  /** Append `event` unless a record with the same key exists. Returns the record now in the log. */
-  async append(event: AuditEvent): Promise<{ record: AuditRecord; written: boolean }> {
-    await mkdir(dirname(this.path), { recursive: true });
-    return withLock(this.path, async () => {
-      const tail = await catchUp(this.path);
-      const existing = tail.keys.get(auditKey(event));
-      if (existing) return { record: existing, written: false };
-      const last = tail.last;
-      const unsigned = { ...stripUndefined(event), seq: (last?.seq ?? 0) + 1, prev: last?.hash ?? GENESIS };
-      const record: AuditRecord = { ...unsigned, hash: hashOf(unsigned) };
-      const line = `${JSON.stringify(record)}\n`;
-      const handle = await open(this.path, 'a', 0o600);
-      try {
-        await handle.appendFile(line);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      tail.keys.set(auditKey(record), record);
-      tail.last = record;
-      tail.size += Buffer.byteLength(line);
-      return { record, written: true };
-    });
-  }
-
-  async read(secret?: string): Promise<AuditRecord[]> {
-    const records = (await readLines(this.path)).map((line) => JSON.parse(line) as AuditRecord);
-    return secret ? records.filter((r) => r.secret === secret) : records;
-  }
-
-  /** The first record that breaks the chain, or ok with the number of records. */
-  async verify(): Promise<{ ok: true; records: number } | { ok: false; line: number; problem: string }> {
-    const lines = await readLines(this.path);
-    let prev = GENESIS;
-    for (let i = 0; i < lines.length; i++) {
-      const line = i + 1;
-      let record: AuditRecord;
-      try {
-        record = JSON.parse(lines[i]);
-      } catch {
-        return { ok: false, line, problem: 'not valid JSON (truncated or garbled)' };
-      }
-      const { hash, ...unsigned } = record;
-      if (hashOf(unsigned) !== hash) return { ok: false, line, problem: 'edited (its hash does not match its content)' };
-      if (record.seq !== line) return { ok: false, line, problem: `out of sequence (seq ${record.seq}, expected ${line}): a record was removed or reordered` };
-      if (record.prev !== prev) return { ok: false, line, problem: 'does not follow the record before it: a record was removed, inserted or reordered' };
-      prev = hash;
+  const heads = (options.heads ?? []).filter((h) => h.trail === trail);
+  for (const head of heads.sort((a, b) => b.seq - a.seq)) {
+    const record = bySeq.get(head.seq);
+    if (!record) {
+      return { ok: false, seq: head.seq, problem: `missing: a rotation recorded the trail at record ${head.seq}, but it ends at ${stored.length} (records were removed or the trail was truncated)` };
     }
-    return { ok: true, records: lines.length };
+    if (record.hash !== head.hash) return { ok: false, seq: head.seq, problem: 'differs from the record a rotation saw at this position (the trail was rewritten)' };
   }
+  return { ok: true, records: stored.length, heads: heads.length };
 }
 
-function stripUndefined<T extends object>(value: T): T {
-  return JSON.parse(JSON.stringify(value));
+/** Why a signed decision kept in a record does not hold up, or undefined. */
+function checkEvidence(signed: SignedEvidence, people?: Person[]): string | undefined {
+  let key;
+  try {
+    key = parsePublicKey(signed.key);
+  } catch {
+    return 'holds a signed document with an unreadable key';
+  }
+  if (!verifySignature(signed.document, signed.signature, [{ key }]).ok) return `holds a signed document whose signature does not verify (${signed.signer})`;
+  if (people) {
+    const person = people.find((p) => p.name === signed.signer);
+    if (!person || !person.keys.some((k) => parsePublicKey(k).text === key.text)) {
+      return `holds a document signed by ${signed.fingerprint}, which the manifests do not list for ${signed.signer}`;
+    }
+  }
+  return undefined;
 }

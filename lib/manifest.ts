@@ -1,13 +1,17 @@
 // Manifests: the one schema that types, validates and documents what a team declares in git.
+import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { consumerSchema } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
-import { storeSchema } from '../activities/stores';
+import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetSchema } from '../activities/targets';
+import { canonicalJson } from './canonical';
 import { durationSchema } from './schema';
+import type { Person } from './signed';
+import { parsePublicKey } from './sshsig';
 
 export const API_VERSION = 'rekey.dev/v1';
 
@@ -33,11 +37,36 @@ const timeoutsSchema = z
   })
   .strict();
 
+/** A person's name is a label for people to read; their keys are what rekey trusts. */
+const personName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._@-]{0,62}$/, 'must be lower-case letters, digits, ".", "_", "@" or "-" (no spaces), at most 63 characters');
+
+/** "ssh-ed25519 AAAA... [comment]", as in git's allowed_signers files; stored without the comment. */
+const publicKeyText = z.string().transform((text, ctx) => {
+  try {
+    return parsePublicKey(text).text;
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+export const personSchema = z
+  .object({
+    name: personName,
+    keys: z.array(publicKeyText).min(1, 'must list at least one key ("ssh-ed25519 AAAA...")'),
+  })
+  .strict();
+
 export const approvalSchema = z
   .object({
     required: z.boolean().default(false),
-    /** Who may decide. The person who requested the rotation never counts (two-person rule). */
-    approvers: z.array(z.string().min(1)).default([]),
+    /**
+     * Who may decide: names of people declared in a Settings manifest, or {name, keys} inline.
+     * A decision counts only when signed by one of their keys; the requester's keys never count.
+     */
+    approvers: z.array(z.union([personName, personSchema])).default([]),
     minApprovals: z.number().int().min(1).default(1),
     /** How long to wait for a decision before onTimeout applies. */
     timeout: durationSchema.default('1h'),
@@ -172,18 +201,55 @@ export const scheduleManifestSchema = z
   })
   .strict();
 
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+
+/**
+ * What the whole manifest set shares: the environment variables manifests may refer to, the people
+ * who decide (with their SSH public keys) and who may break the glass. Never expanded: the trust
+ * configuration is read exactly as reviewed.
+ */
+export const settingsSpecSchema = z
+  .object({
+    /** Variables `${NAME}` may use, besides REKEY_*. Everything else in the worker's environment stays out. */
+    env: z.array(envName).default([]),
+    people: z.array(personSchema).default([]),
+    /** Names of people whose signature authorises an emergency rotation (rekey revoke --emergency). */
+    breakGlass: z.array(personName).default([]),
+  })
+  .strict();
+
+export const settingsManifestSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal('Settings'),
+    metadata: metadataSchema,
+    spec: settingsSpecSchema,
+  })
+  .strict();
+
 export type ScheduleSpec = z.output<typeof scheduleSpecSchema>;
 export type ScheduleManifest = z.output<typeof scheduleManifestSchema>;
 export type SecretSpec = z.output<typeof secretSpecSchema>;
 export type SecretManifest = z.output<typeof secretManifestSchema>;
 export type PolicySpec = z.output<typeof policySchema>;
 export type ApprovalPolicy = z.output<typeof approvalSchema>;
+export type SettingsManifest = z.output<typeof settingsManifestSchema>;
 
-export const KINDS = ['Secret', 'Schedule'] as const;
+export const KINDS = ['Secret', 'Schedule', 'Settings'] as const;
+
+/** A Secret as the worker and the CLI use it: validated, expanded, with its approvers resolved. */
+export interface SecretEntry extends SecretManifest {
+  source: string;
+  /** sha256 of the spec as written (before `${}` expansion): what a requester reviews and names. */
+  specHash: string;
+  /** policy.approval.approvers with their keys. */
+  approvers: Person[];
+}
 
 export interface ManifestSet {
-  secrets: Map<string, SecretManifest & { source: string }>;
+  secrets: Map<string, SecretEntry>;
   schedules: Map<string, ScheduleManifest & { source: string }>;
+  settings: { env: string[]; people: Map<string, Person>; breakGlass: Person[] };
 }
 
 export interface ManifestIssue {
@@ -217,23 +283,37 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   return issue.message;
 }
 
-function issuesOf(source: string, error: z.ZodError): ManifestIssue[] {
-  return error.issues.map((issue) => ({ source, path: formatPath(issue.path), message: describeIssue(issue) }));
+/**
+ * A union's failure names the branch the value was meant for: the one whose problems are not about
+ * the value's type ("approvers[0]" is an object, so the name-string branch is not the one).
+ */
+function specific(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+  if (issue.code !== 'invalid_union' || ('discriminator' in issue && issue.discriminator) || !('errors' in issue)) return [issue];
+  const branch = issue.errors.find((issues) => issues.length > 0 && issues.some((i) => i.code !== 'invalid_type' || i.path.length > 0));
+  if (!branch) return [issue];
+  return branch.flatMap((inner) => specific({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue));
 }
 
+function issuesOf(source: string, error: z.ZodError): ManifestIssue[] {
+  return error.issues.flatMap(specific).map((issue) => ({ source, path: formatPath(issue.path), message: describeIssue(issue) }));
+}
+
+type AnyManifest = SecretManifest | ScheduleManifest | SettingsManifest;
+
 /** Validate one parsed document; `source` names it in errors (file, and document number if several). */
-export function parseManifest(source: string, doc: unknown): SecretManifest | ScheduleManifest {
+export function parseManifest(source: string, doc: unknown): AnyManifest {
   const kind = (doc as { kind?: unknown } | null)?.kind;
   if (!doc || typeof doc !== 'object') throw new ManifestError([{ source, path: '', message: 'expected a YAML mapping' }]);
   if (!KINDS.includes(kind as (typeof KINDS)[number])) {
     throw new ManifestError([{ source, path: 'kind', message: `expected one of ${KINDS.join(', ')}, got ${JSON.stringify(kind)}` }]);
   }
-  const parsed = kind === 'Schedule' ? scheduleManifestSchema.safeParse(doc) : secretManifestSchema.safeParse(doc);
+  const schema = kind === 'Schedule' ? scheduleManifestSchema : kind === 'Settings' ? settingsManifestSchema : secretManifestSchema;
+  const parsed = schema.safeParse(doc);
   if (!parsed.success) throw new ManifestError(issuesOf(source, parsed.error));
   return parsed.data;
 }
 
-async function yamlFiles(path: string): Promise<string[]> {
+export async function yamlFiles(path: string): Promise<string[]> {
   const info = await stat(path).catch(() => undefined);
   if (!info) throw new ManifestError([{ source: path, path: '', message: 'no such file or directory' }]);
   if (info.isFile()) return [path];
@@ -246,62 +326,165 @@ async function yamlFiles(path: string): Promise<string[]> {
   return out;
 }
 
+/** The hash a requester names: sha256 of the spec's canonical JSON, as written in the manifest. */
+export function specHashOf(rawSpec: unknown): string {
+  return `sha256:${createHash('sha256').update(canonicalJson(rawSpec)).digest('hex')}`;
+}
+
+const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
 /**
- * `${NAME}` and `${NAME:-default}` are replaced from the environment before parsing, so one
- * manifest set serves several environments (ports, hosts, endpoints). Only references belong
- * there: specs are not secret.
+ * `${NAME}` and `${NAME:-default}` inside string values, filled after the YAML is parsed, so a
+ * value can never add a field or a document (a newline in it stays in that one string). Only names
+ * the set allows (its Settings `env:` list, or REKEY_*) are read: manifests cannot pull the worker's
+ * credentials out of its environment. A value that is one whole reference to a number or boolean
+ * becomes that number or boolean (`port: ${REKEY_PG_PORT}`).
  */
-export function expandEnv(text: string, source: string, env: NodeJS.ProcessEnv = process.env): { text: string; issues: ManifestIssue[] } {
-  const issues: ManifestIssue[] = [];
-  const expanded = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback?: string) => {
-    const value = env[name];
-    if (value !== undefined && value !== '') return value;
-    if (fallback !== undefined) return fallback;
-    issues.push({ source, path: '', message: `environment variable ${name} is not set and has no default (write \${${name}:-default})` });
-    return '';
-  });
-  return { text: expanded, issues };
+export function expandReferences(
+  value: unknown,
+  allowed: (name: string) => boolean,
+  env: NodeJS.ProcessEnv = process.env,
+  path: PropertyKey[] = [],
+): { value: unknown; issues: { path: string; message: string }[] } {
+  const issues: { path: string; message: string }[] = [];
+  const walk = (v: unknown, at: PropertyKey[]): unknown => {
+    if (Array.isArray(v)) return v.map((item, i) => walk(item, [...at, i]));
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, item]) => [k, walk(item, [...at, k])]));
+    if (typeof v !== 'string' || !v.includes('${')) return v;
+    const expanded = v.replace(REFERENCE, (_, name: string, fallback?: string) => {
+      if (!allowed(name)) {
+        issues.push({ path: formatPath(at), message: `\${${name}} is not allowed: add ${name} to a Settings manifest's env list (or use a REKEY_* variable)` });
+        return '';
+      }
+      const found = env[name];
+      if (found !== undefined && found !== '') return found;
+      if (fallback !== undefined) return fallback;
+      issues.push({ path: formatPath(at), message: `environment variable ${name} is not set and has no default (write \${${name}:-default})` });
+      return '';
+    });
+    const whole = /^\$\{[^}]*\}$/.test(v);
+    if (whole && /^-?\d{1,15}$/.test(expanded)) return Number(expanded);
+    if (whole && (expanded === 'true' || expanded === 'false')) return expanded === 'true';
+    return expanded;
+  };
+  return { value: walk(value, path), issues };
+}
+
+interface RawDocument {
+  source: string;
+  value: Record<string, unknown>;
 }
 
 /** Load every manifest under `paths`; all problems are collected and reported together. */
 export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   const issues: ManifestIssue[] = [];
-  const set: ManifestSet = { secrets: new Map(), schedules: new Map() };
+  const docs: RawDocument[] = [];
   for (const root of paths) {
     const files = await yamlFiles(root);
     if (files.length === 0) issues.push({ source: root, path: '', message: 'no .yaml or .yml files found' });
     for (const file of files) {
       const shown = relative(process.cwd(), file) || file;
-      const expanded = expandEnv(await readFile(file, 'utf8'), shown);
-      issues.push(...expanded.issues);
-      const docs = parseAllDocuments(expanded.text);
-      const list = Array.isArray(docs) ? docs : [docs];
+      const text = await readFile(file, 'utf8');
+      const parsed = parseAllDocuments(text);
+      const list = Array.isArray(parsed) ? parsed : [parsed];
       list.forEach((doc, i) => {
         const source = list.length > 1 ? `${shown} (document ${i + 1})` : shown;
         if (doc.errors.length) {
-          issues.push({ source, path: '', message: `invalid YAML: ${doc.errors[0].message.split('\n')[0]}` });
+          const message = doc.errors[0].message.split('\n')[0];
+          // ${...} is read after parsing: inside {...} it must be quoted, or YAML sees a flow map.
+          const hint = /flow-map/.test(message) && text.includes('${') ? ' (quote values that use ${...} inside {...})' : '';
+          issues.push({ source, path: '', message: `invalid YAML: ${message}${hint}` });
           return;
         }
         const value = doc.toJS();
         if (value === null || value === undefined) return;
-        try {
-          const manifest = parseManifest(source, value);
-          const map = (manifest.kind === 'Secret' ? set.secrets : set.schedules) as Map<string, typeof manifest & { source: string }>;
-          const previous = map.get(manifest.metadata.name);
-          if (previous) {
-            issues.push({ source, path: 'metadata.name', message: `${manifest.kind.toLowerCase()} "${manifest.metadata.name}" is also defined in ${previous.source}` });
-          } else {
-            map.set(manifest.metadata.name, { ...manifest, source });
-          }
-        } catch (err) {
-          if (err instanceof ManifestError) issues.push(...err.issues);
-          else throw err;
-        }
+        docs.push({ source, value });
       });
     }
   }
+  const set: ManifestSet = { secrets: new Map(), schedules: new Map(), settings: { env: [], people: new Map(), breakGlass: [] } };
+  const collect = (work: () => void) => {
+    try {
+      work();
+    } catch (err) {
+      if (err instanceof ManifestError) issues.push(...err.issues);
+      else throw err;
+    }
+  };
+
+  // Settings first: they say which variables the others may use, and who the people are.
+  const breakGlass: { source: string; index: number; name: string }[] = [];
+  for (const { source, value } of docs.filter((d) => d.value?.kind === 'Settings')) {
+    collect(() => {
+      const settings = parseManifest(source, value) as SettingsManifest;
+      set.settings.env.push(...settings.spec.env);
+      settings.spec.people.forEach((person, i) => {
+        if (set.settings.people.has(person.name)) {
+          issues.push({ source, path: `spec.people[${i}].name`, message: `person "${person.name}" is declared twice` });
+        } else set.settings.people.set(person.name, person);
+      });
+      settings.spec.breakGlass.forEach((name, index) => breakGlass.push({ source, index, name }));
+    });
+  }
+  for (const { source, index, name } of breakGlass) {
+    const person = set.settings.people.get(name);
+    if (person) set.settings.breakGlass.push(person);
+    else issues.push({ source, path: `spec.breakGlass[${index}]`, message: `"${name}" is not declared in people` });
+  }
+
+  const allowedEnv = new Set(set.settings.env);
+  const allowed = (name: string) => name.startsWith('REKEY_') || allowedEnv.has(name);
+  const owners = new Map<string, SecretEntry>();
+  for (const { source, value } of docs.filter((d) => d.value?.kind !== 'Settings')) {
+    const expanded = expandReferences(value, allowed);
+    issues.push(...expanded.issues.map((i) => ({ source, ...i })));
+    collect(() => {
+      const manifest = parseManifest(source, expanded.value) as SecretManifest | ScheduleManifest;
+      const name = manifest.metadata.name;
+      if (manifest.kind === 'Schedule') {
+        const previous = set.schedules.get(name);
+        if (previous) issues.push({ source, path: 'metadata.name', message: `schedule "${name}" is also defined in ${previous.source}` });
+        else set.schedules.set(name, { ...manifest, source });
+        return;
+      }
+      const previous = set.secrets.get(name);
+      if (previous) {
+        issues.push({ source, path: 'metadata.name', message: `secret "${name}" is also defined in ${previous.source}` });
+        return;
+      }
+      const approvers = resolveApprovers(manifest, set.settings.people, source, issues);
+      const entry: SecretEntry = { ...manifest, source, specHash: specHashOf((value as { spec?: unknown }).spec), approvers };
+      // One manifest per stored secret: two would discard each other's pending versions.
+      const identity = storeIdentity(manifest.spec.store);
+      const owner = owners.get(identity);
+      if (owner) {
+        issues.push({ source, path: 'spec.store', message: `${identity} is already rotated by secret "${owner.metadata.name}" (${owner.source}); a stored secret belongs to exactly one manifest` });
+        return;
+      }
+      owners.set(identity, entry);
+      set.secrets.set(name, entry);
+    });
+  }
   if (issues.length) throw new ManifestError(issues);
   return set;
+}
+
+function resolveApprovers(manifest: SecretManifest, people: Map<string, Person>, source: string, issues: ManifestIssue[]): Person[] {
+  const out: Person[] = [];
+  manifest.spec.policy.approval.approvers.forEach((approver, i) => {
+    const path = `spec.policy.approval.approvers[${i}]`;
+    const person = typeof approver === 'string' ? people.get(approver) : approver;
+    if (!person) {
+      issues.push({ source, path, message: `"${approver}" is not declared in the people of a Settings manifest (or write {name, keys} here)` });
+    } else if (typeof approver !== 'string' && people.has(approver.name)) {
+      issues.push({ source, path: `${path}.name`, message: `"${approver.name}" is declared in people; name them instead of repeating their keys` });
+    } else if (out.some((p) => p.name === person.name)) {
+      issues.push({ source, path, message: `"${person.name}" is listed twice` });
+    } else {
+      out.push({ name: person.name, keys: person.keys });
+    }
+  });
+  return out;
 }
 
 /** JSON Schema for editors, generated from the same zod schema that validates. */
@@ -311,6 +494,10 @@ export function secretJsonSchema(): unknown {
 
 export function scheduleJsonSchema(): unknown {
   return z.toJSONSchema(scheduleManifestSchema, { io: 'input', unrepresentable: 'any' });
+}
+
+export function settingsJsonSchema(): unknown {
+  return z.toJSONSchema(settingsManifestSchema, { io: 'input', unrepresentable: 'any' });
 }
 
 /** The secrets a schedule (or `rekey rotate --selector`) selects, in name order. */

@@ -1,13 +1,14 @@
 // Schedule manifests -> Temporal Schedules, declaratively: plan says what would change, apply
 // makes it so, and only schedules rekey created for the same manifest set are ever touched.
 //
-// A schedule carries the Secret specs it rotates in its action (they are references, never
-// values). Why not read manifests at run time: a schedule then runs exactly what was reviewed and
-// applied, needs no manifest folder on the workers, and `plan` can show drift: a changed Secret
-// manifest changes the schedule's content hash, so plan lists the schedule as an update.
+// A schedule carries the names of the secrets it rotates and the hash of each one's spec, never a
+// spec: the workers rotate what their own reviewed manifests say, and refuse a secret whose spec
+// differs from the hash that was applied (re-plan after a manifest change). `plan` shows drift the
+// same way: a changed Secret manifest changes its hash, so the schedule is listed as an update.
 import { createHash } from 'node:crypto';
 import { ScheduleNotFoundError, type Client, type ScheduleOptions, type ScheduleOverlapPolicy } from '@temporalio/client';
 import { parseDuration } from '../lib/duration';
+import { canonicalJson } from '../lib/canonical';
 import { selectSecrets, type ManifestSet, type ScheduleManifest } from '../lib/manifest';
 import { TASK_QUEUE, fleetWorkflowId, type FleetInput } from '../workflows/messages';
 
@@ -44,20 +45,8 @@ const OVERLAP: Record<ScheduleManifest['spec']['overlap'], ScheduleOverlapPolicy
   'allow-all': 'ALLOW_ALL',
 };
 
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object') {
-    return `{${Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
 function when(spec: ScheduleManifest['spec']): string {
-  const at = spec.cron ? `cron "${spec.cron}"` : spec.every ? `every ${spec.every}` : `calendar ${canonical(spec.calendar)}`;
+  const at = spec.cron ? `cron "${spec.cron}"` : spec.every ? `every ${spec.every}` : `calendar ${canonicalJson(spec.calendar)}`;
   return `${at} ${spec.timezone}`;
 }
 
@@ -67,14 +56,14 @@ export function desiredSchedule(set: ManifestSet, manifest: ScheduleManifest & {
   const selected = selectSecrets(set, spec.select);
   const input: FleetInput = {
     fleet: manifest.metadata.name,
-    items: selected.map((secret) => ({ secret, spec: set.secrets.get(secret)!.spec })),
+    items: selected.map((secret) => [secret, set.secrets.get(secret)!.specHash]),
     maxParallel: spec.maxParallel,
     overdueOnly: spec.select.overdueOnly,
     requestedBy: `schedule ${manifest.metadata.name}`,
     reason: spec.description ?? `scheduled rotation (${when(spec)})`,
   };
   const taskQueue = options.taskQueue ?? TASK_QUEUE;
-  const hash = createHash('sha256').update(canonical({ spec, input, taskQueue })).digest('hex').slice(0, 16);
+  const hash = createHash('sha256').update(canonicalJson({ spec, input, taskQueue })).digest('hex').slice(0, 16);
   const scheduleOptions: ScheduleOptions = {
     scheduleId: scheduleId(manifest.metadata.name),
     spec: {
@@ -127,10 +116,10 @@ export async function plan(client: Client, set: ManifestSet, options: PlanOption
     const id = desired.options.scheduleId;
     desiredIds.add(id);
     if (desired.selected.length === 0) warnings.push(`schedule ${manifest.metadata.name}: its selector matches no secret`);
-    // The specs ride in the schedule's action: Temporal warns about a payload over 512 KiB and
-    // refuses one over 2 MiB, so say so here rather than fail at apply or at the first run.
+    // Names and hashes ride in the schedule's action (about 100 bytes a secret): Temporal warns
+    // about a payload over 512 KiB and refuses one over 2 MiB, so say so here, not at the first run.
     const bytes = Buffer.byteLength(JSON.stringify(desired.options.action.args));
-    const sized = `schedule ${manifest.metadata.name}: its ${desired.selected.length} secret specs take ${Math.round(bytes / 1024)} KiB`;
+    const sized = `schedule ${manifest.metadata.name}: its ${desired.selected.length} secrets take ${Math.round(bytes / 1024)} KiB`;
     if (bytes > PAYLOAD_REFUSED) throw new Error(`${sized}, over Temporal's 2 MiB payload limit; split it into several schedules (by label)`);
     if (bytes > PAYLOAD_WARNED) warnings.push(`${sized}, over Temporal's 512 KiB payload warning; consider splitting it (by label)`);
     let current;

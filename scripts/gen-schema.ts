@@ -1,16 +1,19 @@
-// `npm run schema`: regenerate schemas/secret.schema.json from the zod schema that validates.
+// `npm run schema`: regenerate schemas/*.schema.json from the zod schemas that validate.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { scheduleJsonSchema, secretJsonSchema } from '../lib/manifest';
+import { scheduleJsonSchema, secretJsonSchema, settingsJsonSchema } from '../lib/manifest';
 
-export const SCHEMA_PATH = join(__dirname, '../schemas/secret.schema.json');
-export const SCHEDULE_SCHEMA_PATH = join(__dirname, '../schemas/schedule.schema.json');
-export const schemaText = () => `${JSON.stringify(secretJsonSchema(), null, 2)}\n`;
-export const scheduleSchemaText = () => `${JSON.stringify(scheduleJsonSchema(), null, 2)}\n`;
+const folder = join(__dirname, '../schemas');
+
+/** Each generated file and the text it must hold. */
+export const SCHEMAS: { path: string; text: () => string }[] = [
+  { path: join(folder, 'secret.schema.json'), text: () => `${JSON.stringify(secretJsonSchema(), null, 2)}\n` },
+  { path: join(folder, 'schedule.schema.json'), text: () => `${JSON.stringify(scheduleJsonSchema(), null, 2)}\n` },
+  { path: join(folder, 'settings.schema.json'), text: () => `${JSON.stringify(settingsJsonSchema(), null, 2)}\n` },
+];
 
 if (require.main === module) {
-  mkdirSync(join(__dirname, '../schemas'), { recursive: true });
-  writeFileSync(SCHEMA_PATH, schemaText());
-  writeFileSync(SCHEDULE_SCHEMA_PATH, scheduleSchemaText());
-  console.log(`wrote ${SCHEMA_PATH} and ${SCHEDULE_SCHEMA_PATH}`);
+  mkdirSync(folder, { recursive: true });
+  for (const { path, text } of SCHEMAS) writeFileSync(path, text());
+  console.log(`wrote ${SCHEMAS.map((s) => s.path).join(', ')}`);
 }

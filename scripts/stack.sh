@@ -9,9 +9,11 @@
 #
 # Usage: eval "$(bash scripts/stack.sh up)". Ports: REKEY_TEMPORAL_PORT (7233), REKEY_UI_PORT
 # (8233), REKEY_MOTO_PORT (45660), REKEY_PG_PORT (55432), REKEY_CODEC_PORT (8388); data:
-# REKEY_DATA_DIR (.data). The codec keyring and the codec server's token live in .data/codec. Run as
-# root, the cluster runs as the postgres user; if that user cannot reach .data it lives in
-# REKEY_PG_HOME (default /var/tmp/rekey-postgres-<hash of the data folder>).
+# REKEY_DATA_DIR (.data). The codec keyring and the codec server's token live in .data/codec; the
+# audit signing key and the audit writer's password in .data/audit (the audit trail itself is the
+# table rekey_audit in the cluster's database rekey_audit). Run as root, the cluster runs as the
+# postgres user; if that user cannot reach .data it lives in REKEY_PG_HOME (default
+# /var/tmp/rekey-postgres-<hash of the data folder>).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${REKEY_DATA_DIR:-$root/.data}"
@@ -40,8 +42,10 @@ fi
 pgdata="$pg_home/cluster"
 keyring="$data/codec/keyring.json"
 codec_token="$data/codec/token"
+audit_key="$data/audit/signing-key.pem"
+audit_writer_password="$data/audit/writer-password"
 # Search attributes the workflows set; registered at every start (the dev server skips known ones).
-search_attributes=(RekeySecret RekeyStage RekeyOutcome RekeyRequestedBy)
+search_attributes=(RekeySecret RekeyStage RekeyOutcome RekeyRequestedBy RekeyAuditTrail)
 
 say() { echo "stack: $*" >&2; }
 die() { echo "stack: $*" >&2; exit 1; }
@@ -76,7 +80,14 @@ ensure_port_free() { # service port variable
 }
 
 start_temporal() {
-  if pid_alive temporal && port_open "$temporal_port"; then return 0; fi
+  if pid_alive temporal && port_open "$temporal_port"; then
+    # A server started by an older checkout may lack a newer attribute; adding a known one fails harmlessly.
+    local bin; bin="$(temporal_cmd)"
+    for sa in "${search_attributes[@]}"; do
+      "$bin" operator search-attribute create --address "127.0.0.1:$temporal_port" -n default --name "$sa" --type Keyword >/dev/null 2>&1 || true
+    done
+    return 0
+  fi
   ensure_port_free Temporal "$temporal_port" REKEY_TEMPORAL_PORT
   ensure_port_free "Temporal UI" "$ui_port" REKEY_UI_PORT
   local bin; bin="$(temporal_cmd)"
@@ -132,6 +143,43 @@ start_codec() {
   wait_for "codec server" 30 "$logs/codec.log" port_open "$codec_port"
 }
 
+rekey_cli() { NODE_NO_WARNINGS=1 node --import tsx "$root/cli/main.ts" "$@"; }
+
+ensure_audit_key() {
+  mkdir -p "$data/audit" && chmod 700 "$data/audit"
+  if [[ ! -f "$audit_key" ]]; then
+    say "creating the audit signing key $audit_key"
+    rekey_cli audit keygen --out "$audit_key" >/dev/null
+  fi
+}
+
+# The shared audit trail: database rekey_audit, written by rekey_audit_writer, which may only
+# INSERT and SELECT (rekey audit init grants exactly that).
+ensure_audit_database() {
+  local port; port="$(cat "$run/postgres.port" 2>/dev/null || echo "$pg_port")"
+  local psql=("$pg_bin/psql" -h 127.0.0.1 -p "$port" -U rekey_admin -v ON_ERROR_STOP=1 -qtA)
+  export PGPASSWORD; PGPASSWORD="$(cat "$pg_password_file")"
+  if [[ ! -f "$audit_writer_password" ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$audit_writer_password")
+  fi
+  if [[ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'rekey_audit'")" != 1 ]]; then
+    "${psql[@]}" -d postgres -c 'CREATE DATABASE rekey_audit' >/dev/null
+  fi
+  # The password goes in on stdin, never on a command line.
+  "${psql[@]}" -d postgres >/dev/null <<SQL
+DO \$\$ BEGIN
+  CREATE ROLE rekey_audit_writer LOGIN PASSWORD '$(cat "$audit_writer_password")';
+EXCEPTION WHEN duplicate_object THEN
+  ALTER ROLE rekey_audit_writer LOGIN PASSWORD '$(cat "$audit_writer_password")';
+END \$\$;
+SQL
+  if [[ "$("${psql[@]}" -d rekey_audit -c "SELECT to_regclass('rekey_audit') IS NOT NULL")" != t ]]; then
+    say "creating the audit table in database rekey_audit"
+    rekey_cli audit init --database "postgres://rekey_admin@127.0.0.1:$port/rekey_audit" --password-file "$pg_password_file" --writer rekey_audit_writer >/dev/null
+  fi
+  unset PGPASSWORD
+}
+
 start_postgres() {
   [[ -x "$pg_bin/initdb" ]] || die "PostgreSQL server binaries not found (looked in $pg_bin); set REKEY_PG_BIN"
   mkdir -p "$data/postgres"
@@ -183,6 +231,10 @@ export REKEY_PG_ADMIN_PASSWORD_FILE=$pg_password_file
 export REKEY_CODEC_KEYRING=$keyring
 export REKEY_CODEC_TOKEN_FILE=$codec_token
 export REKEY_CODEC_ENDPOINT=http://127.0.0.1:$codec_port
+export REKEY_AUDIT_DATABASE_URL=postgres://rekey_audit_writer@127.0.0.1:$(cat "$run/postgres.port" 2>/dev/null || echo "$pg_port")/rekey_audit
+export REKEY_AUDIT_DATABASE_PASSWORD_FILE=$audit_writer_password
+export REKEY_AUDIT_KEY=$audit_key
+export REKEY_AUDIT_PUBLIC_KEY=$audit_key.pub
 EOV
 }
 
@@ -216,6 +268,8 @@ case "${1:-}" in
     start_temporal
     start_moto
     start_postgres
+    ensure_audit_key
+    ensure_audit_database
     say "ready; Temporal UI at http://127.0.0.1:$ui_port"
     print_env
     ;;

@@ -8,7 +8,7 @@ import { createCodecServer } from '../cli/commands/codec-server';
 import { AesGcmCodec, ENCODING, KEY_ID, type Keyring } from '../lib/codec';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { databaseFixture, postgresSpec, stack, tempDir, temporalClient, withWorker } from './helpers';
+import { databaseFixture, manifests, postgresSpec, stack, tempDir, temporalClient, withWorker } from './helpers';
 
 const keyring = (active: string, ...ids: string[]): Keyring => ({ activeId: active, keys: new Map(ids.map((id) => [id, keys[id]])) });
 const keys: Record<string, Buffer> = { k1: randomBytes(32), k2: randomBytes(32) };
@@ -32,8 +32,10 @@ describe('payload encryption', () => {
       consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }],
       policy: { overlap: '0s', timeouts: { verify: '1s' } },
     });
-    const report: RotationReport = await withWorker(async (taskQueue) =>
-      (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec, reason: 'codec' }] }),
+    const trusted = await manifests({ [fx.id]: spec });
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id, { reason: 'codec' })] }),
+      { manifestDirs: [trusted.dir] },
     );
     assert.equal(report.outcome, 'rolled-back');
 
@@ -50,9 +52,9 @@ describe('payload encryption', () => {
       assert.equal(failure.message, 'Encoded failure', 'failure messages are inside the encrypted payload');
       assert.equal(text(failure.encodedAttributes!.metadata!.encoding), ENCODING);
     }
-    // The only plain payloads are search attribute values (secret name, stage, outcome), which
-    // Temporal must be able to index; they are names, never values.
-    const indexable = [fx.id, 'generate', 'prepare', 'deploy', 'verify', 'rollback', 'done', 'rolled-back'];
+    // The only plain payloads are search attribute values (secret name, stage, outcome, audit
+    // trail), which Temporal must be able to index; they are names, never values.
+    const indexable = [fx.id, 'generate', 'prepare', 'deploy', 'verify', 'rollback', 'done', 'rolled-back', report.auditHead?.trail];
     for (const p of open) assert.ok(indexable.includes(defaultPayloadConverter.fromPayload(p)), `unexpected plain payload ${text(p.data)}`);
 
     const decoded: RotationReport = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).result();

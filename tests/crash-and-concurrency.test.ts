@@ -7,15 +7,16 @@ import { openStore } from '../activities/stores';
 import { StoreFollowingClient } from '../demo/service';
 import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { canLogin, databaseFixture, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { UpdateSecretVersionStageCommand } from '@aws-sdk/client-secrets-manager';
+import { canLogin, databaseFixture, manifests, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 
-function spawnWorker(taskQueue: string): ChildProcess {
+function spawnWorker(taskQueue: string, manifestDir: string): ChildProcess {
   // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
   return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
     cwd: ROOT,
-    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
+    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
 }
@@ -39,18 +40,19 @@ describe('durability and one-at-a-time', () => {
       // A slow reload keeps the deploy activity in flight when the worker dies.
       consumers: [{ type: 'command', name: 'slow', file: join(dir, 'db.json'), reload: 'sleep 3' }],
     });
+    const trusted = await manifests({ [fx.id]: spec });
     const taskQueue = uniqueId('rekey-crash-');
     const client = await temporalClient();
     const workflowId = rotationWorkflowId(fx.id);
 
-    const first = spawnWorker(taskQueue);
-    const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId, args: [{ secret: fx.id, spec }] });
+    const first = spawnWorker(taskQueue, trusted.dir);
+    const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId, args: [trusted.input(fx.id)] });
     await waitForStage(workflowId, 'deploy');
     await new Promise((r) => setTimeout(r, 1000)); // the 3 s reload is now running on this worker
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
 
-    const second = spawnWorker(taskQueue);
+    const second = spawnWorker(taskQueue, trusted.dir);
     try {
       const report: RotationReport = await handle.result();
       assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
@@ -70,10 +72,12 @@ describe('durability and one-at-a-time', () => {
   it('a client that always connects with the current credential sees no authentication failure during an alternating-users rotation', async () => {
     const fx = await databaseFixture('alternating-users');
     const spec = postgresSpec(fx, 'alternating-users', { policy: { overlap: '2s' } });
+    const trusted = await manifests({ [fx.id]: spec });
     const traffic = new StoreFollowingClient(fx.secretId, 20);
     traffic.start();
-    const report = await withWorker(async (taskQueue) =>
-      (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] }),
+    const report = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }),
+      { manifestDirs: [trusted.dir] },
     );
     // Keep going past revoke: connections made after it must use the new credential.
     await new Promise((r) => setTimeout(r, 500));
@@ -84,15 +88,17 @@ describe('durability and one-at-a-time', () => {
     assert.equal(seen.failed, 0, seen.lastError);
   });
 
-  it('a pending version left by an abandoned rotation is cleared, and the new rotation proceeds', async () => {
+  it('a pending version an abandoned rekey rotation left is cleared, and the new rotation proceeds', async () => {
     const fx = await databaseFixture('single-user');
-    const stale = '11111111-2222-4333-8444-555555555555';
+    // What a rotation that was terminated after storing its pending version leaves behind.
+    const stale = versionTokenFor(`rotation/${fx.id}/terminated-run`);
     await sm.send(
       new PutSecretValueCommand({ SecretId: fx.secretId, ClientRequestToken: stale, SecretString: '{"password":"abandoned"}', VersionStages: ['AWSPENDING'] }),
     );
-    const spec = postgresSpec(fx, 'single-user');
-    const report = await withWorker(async (taskQueue) =>
-      (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] }),
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'single-user') });
+    const report = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }),
+      { manifestDirs: [trusted.dir] },
     );
     assert.equal(report.outcome, 'rotated');
     assert.equal(report.discardedStaleVersionId, stale);
@@ -113,24 +119,42 @@ describe('durability and one-at-a-time', () => {
     assert.notEqual(versionTokenFor(`rotation/${fx.id}/run-2`), token, 'another rotation gets another token');
   });
 
+  it('a pending version that lost its label is relabelled by a retry, not rewritten', async () => {
+    const fx = await databaseFixture('single-user');
+    const store = openStore({ type: 'aws-secrets-manager', secretId: fx.secretId });
+    const token = versionTokenFor(`rotation/${fx.id}/run-1`);
+    await store.putPending(token, { password: 'first-attempt' });
+    // Someone (or something) took AWSPENDING off the version between two attempts.
+    await sm.send(new UpdateSecretVersionStageCommand({ SecretId: fx.secretId, VersionStage: 'AWSPENDING', RemoveFromVersionId: token }));
+    assert.deepEqual((await storeVersions(fx.secretId)).find((v) => v.versionId === token)!.stages, []);
+    assert.equal((await store.putPending(token, { password: 'second-attempt' })).created, false);
+    const version = (await storeVersions(fx.secretId)).find((v) => v.versionId === token)!;
+    assert.deepEqual([version.stages, version.value.password], [['AWSPENDING'], 'first-attempt']);
+    assert.equal((await storeVersions(fx.secretId)).length, 2);
+  });
+
   it('a second rotation of the same secret while one runs is refused with a clear message', async () => {
     const fx = await databaseFixture('single-user');
     const dir = await tempDir();
     const spec = postgresSpec(fx, 'single-user', {
       consumers: [{ type: 'command', name: 'slow', file: join(dir, 'db.json'), reload: 'sleep 2' }],
     });
-    await withWorker(async (taskQueue) => {
-      const client = await temporalClient();
-      const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id, spec }] });
-      const second = client.workflow.start(rotateSecret, {
-        taskQueue,
-        workflowId: rotationWorkflowId(fx.id),
-        workflowIdConflictPolicy: 'FAIL',
-        args: [{ secret: fx.id, spec }],
-      });
-      await assert.rejects(second, { name: 'WorkflowExecutionAlreadyStartedError' });
-      assert.equal((await handle.result()).outcome, 'rotated');
-    });
+    const trusted = await manifests({ [fx.id]: spec });
+    await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+        const second = client.workflow.start(rotateSecret, {
+          taskQueue,
+          workflowId: rotationWorkflowId(fx.id),
+          workflowIdConflictPolicy: 'FAIL',
+          args: [trusted.input(fx.id)],
+        });
+        await assert.rejects(second, { name: 'WorkflowExecutionAlreadyStartedError' });
+        assert.equal((await handle.result()).outcome, 'rotated');
+      },
+      { manifestDirs: [trusted.dir] },
+    );
     assert.equal((await storeVersions(fx.secretId)).length, 2);
   });
 });

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { inventory } from '../lib/inventory';
 import { loadManifests } from '../lib/manifest';
 import { apply, plan, scheduleId } from '../schedules/plan';
-import { fleetWorkflowId, rotationWorkflowId, type FleetSummary } from '../workflows/messages';
+import { fleetWorkflowId, progressQuery, rotationWorkflowId, type FleetItem, type FleetSummary } from '../workflows/messages';
+import { decisionFor, newKey, sign } from './keys';
 import { rotateFleet } from '../workflows/rotateFleet';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { cheapSecrets, scheduleManifest, type CheapSecret } from './fleet-fixtures';
@@ -19,7 +20,7 @@ async function versionCounts(secrets: CheapSecret[]): Promise<number[]> {
 
 async function fleetInput(dir: string, fleet: string, maxParallel: number) {
   const set = await loadManifests(dir);
-  return { fleet, maxParallel, items: [...set.secrets.values()].map((m) => ({ secret: m.metadata.name, spec: m.spec })) };
+  return { fleet, maxParallel, items: [...set.secrets.values()].map((m): FleetItem => [m.metadata.name, m.specHash]) };
 }
 
 describe('fleets', () => {
@@ -47,7 +48,7 @@ describe('fleets', () => {
       } finally {
         await schedule.delete();
       }
-    });
+    }, { manifestDirs: [dir] });
     assert.deepEqual(await versionCounts(secrets), secrets.map(() => 2));
     for (const s of secrets.slice(0, 3)) {
       const versions = await storeVersions(s.secretId);
@@ -59,23 +60,30 @@ describe('fleets', () => {
   it('a secret already rotating ad hoc is reported as skipped by the fleet, and rotated once', async () => {
     const client = await temporalClient();
     const dir = await tempDir();
-    const secrets = await cheapSecrets(dir, 3, { team: 'x' });
-    const busy = secrets[1];
+    const bob = await newKey('bob');
+    // The busy one needs bob's approval: its ad-hoc rotation waits while the fleet passes by.
+    const [first] = await cheapSecrets(dir, 1, { team: 'x' });
+    const [busy] = await cheapSecrets(dir, 1, { team: 'x' }, { approval: { required: true, approvers: [{ name: 'bob', keys: [bob.publicKey] }] } });
+    const [last] = await cheapSecrets(dir, 1, { team: 'x' });
+    const secrets = [first, busy, last];
     const set = await loadManifests(dir);
-    // The ad-hoc rotation waits for an approval that never comes while the fleet passes by.
-    const slowSpec = { ...set.secrets.get(busy.name)!.spec, policy: { ...set.secrets.get(busy.name)!.spec.policy, approval: { required: true, approvers: ['bob'], minApprovals: 1, timeout: '1h', onTimeout: 'abort' as const, escalationLimit: '24h' } } };
-    await withWorker(async (taskQueue) => {
-      const adhoc = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(busy.name), args: [{ secret: busy.name, spec: slowSpec, requestedBy: 'alice' }] });
-      const summary: FleetSummary = await client.workflow.execute(rotateFleet, {
-        taskQueue,
-        workflowId: fleetWorkflowId(uniqueId('adhoc-')),
-        args: [await fleetInput(dir, 'adhoc', 2)],
-      });
-      assert.deepEqual(summary.skipped, [busy.name]);
-      assert.deepEqual(summary.rotated.sort(), [secrets[0].name, secrets[2].name]);
-      await adhoc.executeUpdate('decide', { args: [{ approver: 'bob', approve: true }] });
-      assert.equal(((await adhoc.result()) as { outcome: string }).outcome, 'rotated');
-    });
+    await withWorker(
+      async (taskQueue) => {
+        const adhoc = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(busy.name), args: [{ secret: busy.name, specHash: set.secrets.get(busy.name)!.specHash, requestedBy: 'alice' }] });
+        const summary: FleetSummary = await client.workflow.execute(rotateFleet, {
+          taskQueue,
+          workflowId: fleetWorkflowId(uniqueId('adhoc-')),
+          args: [await fleetInput(dir, 'adhoc', 2)],
+        });
+        assert.deepEqual(summary.skipped, [busy.name]);
+        assert.deepEqual(summary.rotated.sort(), [first.name, last.name].sort());
+        let progress = await adhoc.query(progressQuery);
+        for (let i = 0; i < 100 && progress.stage !== 'approve'; i++) progress = await new Promise((r) => setTimeout(r, 100)).then(() => adhoc.query(progressQuery));
+        await adhoc.executeUpdate('decide', { args: [await sign(bob, decisionFor(adhoc, progress))] });
+        assert.equal(((await adhoc.result()) as { outcome: string }).outcome, 'rotated');
+      },
+      { manifestDirs: [dir] },
+    );
     assert.deepEqual(await versionCounts(secrets), [2, 2, 2], 'one rotation each, the busy one included');
   });
 
@@ -85,7 +93,7 @@ describe('fleets', () => {
     const secrets = await cheapSecrets(dir, 12, { team: 'y' });
     const taskQueue = uniqueId('rekey-fleet-crash-');
     const spawnWorker = (): ChildProcess =>
-      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue }, stdio: 'ignore' });
+      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: dir }, stdio: 'ignore' });
     const first = spawnWorker();
     // Five children per run: the twelve secrets take three runs chained by continue-as-new.
     const input = { ...(await fleetInput(dir, 'crash', 2)), childrenPerRun: 5 };
@@ -138,12 +146,14 @@ describe('fleets', () => {
     const [old] = await cheapSecrets(dir, 1, { team: 'z' }, { maxAge: '1s' });
     const [fresh] = await cheapSecrets(dir, 1, { team: 'z' }, { maxAge: '30d' });
     await new Promise((r) => setTimeout(r, 1500));
-    const summary: FleetSummary = await withWorker(async (taskQueue) =>
-      (await temporalClient()).workflow.execute(rotateFleet, {
-        taskQueue,
-        workflowId: fleetWorkflowId(uniqueId('overdue-')),
-        args: [{ ...(await fleetInput(dir, 'overdue', 2)), overdueOnly: true }],
-      }),
+    const summary: FleetSummary = await withWorker(
+      async (taskQueue) =>
+        (await temporalClient()).workflow.execute(rotateFleet, {
+          taskQueue,
+          workflowId: fleetWorkflowId(uniqueId('overdue-')),
+          args: [{ ...(await fleetInput(dir, 'overdue', 2)), overdueOnly: true }],
+        }),
+      { manifestDirs: [dir] },
     );
     assert.deepEqual([summary.rotated, summary.notDue], [[old.name], [fresh.name]]);
     assert.deepEqual(await versionCounts([old, fresh]), [2, 1]);
@@ -157,10 +167,10 @@ describe('fleets', () => {
     await new Promise((r) => setTimeout(r, 1100));
     const cli = (taskQueue: string, ...args: string[]) =>
       promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue } });
-    const [rotated, listed] = await withWorker(async (taskQueue) => [
-      await cli(taskQueue, 'rotate', '--selector', `team=${team}`, '-f', dir, '--max-parallel', '2'),
-      await cli(taskQueue, 'inventory', '-f', dir),
-    ]);
+    const [rotated, listed] = await withWorker(
+      async (taskQueue) => [await cli(taskQueue, 'rotate', '--selector', `team=${team}`, '-f', dir, '--max-parallel', '2'), await cli(taskQueue, 'inventory', '-f', dir)],
+      { manifestDirs: [dir] },
+    );
     assert.match(rotated.stdout, /rotated 2, rolled back 0, skipped \(already rotating\) 0, not due 0, failed 0/);
     assert.deepEqual(await versionCounts([...chosen, ...other]), [2, 2, 1]);
     const line = (name: string) => listed.stdout.split('\n').find((l) => l.startsWith(name)) ?? '';

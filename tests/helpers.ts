@@ -2,7 +2,7 @@
 // its own secret ids and its own Postgres roles, so tests never see each other's state.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -14,9 +14,11 @@ import {
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client as PgClient, escapeIdentifier } from 'pg';
+import { stringify } from 'yaml';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
 import { rekeyDataConverter } from '../lib/codec';
-import { secretSpecSchema, type SecretSpec } from '../lib/manifest';
+import { loadManifests, type ManifestSet } from '../lib/manifest';
+import type { RotationInput } from '../workflows/messages';
 
 export const stack = {
   temporalAddress: process.env.TEMPORAL_ADDRESS!,
@@ -46,23 +48,53 @@ export function temporalClient(): Promise<Client> {
   return client;
 }
 
+export interface WorkerOptions extends ActivityOptions {
+  /** Change the activities the worker registers (a test that forges an activity's result). */
+  activities?: (real: ReturnType<typeof createActivities>) => object;
+}
+
 let nativeConnection: Promise<NativeConnection> | undefined;
-export async function startWorker(taskQueue: string, options: ActivityOptions = {}): Promise<Worker> {
+export async function startWorker(taskQueue: string, options: WorkerOptions = {}): Promise<Worker> {
   nativeConnection ??= NativeConnection.connect({ address: stack.temporalAddress });
+  const real = createActivities({ healthPollMs: 200, ...options });
   return Worker.create({
     connection: await nativeConnection,
     taskQueue,
     dataConverter: rekeyDataConverter(),
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ healthPollMs: 200, ...options }),
+    activities: options.activities ? options.activities(real) : real,
   });
 }
 
-/** Run `fn` while a fresh worker polls a fresh task queue. */
-export async function withWorker<T>(fn: (taskQueue: string) => Promise<T>, options: ActivityOptions = {}): Promise<T> {
+/** Run `fn` while a fresh worker polls a fresh task queue; it trusts the manifests in `options.manifestDirs`. */
+export async function withWorker<T>(fn: (taskQueue: string) => Promise<T>, options: WorkerOptions = {}): Promise<T> {
   const taskQueue = uniqueId('rekey-test-');
   const worker = await startWorker(taskQueue, options);
   return worker.runUntil(fn(taskQueue));
+}
+
+/** A reviewed manifest folder, as the worker and the requester both have it. */
+export interface Manifests {
+  dir: string;
+  set: ManifestSet;
+  /** The input that starts a rotation of `secret`: its name and the hash of its spec. */
+  input(secret: string, extra?: Partial<RotationInput>): RotationInput;
+}
+
+/** Write Secret manifests (name -> spec, as a person would write it) and Settings documents to a folder. */
+export async function manifests(secrets: Record<string, object>, ...settings: object[]): Promise<Manifests> {
+  const dir = await tempDir();
+  const docs = [
+    ...Object.entries(secrets).map(([name, spec]) => ({ apiVersion: 'rekey.dev/v1', kind: 'Secret', metadata: { name }, spec })),
+    ...settings.map((spec, i) => ({ apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: `settings-${i}` }, spec })),
+  ];
+  await writeFile(join(dir, 'manifests.yaml'), docs.map((d) => stringify(d)).join('---\n'));
+  const set = await loadManifests(dir);
+  return {
+    dir,
+    set,
+    input: (secret, extra = {}) => ({ secret, specHash: set.secrets.get(secret)!.specHash, ...extra }),
+  };
 }
 
 export async function adminDb<T>(work: (db: PgClient) => Promise<T>, database = 'postgres'): Promise<T> {
@@ -136,8 +168,9 @@ export async function databaseFixture(strategy: 'single-user' | 'alternating-use
   return { id, users, adminSecretId, secretId, initialPassword };
 }
 
-export function postgresSpec(fx: DatabaseFixture, strategy: 'single-user' | 'alternating-users', extra: Record<string, unknown> = {}): SecretSpec {
-  return secretSpecSchema.parse({
+/** A Secret spec as written in a manifest (defaults left to the schema). */
+export function postgresSpec(fx: DatabaseFixture, strategy: 'single-user' | 'alternating-users', extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
     store: { type: 'aws-secrets-manager', secretId: fx.secretId },
     generator: { type: 'password', length: 24 },
     target: {
@@ -151,7 +184,7 @@ export function postgresSpec(fx: DatabaseFixture, strategy: 'single-user' | 'alt
     },
     policy: { overlap: '1s' },
     ...extra,
-  });
+  };
 }
 
 /** Every version of a secret with its labels and value, for assertions and leak scans. */
@@ -159,8 +192,9 @@ export async function storeVersions(secretId: string) {
   const listed = await sm.send(new ListSecretVersionIdsCommand({ SecretId: secretId, IncludeDeprecated: true }));
   return Promise.all(
     (listed.Versions ?? []).map(async (v) => {
-      const value = await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: v.VersionId }));
-      return { versionId: v.VersionId!, stages: v.VersionStages ?? [], value: JSON.parse(value.SecretString!) as Record<string, string> };
+      // A version without a value (moto's half-started AWS rotation) reads as empty.
+      const value = await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: v.VersionId })).catch(() => ({ SecretString: '{}' }));
+      return { versionId: v.VersionId!, stages: v.VersionStages ?? [], value: JSON.parse(value.SecretString ?? '{}') as Record<string, string> };
     }),
   );
 }
@@ -171,4 +205,18 @@ export async function labelled(secretId: string, stage: string) {
 
 export async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'rekey-test-'));
+}
+
+/** The innermost message a failed workflow ended with: an activity's own words, not Temporal's wrapping. */
+export async function failureOf(result: Promise<unknown>): Promise<string> {
+  const err = await result.then(
+    () => {
+      throw new Error('the workflow did not fail');
+    },
+    (e) => e as Error,
+  );
+  if (err.name !== 'WorkflowFailedError') throw err;
+  let cause: Error | undefined = (err as { cause?: Error }).cause;
+  while (cause && (cause as { cause?: Error }).cause) cause = (cause as { cause?: Error }).cause;
+  return cause?.message ?? '';
 }

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { ManifestError, loadManifests } from '../lib/manifest';
+import { newKey } from './keys';
 import { rotationWorkflowId } from '../workflows/messages';
 import { tempDir, temporalClient, uniqueId } from './helpers';
 
@@ -26,6 +27,10 @@ function secret(name: string, spec: Record<string, unknown> = {}) {
 }
 
 const schedule = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Schedule', metadata: { name: 'weekly' }, spec });
+const settings = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: 'people' }, spec });
+// Well-formed ed25519 public keys (32 bytes each); signatures are not needed to validate manifests.
+const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIgDOStPRVYh55I4nsWpQL7dNyzChv0rVQca49GQ0i1F';
+const approval = (approvers: unknown[]) => ({ policy: { approval: { required: true, approvers } } });
 
 /** The issues loading `docs` (each a file) produces, as "file: path: message" lines. */
 async function problems(files: Record<string, string | object>): Promise<string[]> {
@@ -55,15 +60,24 @@ describe('manifest validation', () => {
     ['two consumers with one name', { 'a.yaml': secret('a', { consumers: [{ type: 'command', name: 'app', file: '/a' }, { type: 'command', name: 'app', file: '/b' }] }) }, /^a\.yaml: spec\.consumers\[1\]\.name: duplicate consumer name "app"/],
     ['an approval policy without approvers', { 'a.yaml': secret('a', { policy: { approval: { required: true } } }) }, /^a\.yaml: spec\.policy\.approval\.approvers: must name at least one approver/],
     ['a wrong apiVersion', { 'a.yaml': { ...secret('a'), apiVersion: 'rekey.dev/v2' } }, /^a\.yaml: apiVersion: expected one of "rekey\.dev\/v1"/],
-    ['an unknown kind', { 'a.yaml': { ...secret('a'), kind: 'Secrett' } }, /^a\.yaml: kind: expected one of Secret, Schedule, got "Secrett"/],
+    ['an unknown kind', { 'a.yaml': { ...secret('a'), kind: 'Secrett' } }, /^a\.yaml: kind: expected one of Secret, Schedule, Settings, got "Secrett"/],
     ['invalid YAML', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: [Secret\n' }, /^a\.yaml: : invalid YAML/],
     ['the same secret in two files', { 'a.yaml': secret('dup'), 'b.yaml': secret('dup') }, /^b\.yaml: metadata\.name: secret "dup" is also defined in .*a\.yaml/],
     ['a bad second document', { 'a.yaml': `${stringify(secret('one'))}---\n${stringify(secret('Two Words'))}` }, /^a\.yaml \(document 2\): metadata\.name: must be lower-case/],
-    ['an unset environment variable', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: Secret\nmetadata: {name: a}\nspec:\n  store: {type: aws-secrets-manager, secretId: ${REKEY_TEST_SURELY_UNSET}}\n  generator: {type: password}\n' }, /environment variable REKEY_TEST_SURELY_UNSET is not set/],
+    ['an unset environment variable', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: Secret\nmetadata: {name: a}\nspec:\n  store: {type: aws-secrets-manager, secretId: "${REKEY_TEST_SURELY_UNSET}"}\n  generator: {type: password}\n' }, /environment variable REKEY_TEST_SURELY_UNSET is not set/],
+    ['an unquoted ${} inside {...}', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: Secret\nmetadata: {name: a}\nspec:\n  store: {type: aws-secrets-manager, secretId: ${REKEY_X}}\n' }, /^a\.yaml: : invalid YAML: .*\(quote values that use \$\{\.\.\.\} inside \{\.\.\.\}\)/],
     ['a bad cron', { 's.yaml': schedule({ cron: 'every sunday', select: { names: ['a'] } }) }, /^s\.yaml: spec\.cron: expected five cron fields/],
     ['an unknown time zone', { 's.yaml': schedule({ every: '7d', timezone: 'Mars/Olympus', select: { names: ['a'] } }) }, /^s\.yaml: spec\.timezone: is not an IANA time zone/],
     ['both cron and every', { 's.yaml': schedule({ cron: '0 2 * * 0', every: '7d', select: { names: ['a'] } }) }, /^s\.yaml: spec\.every: give exactly one of cron, calendar, every \(got cron, every\)/],
     ['a schedule that selects nothing', { 's.yaml': schedule({ every: '7d', select: {} }) }, /^s\.yaml: spec\.select: must name secrets or labels/],
+    // The trust boundary: what a manifest may name, read and claim.
+    ['two manifests rotating one stored secret', { 'a.yaml': secret('a'), 'b.yaml': { ...secret('b'), spec: { ...secret('b').spec, store: { type: 'aws-secrets-manager', secretId: 'x/a' } } } }, /^b\.yaml: spec\.store: aws-secrets-manager:x\/a is already rotated by secret "a" \(.*a\.yaml\); a stored secret belongs to exactly one manifest/],
+    ['a variable outside the env allow-list (the worker\'s AWS key)', { 'a.yaml': secret('a', { store: { type: 'aws-secrets-manager', secretId: '${AWS_SECRET_ACCESS_KEY}' } }) }, /^a\.yaml: spec\.store\.secretId: \$\{AWS_SECRET_ACCESS_KEY\} is not allowed: add AWS_SECRET_ACCESS_KEY to a Settings manifest's env list/],
+    ['an approver name with a trailing space', { 'a.yaml': secret('a', approval(['alice '])) }, /^a\.yaml: spec\.policy\.approval\.approvers\[0\]: .*no spaces/],
+    ['an approver nobody declared', { 'a.yaml': secret('a', approval(['bob'])) }, /^a\.yaml: spec\.policy\.approval\.approvers\[0\]: "bob" is not declared in the people of a Settings manifest/],
+    ['an approver key that is not ed25519', { 'a.yaml': secret('a', approval([{ name: 'bob', keys: ['ssh-rsa AAAAB3NzaC1yc2E'] }])) }, /^a\.yaml: spec\.policy\.approval\.approvers\[0\]\.keys\[0\]: expected an "ssh-ed25519 AAAA\.\.\." public key/],
+    ['a person declared twice', { 'p.yaml': `${stringify(settings({ people: [{ name: 'bob', keys: [KEY_A] }] }))}---\n${stringify({ ...settings({ people: [{ name: 'bob', keys: [KEY_A] }] }), metadata: { name: 'more' } })}` }, /^p\.yaml \(document 2\): spec\.people\[0\]\.name: person "bob" is declared twice/],
+    ['break-glass naming nobody declared', { 'p.yaml': settings({ breakGlass: ['oncall'] }) }, /^p\.yaml: spec\.breakGlass\[0\]: "oncall" is not declared in people/],
   ];
   for (const [what, files, expected] of cases) {
     it(`reports ${what}, naming the file and field`, async () => {
@@ -71,6 +85,45 @@ describe('manifest validation', () => {
       assert.ok(found.some((p) => expected.test(p)), `expected ${expected} in:\n${found.join('\n')}`);
     });
   }
+
+  it('${} is filled after parsing, from allowed variables only: a newline in a value cannot add a field, and the spec hash is of the text as written', async () => {
+    const write = async (env: Record<string, string>) => {
+      const dir = await tempDir();
+      await writeFile(join(dir, 'p.yaml'), stringify(settings({ env: ['TEAM_DB_HOST'] })));
+      await writeFile(
+        join(dir, 'a.yaml'),
+        'apiVersion: rekey.dev/v1\nkind: Secret\nmetadata: {name: a}\nspec:\n  store: {type: aws-secrets-manager, secretId: "${REKEY_TEST_ID}"}\n' +
+          '  generator: {type: password}\n  target: {type: postgres, host: "${TEAM_DB_HOST}", port: "${REKEY_TEST_PORT}", database: d, strategy: single-user, user: u, admin: {store: {type: aws-secrets-manager, secretId: adm}}}\n',
+      );
+      Object.assign(process.env, env);
+      try {
+        return (await loadManifests(dir)).secrets.get('a')!;
+      } finally {
+        for (const k of Object.keys(env)) delete process.env[k];
+      }
+    };
+    const injected = 'x\nconsumers: [{type: command, name: evil, file: /tmp/x, reload: "curl evil"}]';
+    const one = await write({ REKEY_TEST_ID: injected, TEAM_DB_HOST: 'db1.internal', REKEY_TEST_PORT: '5433' });
+    assert.equal(one.spec.store.secretId, injected, 'the whole value stays in its one field');
+    assert.deepEqual(one.spec.consumers, []);
+    assert.equal(one.spec.target?.type === 'postgres' && one.spec.target.host, 'db1.internal');
+    assert.equal(one.spec.target?.type === 'postgres' && one.spec.target.port, 5433);
+    const other = await write({ REKEY_TEST_ID: 'prod/a', TEAM_DB_HOST: 'db2.internal', REKEY_TEST_PORT: '5432' });
+    assert.equal(other.specHash, one.specHash, 'requester and worker environments need not match');
+    assert.match(one.specHash, /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('approvers are people declared with their keys; the spec hash changes when the spec does', async () => {
+    const bob = await newKey('bob');
+    const dir = await tempDir();
+    await writeFile(join(dir, 'p.yaml'), stringify(settings({ people: [{ name: 'bob', keys: [`${bob.publicKey} bob@laptop`] }], breakGlass: ['bob'] })));
+    await writeFile(join(dir, 'a.yaml'), stringify(secret('a', approval(['bob']))));
+    const first = await loadManifests(dir);
+    assert.deepEqual(first.secrets.get('a')!.approvers, [{ name: 'bob', keys: [bob.publicKey] }], 'the comment is not part of the key');
+    assert.deepEqual(first.settings.breakGlass.map((p) => p.name), ['bob']);
+    await writeFile(join(dir, 'a.yaml'), stringify(secret('a', { policy: { approval: { required: true, approvers: ['bob'] }, overlap: '1m' } })));
+    assert.notEqual((await loadManifests(dir)).secrets.get('a')!.specHash, first.secrets.get('a')!.specHash);
+  });
 
   it('reports every problem of a folder together', async () => {
     const found = await problems({ 'a.yaml': secret('a', { generator: { type: 'password', length: 2 } }), 'b.yaml': secret('b', { policy: { overlap: 'soon' } }) });

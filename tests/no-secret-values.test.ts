@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
+import { auditSettingsFromEnv, openAuditTrail } from '../lib/audit-trails';
 import { rotationWorkflowId } from '../workflows/messages';
+import { newKey, people } from './keys';
 import type { Payload } from '@temporalio/common';
 import { AesGcmCodec, loadKeyring } from '../lib/codec';
 import { workerLog } from './setup';
-import { databaseFixture, postgresSpec, stack, storeVersions, tempDir, temporalClient, withWorker } from './helpers';
+import { databaseFixture, manifests, postgresSpec, stack, storeVersions, tempDir, temporalClient, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 
@@ -45,44 +45,48 @@ async function decodedPayloadText(value: unknown): Promise<string> {
 describe('secret values never leave the store', () => {
   it('no generated or admin password appears in history, the worker log, the audit log or any CLI output of an approved rotation', async () => {
     const fx = await databaseFixture('alternating-users');
+    const [alice, bob] = await Promise.all([newKey('alice'), newKey('bob')]);
     const dir = await tempDir();
-    const rotated = postgresSpec(fx, 'alternating-users', {
-      consumers: [{ type: 'command', name: 'app', file: join(dir, 'app.json'), health: 'cat "$REKEY_FILE"; exit 0' }], // prints the value: must not reach any log
-      policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } },
-    });
-    await writeFile(
-      join(dir, 'secret.yaml'),
-      stringify({ apiVersion: 'rekey.dev/v1', kind: 'Secret', metadata: { name: fx.id }, spec: rotated }),
+    const trusted = await manifests(
+      {
+        [fx.id]: postgresSpec(fx, 'alternating-users', {
+          consumers: [{ type: 'command', name: 'app', file: join(dir, 'app.json'), health: 'cat "$REKEY_FILE"; exit 0' }], // prints the value: must not reach any log
+          policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } },
+        }),
+      },
+      people([alice, bob]),
     );
 
     const logStart = workerLog.length;
-    const auditLog = join(dir, 'audit.jsonl');
     const cli = (taskQueue: string, ...args: string[]) =>
       promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], {
         cwd: ROOT,
-        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_AUDIT_LOG: auditLog },
+        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
       }).then(
         (r) => ({ code: 0, out: r.stdout + r.stderr }),
         (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
       );
     const { cliOutput, code } = await withWorker(
       async (taskQueue) => {
-        // The whole path a person takes: rotate, see it pending, approve, follow, audit.
-        const rotating = cli(taskQueue, 'rotate', fx.id, '-f', dir, '--wait', '--reason', 'leak scan', '--as', 'alice');
+        // The whole path a person takes: rotate (signed), see it pending, approve (signed), follow, audit.
+        const rotating = cli(taskQueue, 'rotate', fx.id, '-f', trusted.dir, '--wait', '--reason', 'leak scan', '--key', alice.path);
         let pending = { code: 0, out: '' };
         for (let i = 0; i < 30 && !pending.out.includes(fx.id); i++) pending = await cli(taskQueue, 'pending');
-        const approved = await cli(taskQueue, 'approve', fx.id, '--as', 'bob', '--comment', 'checked');
+        const approved = await cli(taskQueue, 'approve', fx.id, '--key', bob.path, '--comment', 'checked', '-f', trusted.dir);
         const rotated = await rotating;
         const outputs = [rotated, pending, approved, await cli(taskQueue, 'status', fx.id), await cli(taskQueue, 'audit', fx.id), await cli(taskQueue, 'audit', 'verify')];
         return { cliOutput: outputs.map((o) => o.out).join('\n'), code: Math.max(...outputs.map((o) => o.code)) };
       },
-      { auditLogPath: auditLog },
+      { manifestDirs: [trusted.dir] },
     );
     assert.equal(code, 0, cliOutput);
     assert.match(cliOutput, /ROTATED/);
     assert.match(cliOutput, /approved by bob/);
-    assert.match(cliOutput, /audit log intact/);
-    const audit = await readFile(auditLog, 'utf8');
+    assert.match(cliOutput, /requested by alice \(signed, SHA256:/);
+    assert.match(cliOutput, /audit trail intact/);
+    const trail = openAuditTrail(auditSettingsFromEnv());
+    const audit = JSON.stringify((await trail.read()).filter((r) => typeof r === 'string' || r.secret === fx.id));
+    assert.match(audit, /"event":"approved"/);
 
     const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(fx.id)).fetchHistory();
     // Searched both as stored and decrypted: encryption is the second layer, not the first.

@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
-import { stringify } from 'yaml';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PooledService } from '../demo/service';
-import { SCHEDULE_SCHEMA_PATH, SCHEMA_PATH, scheduleSchemaText, schemaText } from '../scripts/gen-schema';
+import { SCHEMAS } from '../scripts/gen-schema';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import {
   canLogin,
   databaseFixture,
   labelled,
+  manifests,
   postgresSpec,
   storeVersions,
   tempDir,
@@ -18,13 +18,18 @@ import {
   withWorker,
 } from './helpers';
 
-async function rotate(taskQueue: string, secret: string, spec: ReturnType<typeof postgresSpec>): Promise<RotationReport> {
-  const client = await temporalClient();
-  return client.workflow.execute(rotateSecret, {
-    taskQueue,
-    workflowId: rotationWorkflowId(secret),
-    args: [{ secret, spec, requestedBy: 'test', reason: 'spec' }],
-  });
+/** Rotate `secret` with a worker that trusts exactly this spec, as its reviewed manifests. */
+async function rotate(secret: string, spec: object): Promise<RotationReport> {
+  const trusted = await manifests({ [secret]: spec });
+  return withWorker(
+    async (taskQueue) =>
+      (await temporalClient()).workflow.execute(rotateSecret, {
+        taskQueue,
+        workflowId: rotationWorkflowId(secret),
+        args: [trusted.input(secret, { requestedBy: 'test', reason: 'spec' })],
+      }),
+    { manifestDirs: [trusted.dir] },
+  );
 }
 
 describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
@@ -37,7 +42,7 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
         consumers: [{ type: 'command', name: 'api', file, health: 'grep -q "$REKEY_VERSION_ID" "$REKEY_FILE"' }],
       });
 
-      const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+      const report = await rotate(fx.id, spec);
 
       assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
       const versions = await storeVersions(fx.secretId);
@@ -71,7 +76,7 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
       const spec = postgresSpec(fx, 'alternating-users', {
         consumers: [{ type: 'http', name: 'pooled', reloadUrl: `http://127.0.0.1:${port}/reload`, healthUrl: `http://127.0.0.1:${port}/health` }],
       });
-      const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+      const report = await rotate(fx.id, spec);
       assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
       const stats = (await (await fetch(`http://127.0.0.1:${port}/stats`)).json()) as { version: string; failed: number; lastError?: string };
       assert.equal(stats.version, report.versions.after);
@@ -81,15 +86,13 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
     }
   });
 
-  it('started by name only (as from `temporal workflow start`), the worker finds the spec in its manifest folder', async () => {
+  it('started by name only (as from `temporal workflow start`), the worker uses the spec of its own manifests', async () => {
     const fx = await databaseFixture('single-user');
-    const dir = await tempDir();
-    const spec = postgresSpec(fx, 'single-user');
-    await writeFile(join(dir, 'secret.yaml'), stringify({ apiVersion: 'rekey.dev/v1', kind: 'Secret', metadata: { name: fx.id }, spec }));
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'single-user') });
     const client = await temporalClient();
     const report = await withWorker(
       (taskQueue) => client.workflow.execute('rotateSecret', { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [{ secret: fx.id }] }),
-      { manifestDirs: [dir] },
+      { manifestDirs: [trusted.dir] },
     );
     assert.equal((report as RotationReport).outcome, 'rotated');
     assert.equal((await labelled(fx.secretId, 'AWSCURRENT'))!.versionId, (report as RotationReport).versions.after);
@@ -106,7 +109,7 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
       policy: { overlap: '1s', timeouts: { verify: '3s' } },
     });
 
-    const report = await withWorker((tq) => rotate(tq, fx.id, spec));
+    const report = await rotate(fx.id, spec);
 
     assert.equal(report.outcome, 'rolled-back');
     assert.equal(report.failure?.consumer, 'broken');
@@ -133,7 +136,6 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
 
 describe('JSON Schema for editors', () => {
   it('schemas/*.schema.json are what the zod schemas generate (run npm run schema after changing them)', () => {
-    assert.equal(readFileSync(SCHEMA_PATH, 'utf8'), schemaText());
-    assert.equal(readFileSync(SCHEDULE_SCHEMA_PATH, 'utf8'), scheduleSchemaText());
+    for (const { path, text } of SCHEMAS) assert.equal(readFileSync(path, 'utf8'), text(), path);
   });
 });

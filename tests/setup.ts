@@ -1,11 +1,6 @@
 // Loaded once before every test file: the worker's log is captured in memory so tests can scan
 // it for secret values, and a missing service fails loudly instead of skipping.
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DefaultLogger, Runtime, type LogEntry } from '@temporalio/worker';
-
-// The tests' audit records go to a file of their own, not the demo's trail.
-process.env.REKEY_AUDIT_LOG ??= join(tmpdir(), `rekey-test-audit-${process.pid}.jsonl`);
 
 export const workerLog: LogEntry[] = [];
 
@@ -16,7 +11,8 @@ Runtime.install({
   }),
 });
 
-const REQUIRED = ['TEMPORAL_ADDRESS', 'AWS_ENDPOINT_URL', 'REKEY_PG_PORT', 'REKEY_PG_ADMIN_PASSWORD_FILE', 'REKEY_CODEC_KEYRING'];
+// The stack's audit trail (a Postgres table) is shared by the tests; tests that tamper with a trail make their own.
+const REQUIRED = ['TEMPORAL_ADDRESS', 'AWS_ENDPOINT_URL', 'REKEY_PG_PORT', 'REKEY_PG_ADMIN_PASSWORD_FILE', 'REKEY_CODEC_KEYRING', 'REKEY_AUDIT_DATABASE_URL', 'REKEY_AUDIT_KEY'];
 const missing = REQUIRED.filter((name) => !process.env[name]);
 if (missing.length) {
   throw new Error(

@@ -4,15 +4,18 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
-import { secretSpecSchema } from '../lib/manifest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { sm, temporalClient, uniqueId, withWorker } from './helpers';
+import { newKey, people } from './keys';
+import { manifests, sm, temporalClient, uniqueId, withWorker } from './helpers';
 
 const CHROMIUM = process.env.REKEY_CHROMIUM ?? '/usr/bin/chromium';
 const UI = process.env.REKEY_TEMPORAL_UI ?? 'http://127.0.0.1:8233';
 const CODEC = process.env.REKEY_CODEC_ENDPOINT ?? 'http://127.0.0.1:8388';
-const ARTIFACTS = join(__dirname, '..', 'artifacts');
+const ROOT = join(__dirname, '..');
+const ARTIFACTS = join(ROOT, 'artifacts');
 
 describe('the Temporal UI', function () {
   let browser: Browser;
@@ -30,18 +33,24 @@ describe('the Temporal UI', function () {
   it('shows a waiting rotation decoded through the codec server, and its approve signal sent from the UI completes it', async () => {
     const secret = uniqueId('ui-');
     await sm.send(new CreateSecretCommand({ Name: `rekey-test/${secret}`, SecretString: JSON.stringify({ value: uniqueId('v') }) }));
-    const spec = secretSpecSchema.parse({
-      store: { type: 'aws-secrets-manager', secretId: `rekey-test/${secret}` },
-      generator: { type: 'random-bytes' },
-      policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } },
-    });
+    const bob = await newKey('bob');
+    const trusted = await manifests(
+      {
+        [secret]: {
+          store: { type: 'aws-secrets-manager', secretId: `rekey-test/${secret}` },
+          generator: { type: 'random-bytes' },
+          policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } },
+        },
+      },
+      people([bob]),
+    );
     await mkdir(ARTIFACTS, { recursive: true });
 
     const report: RotationReport = await withWorker(async (taskQueue) => {
       const handle = await (await temporalClient()).workflow.start(rotateSecret, {
         taskQueue,
         workflowId: rotationWorkflowId(secret),
-        args: [{ secret, spec, requestedBy: 'alice', reason: 'ui test' }],
+        args: [trusted.input(secret, { requestedBy: 'alice', reason: 'ui test' })],
       });
       for (let i = 0; i < 100 && (await handle.query(progressQuery)).stage !== 'approve'; i++) await new Promise((r) => setTimeout(r, 100));
 
@@ -64,8 +73,8 @@ describe('the Temporal UI', function () {
         assert.equal(await page.locator('#pass-access-credentials').isChecked(), true);
         await page.getByTestId('confirm-modal-button').filter({ hasText: 'Apply' }).click();
         await page.reload();
-        // Decoded: the input's secret id is readable only after the codec server decrypted it.
-        await page.getByText(`rekey-test/${secret}`).first().waitFor();
+        // Decoded: the input's spec hash is readable only after the codec server decrypted it.
+        await page.getByText(trusted.set.secrets.get(secret)!.specHash).first().waitFor();
 
         await page.getByRole('button', { name: 'More Actions' }).click();
         await page.getByRole('menuitem', { name: 'Send a Signal' }).click();
@@ -73,7 +82,12 @@ describe('the Temporal UI', function () {
         const dialog = page.locator('dialog[open]').filter({ hasText: 'Send a Signal' });
         await dialog.getByTestId('signal-select-button').click();
         await dialog.getByRole('option', { name: 'approve', exact: true }).click();
-        await dialog.getByRole('textbox', { name: 'Data' }).fill('{"approver": "bob", "comment": "approved in the Temporal UI"}');
+        // What bob pastes: the decision rekey signed with his key, printed for the UI.
+        const printed = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'approve', secret, '--key', bob.path, '--comment', 'approved in the Temporal UI', '--print'], {
+          cwd: ROOT,
+          env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
+        });
+        await dialog.getByRole('textbox', { name: 'Data' }).fill(printed.stdout.trim());
         await dialog.getByTestId('confirm-modal-button').click();
 
         const result: RotationReport = await handle.result();
@@ -87,9 +101,9 @@ describe('the Temporal UI', function () {
       } finally {
         await page.close();
       }
-    });
+    }, { manifestDirs: [trusted.dir] });
 
     assert.equal(report.outcome, 'rotated');
-    assert.deepEqual(report.approval.approvedBy.map((a) => [a.approver, a.comment]), [['bob', 'approved in the Temporal UI']]);
+    assert.deepEqual(report.approval.approvedBy.map((a) => [a.approver, a.fingerprint, a.comment]), [['bob', bob.fingerprint, 'approved in the Temporal UI']]);
   });
 });

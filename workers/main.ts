@@ -1,10 +1,17 @@
 // The worker process: `npm run worker`. Configure it with the standard Temporal environment
-// settings, REKEY_TASK_QUEUE (default "rekey") and REKEY_MANIFESTS (folders of Secret manifests, for
-// rotations started by name from the temporal CLI or the SDK).
+// settings, REKEY_TASK_QUEUE (default "rekey"), REKEY_MANIFESTS (the folders of reviewed manifests:
+// the only specs this worker ever acts on) and REKEY_AUDIT_* (the audit trail and its key).
+import { loadAuditSigner, auditSettingsFromEnv } from '../lib/audit-trails';
+import { loadManifests } from '../lib/manifest';
 import { createRekeyWorker } from './worker';
 
 async function main(): Promise<void> {
   const manifestDirs = (process.env.REKEY_MANIFESTS ?? '').split(':').filter(Boolean);
+  if (!manifestDirs.length) throw new Error('set REKEY_MANIFESTS to the folder(s) of reviewed manifests this worker acts on (colon-separated)');
+  // Refuse to start on manifests or an audit key that would refuse every rotation anyway.
+  const set = await loadManifests(...manifestDirs);
+  const signer = await loadAuditSigner(auditSettingsFromEnv().key);
+  console.error(`rekey worker: ${set.secrets.size} secret(s) from ${manifestDirs.join(', ')}; audit records signed by ${signer.keyId}`);
   const worker = await createRekeyWorker({ manifestDirs });
   console.error(`rekey worker polling task queue "${worker.options.taskQueue}" in namespace "${worker.options.namespace}"`);
   await worker.run();

@@ -1,32 +1,26 @@
 // A leaked credential: take over from any rotation in flight and rotate with no approval wait and
 // no overlap, so the old credential is rejected as soon as consumers have the new one (or at once,
-// with revokeFirst). Started as `emergency/<name>`; the rotation itself keeps the id
-// `rotation/<name>`, so every tool that follows rotations finds it.
+// with revokeFirst). Started as `emergency/<name>` with a break-glass signature, which is checked
+// before anything is cancelled; the rotation itself keeps the id `rotation/<name>`, so every tool
+// that follows rotations finds it.
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import {
-  executeChild,
-  getExternalWorkflowHandle,
-  log,
-  proxyActivities,
-  sleep,
-  workflowInfo,
-} from '@temporalio/workflow';
-import type { RotationActivities } from '../activities/rotation';
+import { executeChild, getExternalWorkflowHandle, log, sleep, workflowInfo } from '@temporalio/workflow';
+import { authorize } from './authorize';
+import { Evidence } from './evidence';
+import { checkEmergencyInput } from './input';
 import { rotationWorkflowId, type EmergencyInput, type RotationReport } from './messages';
 import { rotateSecret } from './rotateSecret';
-
-const { recordAuditEvent } = proxyActivities<RotationActivities>({
-  startToCloseTimeout: '30s',
-  scheduleToCloseTimeout: '1h',
-  retry: { maximumInterval: '1m' },
-});
 
 /** How long to wait for a superseded rotation to finish rolling back before giving up. */
 const TAKEOVER_LIMIT_MS = 10 * 60_000;
 
-export async function emergencyRevoke(input: EmergencyInput): Promise<RotationReport> {
-  const { revokeFirst, ...rotation } = input;
+export async function emergencyRevoke(untrusted: EmergencyInput): Promise<RotationReport> {
+  const input = checkEmergencyInput(untrusted);
+  const rotation = { secret: input.secret, specHash: input.specHash, reason: input.reason, requestedBy: input.requestedBy, emergency: input.authorization };
   const rotationId = rotationWorkflowId(input.secret);
+  const evidence = new Evidence(`${workflowInfo().workflowId}/${workflowInfo().runId}`, input.secret, () => ({}));
+  // An unsigned or forged emergency must not even cancel the rotation in flight.
+  const { emergency } = await authorize(rotation, evidence);
   let superseded = false;
   try {
     // Cancelling makes a rotation before promote roll back cleanly; one past promote finishes.
@@ -37,23 +31,16 @@ export async function emergencyRevoke(input: EmergencyInput): Promise<RotationRe
   }
   if (superseded) {
     log.warn('cancelled the rotation in flight for an emergency revoke', { secret: input.secret });
-    await recordAuditEvent({
-      rotationId: `${workflowInfo().workflowId}/${workflowInfo().runId}`,
-      secret: input.secret,
-      event: 'superseded',
-      actor: input.requestedBy ?? 'unknown',
-      at: new Date().toISOString(),
+    evidence.record('superseded', emergency!.signer.name, {
       reason: input.reason,
       detail: `cancelled the rotation in flight (${rotationId}) for an emergency revoke`,
     });
   }
+  await evidence.settle();
   const giveUpAt = Date.now() + TAKEOVER_LIMIT_MS;
   for (;;) {
     try {
-      return await executeChild(rotateSecret, {
-        workflowId: rotationId,
-        args: [{ ...rotation, emergency: { revokeFirst: revokeFirst === true } }],
-      });
+      return await executeChild(rotateSecret, { workflowId: rotationId, args: [rotation] });
     } catch (err) {
       // The superseded rotation is still rolling back; the id frees up when it closes.
       if (err instanceof WorkflowExecutionAlreadyStartedError && Date.now() < giveUpAt) {

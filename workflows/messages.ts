@@ -2,7 +2,11 @@
 // query and search attributes. Nothing here ever holds a secret value: names and version ids only.
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { SecretSpec } from '../lib/manifest';
+import type { AuditHead } from '../lib/audit';
+import type { Person, SignedDocument, Signer } from '../lib/signed';
+
+export type { AuditEvent, AuditHead } from '../lib/audit';
+export type { SignedDocument } from '../lib/signed';
 
 export const TASK_QUEUE = 'rekey';
 
@@ -11,26 +15,68 @@ export function rotationWorkflowId(secret: string): string {
   return `rotation/${secret}`;
 }
 
+/**
+ * What starts a rotation. It names a secret; the spec comes from the worker's own manifests, and
+ * nothing here can choose a command, a host or an approver. Every field is untrusted and checked.
+ */
 export interface RotationInput {
   /** metadata.name of the Secret manifest. */
   secret: string;
-  /** The validated manifest spec (references only). Omitted: the worker loads it from REKEY_MANIFESTS. */
-  spec?: SecretSpec;
-  reason?: string;
-  requestedBy?: string;
   /**
-   * The secret is compromised: no approval wait and no overlap. With revokeFirst the old credential
-   * is revoked right after the target learns the new one, before consumers have it (downtime
-   * accepted), and nothing after that point can roll back.
+   * sha256 of the spec the requester reviewed (`rekey plan` and `rekey rotate` print it). The
+   * worker refuses the rotation if its own manifest differs. Omitted: whatever the worker has.
    */
-  emergency?: { revokeFirst?: boolean };
+  specHash?: string;
+  reason?: string;
+  /** A label for people to read; who asked is proven only by `request`. */
+  requestedBy?: string;
+  /** The requester's signed request (`rekey rotate --key`): that person cannot approve it. */
+  request?: SignedDocument;
+  /**
+   * The secret is compromised: a break-glass key holder's signed authorisation (`rekey revoke
+   * --emergency --key`). No approval wait and no overlap; with revokeFirst (in the signed document)
+   * the old credential is revoked right after the target learns the new one, before consumers have
+   * it, and nothing after that point can roll back.
+   */
+  emergency?: SignedDocument;
 }
 
 /** Input of the emergencyRevoke workflow (id `emergency/<name>`). */
-export type EmergencyInput = Omit<RotationInput, 'emergency'> & { revokeFirst?: boolean };
+export interface EmergencyInput {
+  secret: string;
+  specHash?: string;
+  reason?: string;
+  requestedBy?: string;
+  /** The break-glass authorisation, signed. */
+  authorization: SignedDocument;
+}
 
 export function emergencyWorkflowId(secret: string): string {
   return `emergency/${secret}`;
+}
+
+/**
+ * What the worker's manifests say about a rotation, as the workflow needs it: names, numbers and
+ * public keys, never a command or a host. Returned by the resolveRotation activity.
+ */
+export interface RotationPlan {
+  specHash: string;
+  consumers: string[];
+  hasTarget: boolean;
+  overlapMs: number;
+  maxParallelConsumers: number;
+  timeoutsMs: { generate: number; prepare: number; deploy: number; verify: number; revoke: number };
+  approval: {
+    required: boolean;
+    minApprovals: number;
+    timeoutMs: number;
+    onTimeout: 'abort' | 'escalate';
+    escalationLimitMs: number;
+    approvers: Person[];
+  };
+  breakGlass: Person[];
+  /** Everyone the manifests know, to tell who signed a request. */
+  people: Person[];
 }
 
 export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'approve', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
@@ -50,13 +96,26 @@ export interface StageTiming {
   durationMs?: number;
 }
 
+export interface ApprovalEntry {
+  approver: string;
+  /** The key that signed the decision. */
+  fingerprint: string;
+  comment?: string;
+  at: string;
+}
+
+/** How many refused decisions are kept in full; beyond that they are only counted. */
+export const IGNORED_KEPT = 20;
+
 export interface ApprovalProgress {
   required: boolean;
   needed: number;
-  approvedBy: { approver: string; comment?: string; at: string }[];
-  rejectedBy?: { approver: string; comment?: string; at: string };
-  /** Decisions that were refused (wrong approver, the requester, a repeat), with why. */
-  ignored: { approver: string; reason: string; at: string }[];
+  approvedBy: ApprovalEntry[];
+  rejectedBy?: ApprovalEntry;
+  /** Decisions refused (unsigned, unknown key, expired, another run, the requester...), the last 20. */
+  ignored: { from: string; reason: string; at: string }[];
+  /** All refused decisions, counted. */
+  ignoredCount: number;
   /** Approvers who may still decide. */
   waitingFor: string[];
   escalated: boolean;
@@ -65,7 +124,12 @@ export interface ApprovalProgress {
 export interface Progress {
   secret: string;
   stage: Stage;
+  /** The spec the rotation runs (its hash): approvers sign for it. */
+  specHash?: string;
+  /** The requester's label, or the person whose key signed the request. */
   requestedBy?: string;
+  /** The key that signed the request, when it was signed. */
+  requester?: Signer;
   emergency: boolean;
   approval: ApprovalProgress;
   versions: { current?: string; pending?: string };
@@ -78,7 +142,9 @@ export type Outcome = 'rotated' | 'rolled-back';
 export interface RotationReport {
   secret: string;
   outcome: Outcome;
+  specHash: string;
   requestedBy?: string;
+  requester?: Signer;
   reason?: string;
   startedAt: string;
   finishedAt: string;
@@ -96,60 +162,41 @@ export interface RotationReport {
   revokedAt?: string;
   /** Problems that could not roll anything back (after promote, or after a revoke-first). */
   warnings?: string[];
+  /** Where this rotation left the audit trail: `rekey audit verify` finds a trail cut short of it. */
+  auditHead?: AuditHead;
 }
 
 export const progressQuery = defineQuery<Progress>('progress');
 
-/** An approver's decision. Sent by `rekey approve|reject`, the SDK or `temporal workflow update`. */
-export interface Decision {
-  approver: string;
-  approve: boolean;
-  comment?: string;
-}
 export interface DecisionResult {
   approvals: number;
   needed: number;
   outcome: 'waiting' | 'approved' | 'rejected';
+  /** Who the signature says decided. */
+  approver: string;
 }
-/** The checked way to decide: an invalid decision is refused by its validator and never enters history. */
-export const decideUpdate = defineUpdate<DecisionResult, [Decision]>('decide');
+/**
+ * The checked way to decide: a signed decision document (`rekey approve NAME --key`). Its validator
+ * verifies the signature and the binding to this run, and refuses before anything reaches history.
+ */
+export const decideUpdate = defineUpdate<DecisionResult, [SignedDocument]>('decide');
 
 /**
- * Signal twins for the Temporal UI's "Send a Signal" form: {"approver": "alice", "comment": "..."}.
- * Checked like the update; an invalid one is recorded as ignored and never counted.
+ * Signal twins for the Temporal UI's "Send a Signal" form: paste what `rekey approve NAME --print`
+ * prints. Checked like the update; an invalid one is counted as ignored and never counted as a vote.
  */
-export interface SignalDecision {
-  approver: string;
-  comment?: string;
-}
-export const approveSignal = defineSignal<[SignalDecision]>('approve');
-export const rejectSignal = defineSignal<[SignalDecision]>('reject');
+export const approveSignal = defineSignal<[SignedDocument]>('approve');
+export const rejectSignal = defineSignal<[SignedDocument]>('reject');
 
 export const SECRET_ATTRIBUTE = defineSearchAttributeKey('RekeySecret', 'KEYWORD');
 export const STAGE_ATTRIBUTE = defineSearchAttributeKey('RekeyStage', 'KEYWORD');
 export const OUTCOME_ATTRIBUTE = defineSearchAttributeKey('RekeyOutcome', 'KEYWORD');
 export const REQUESTED_BY_ATTRIBUTE = defineSearchAttributeKey('RekeyRequestedBy', 'KEYWORD');
+/** The audit trail a rotation wrote to, so `rekey audit verify` finds the heads that belong to it. */
+export const AUDIT_TRAIL_ATTRIBUTE = defineSearchAttributeKey('RekeyAuditTrail', 'KEYWORD');
 
-/** One line of the audit trail. Who, what, when, why and which versions; never a value. */
-export interface AuditEvent {
-  /** workflow id + run id of the rotation: with `event` and `actor`, what makes a record unique. */
-  rotationId: string;
-  secret: string;
-  event: 'requested' | 'approved' | 'rejected' | 'approval-ignored' | 'escalated' | 'promoted' | 'revoked' | 'rolled-back' | 'failed' | 'superseded';
-  /** Who did it: the requester, the approver, or "rekey" for the engine's own steps. */
-  actor: string;
-  /** When it happened, in workflow time (ISO 8601). */
-  at: string;
-  reason?: string;
-  versions?: { current?: string; pending?: string };
-  detail?: string;
-}
-
-/** One secret a fleet rotates: its name and spec (references only). */
-export interface FleetItem {
-  secret: string;
-  spec: SecretSpec;
-}
+/** One secret a fleet rotates: its name and the hash of its reviewed spec (compact: fleets are large). */
+export type FleetItem = [secret: string, specHash: string];
 
 export interface FleetInput {
   /** The schedule that started it, or "adhoc". */

@@ -35,8 +35,8 @@ export async function rotateFleet(input: FleetInput): Promise<FleetProgress['sum
   // Overdue secrets are chosen once, by the first run (later runs carry a summary).
   if (input.overdueOnly && input.summary === undefined) {
     const due = new Set(await filterOverdue(items));
-    summary.notDue.push(...items.filter((i) => !due.has(i.secret)).map((i) => i.secret));
-    items = items.filter((i) => due.has(i.secret));
+    summary.notDue.push(...items.filter(([secret]) => !due.has(secret)).map(([secret]) => secret));
+    items = items.filter(([secret]) => due.has(secret));
   }
   const countDone = () => summary.rotated.length + summary.rolledBack.length + summary.skipped.length + summary.failed.length;
   const total = countDone() + items.length;
@@ -46,22 +46,22 @@ export async function rotateFleet(input: FleetInput): Promise<FleetProgress['sum
   const progress = (): FleetProgress => ({ fleet: input.fleet, total, done: countDone(), running: [...running], summary });
   setHandler(fleetProgressQuery, progress);
 
-  async function rotateOne(item: FleetItem): Promise<void> {
-    running.add(item.secret);
+  async function rotateOne([secret, specHash]: FleetItem): Promise<void> {
+    running.add(secret);
     try {
       const report: RotationReport = await executeChild(rotateSecret, {
-        workflowId: rotationWorkflowId(item.secret),
-        args: [{ secret: item.secret, spec: item.spec, requestedBy: input.requestedBy ?? `fleet ${input.fleet}`, reason: input.reason }],
+        workflowId: rotationWorkflowId(secret),
+        args: [{ secret, specHash, requestedBy: input.requestedBy ?? `fleet ${input.fleet}`, reason: input.reason }],
         // If the fleet is cancelled or terminated, its children roll back cleanly instead of dying.
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
       });
-      if (report.outcome === 'rotated') summary.rotated.push(item.secret);
-      else summary.rolledBack.push({ secret: item.secret, reason: report.failure?.message ?? 'rolled back' });
+      if (report.outcome === 'rotated') summary.rotated.push(secret);
+      else summary.rolledBack.push({ secret, reason: report.failure?.message ?? 'rolled back' });
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) summary.skipped.push(item.secret);
-      else summary.failed.push({ secret: item.secret, reason: causeOf(err) });
+      if (err instanceof WorkflowExecutionAlreadyStartedError) summary.skipped.push(secret);
+      else summary.failed.push({ secret, reason: causeOf(err) });
     } finally {
-      running.delete(item.secret);
+      running.delete(secret);
       setCurrentDetails(describe(progress()));
     }
   }

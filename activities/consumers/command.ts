@@ -13,10 +13,15 @@ export const commandConsumerSchema = z
     /** Where the credential is written (mode 0600, replaced atomically). */
     file: z.string().min(1),
     format: z.enum(['json', 'env']).default('json'),
-    /** Run after the file is written; sees REKEY_FILE, REKEY_SECRET and REKEY_VERSION_ID. */
+    /**
+     * Run after the file is written, with a minimal environment: PATH, HOME, REKEY_FILE,
+     * REKEY_SECRET, REKEY_VERSION_ID and the variables `env` names; never the worker's credentials.
+     */
     reload: z.string().min(1).optional(),
     /** Exit status 0 means healthy; same environment as reload. */
     health: z.string().min(1).optional(),
+    /** Variables of the worker's environment the commands may see (e.g. KUBECONFIG). */
+    env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')).default([]),
     commandTimeout: durationSchema.default('30s'),
   })
   .strict();
@@ -41,8 +46,11 @@ function run(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promis
 
 export function commandConsumer(spec: CommandConsumerSpec): Consumer {
   const timeoutMs = parseDuration(spec.commandTimeout);
-  const envFor = (ref: VersionRef) => ({
-    ...process.env,
+  // Commands never inherit the worker's environment: its AWS keys, Temporal API key and codec
+  // token stay with the worker. Only what a command needs to run, and what the manifest names.
+  const passed = ['PATH', 'HOME', ...spec.env];
+  const envFor = (ref: VersionRef): NodeJS.ProcessEnv => ({
+    ...Object.fromEntries(passed.filter((name) => process.env[name] !== undefined).map((name) => [name, process.env[name]])),
     REKEY_FILE: spec.file,
     REKEY_SECRET: ref.secret,
     REKEY_VERSION_ID: ref.versionId,

@@ -26,6 +26,10 @@ export const awsSecretsManagerSchema = z
   .strict();
 export type AwsSecretsManagerSpec = z.infer<typeof awsSecretsManagerSchema>;
 
+export function awsSecretsManagerIdentity(spec: AwsSecretsManagerSpec): string {
+  return `aws-secrets-manager:${spec.secretId}${spec.region ? ` (${spec.region})` : ''}`;
+}
+
 const clients = new Map<string, SecretsManagerClient>();
 function clientFor(spec: AwsSecretsManagerSpec): SecretsManagerClient {
   const region = spec.region ?? process.env.AWS_REGION ?? 'us-east-1';
@@ -85,6 +89,12 @@ export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
   return {
     ref: `aws-secrets-manager:${secretId}`,
     versions,
+
+    async externalRotation() {
+      // A rotation Lambda that AWS runs on its own schedule would fight rekey over AWSPENDING.
+      const described = await client.send(new DescribeSecretCommand({ SecretId: secretId }));
+      return described.RotationEnabled ? `AWS rotation is enabled on it (Lambda ${described.RotationLambdaARN ?? 'unknown'})` : undefined;
+    },
 
     async read(versionId) {
       const got = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionId: versionId }));

@@ -1,18 +1,30 @@
 // The store registry: a manifest's store `type` picks one of these. Adding a store is one file
-// beside this one, its schema in the union and its factory in the map.
+// beside this one, its schema in the union and its entry in the map.
 import { z } from 'zod';
 import type { Credential, SecretStore } from '../provider';
-import { awsSecretsManager, awsSecretsManagerSchema } from './aws-secrets-manager';
+import { awsSecretsManager, awsSecretsManagerIdentity, awsSecretsManagerSchema } from './aws-secrets-manager';
 
 export const storeSchema = z.discriminatedUnion('type', [awsSecretsManagerSchema]);
 export type StoreSpec = z.infer<typeof storeSchema>;
 
-const factories: { [K in StoreSpec['type']]: (spec: Extract<StoreSpec, { type: K }>) => SecretStore } = {
-  'aws-secrets-manager': awsSecretsManager,
+interface StoreProvider<S> {
+  open(spec: S): SecretStore;
+  /** What names one stored secret, whatever else the spec says: two manifests may not share it. */
+  identity(spec: S): string;
+}
+
+const providers: { [K in StoreSpec['type']]: StoreProvider<Extract<StoreSpec, { type: K }>> } = {
+  'aws-secrets-manager': { open: awsSecretsManager, identity: awsSecretsManagerIdentity },
 };
 
+const providerOf = (spec: StoreSpec) => providers[spec.type] as StoreProvider<StoreSpec>;
+
 export function openStore(spec: StoreSpec): SecretStore {
-  return (factories[spec.type] as (spec: StoreSpec) => SecretStore)(spec);
+  return providerOf(spec).open(spec);
+}
+
+export function storeIdentity(spec: StoreSpec): string {
+  return providerOf(spec).identity(spec);
 }
 
 export function describeStore(spec: StoreSpec): string {

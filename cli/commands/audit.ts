@@ -1,38 +1,153 @@
-import { AuditLog, defaultAuditLogPath, type AuditRecord } from '../../lib/audit';
-import { EXIT, err, out, parse } from '../common';
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { WorkflowFailedError } from '@temporalio/client';
+import { Client as PgClient } from 'pg';
+import { auditKeyId, loadPublicKeys, verifyTrail, type AuditHead, type AuditRecord, type AuditTrail } from '../../lib/audit';
+import { auditSettingsFromEnv, initAuditTable, loadAuditSigner, openAuditTrail, type AuditSettings } from '../../lib/audit-trails';
+import { loadManifests } from '../../lib/manifest';
+import { connectClient } from '../../lib/temporal';
+import { AUDIT_TRAIL_ATTRIBUTE, type RotationReport } from '../../workflows/messages';
+import { EXIT, UsageError, err, out, parse } from '../common';
 
 const TAMPERED = 5;
+const WHERE = { log: { type: 'string' }, database: { type: 'string' } } as const;
 
-/** `rekey audit [NAME] [--json] [--log PATH]` and `rekey audit verify [--log PATH]`. */
+/** The trail the options or the environment name: --database, --log, else REKEY_AUDIT_*. */
+function settingsFrom(values: Record<string, unknown>): AuditSettings {
+  const env = auditSettingsFromEnv();
+  if (values.database) return { ...env, databaseUrl: values.database as string, logPath: undefined };
+  if (values.log) return { ...env, databaseUrl: undefined, logPath: values.log as string };
+  return env;
+}
+
+/**
+ * `rekey audit [NAME] [--json]`, `rekey audit verify`, `rekey audit keygen --out PATH`,
+ * `rekey audit init --database ADMIN_URL --writer ROLE`.
+ */
 export async function audit(args: string[]): Promise<number> {
-  if (args[0] === 'verify') {
-    const { values } = parse(args.slice(1), { log: { type: 'string' } }, []);
-    const log = new AuditLog((values.log as string | undefined) ?? defaultAuditLogPath());
-    const verdict = await log.verify();
-    if (verdict.ok) {
-      out(`audit log intact: ${verdict.records} records (${log.path})`);
-      return EXIT.ok;
+  if (args[0] === 'verify') return verifyCommand(args.slice(1));
+  if (args[0] === 'keygen') return keygen(args.slice(1));
+  if (args[0] === 'init') return init(args.slice(1));
+  const { values, positionals } = parse(args, { ...WHERE, json: { type: 'boolean' } }, args.length && !args[0].startsWith('-') ? ['NAME'] : []);
+  const trail = openAuditTrail(settingsFrom(values));
+  try {
+    const records = (await trail.read()).filter((r): r is AuditRecord => typeof r !== 'string' && (!positionals[0] || r.secret === positionals[0]));
+    if (values.json) {
+      for (const r of records) out(JSON.stringify(r));
+    } else if (!records.length) {
+      err(`no audit records${positionals[0] ? ` for ${positionals[0]}` : ''} in ${trail.where}`);
+    } else {
+      for (const r of records) out(formatRecord(r));
     }
-    err(`audit log TAMPERED: record ${verdict.line}: ${verdict.problem} (${log.path})`);
-    return TAMPERED;
-  }
-  const { values, positionals } = parse(args, { log: { type: 'string' }, json: { type: 'boolean' } }, args.length && !args[0].startsWith('-') ? ['NAME'] : []);
-  const log = new AuditLog((values.log as string | undefined) ?? defaultAuditLogPath());
-  const records = await log.read(positionals[0]);
-  if (values.json) {
-    for (const r of records) out(JSON.stringify(r));
     return EXIT.ok;
+  } finally {
+    await trail.close();
   }
-  if (!records.length) {
-    err(`no audit records${positionals[0] ? ` for ${positionals[0]}` : ''} in ${log.path}`);
-    return EXIT.ok;
-  }
-  for (const r of records) out(formatRecord(r));
-  return EXIT.ok;
 }
 
 function formatRecord(r: AuditRecord): string {
   const versions = r.versions?.pending ? ` ${r.versions.current ?? '?'} -> ${r.versions.pending}` : '';
   const why = [r.reason, r.detail].filter(Boolean).join('; ');
-  return `${r.at}  ${r.secret.padEnd(20)} ${r.event.padEnd(16)} ${r.actor.padEnd(12)}${versions}${why ? `  ${why}` : ''}`;
+  const key = r.signed ? ` [signed ${r.signed.fingerprint}]` : '';
+  return `${r.at}  ${r.secret.padEnd(20)} ${r.event.padEnd(16)} ${r.actor.padEnd(12)}${key}${versions}${why ? `  ${why}` : ''}`;
+}
+
+/** The audit public keys to trust: --public-key files, REKEY_AUDIT_PUBLIC_KEY, else the public half of REKEY_AUDIT_KEY. */
+async function trustedKeys(values: Record<string, unknown>, settings: AuditSettings): Promise<KeyObject[]> {
+  const given = (values['public-key'] as string[] | undefined) ?? (process.env.REKEY_AUDIT_PUBLIC_KEY ?? '').split(':').filter(Boolean);
+  if (given.length) return loadPublicKeys(given);
+  if (settings.key) {
+    const signer = await loadAuditSigner(settings.key);
+    err(`(trusting the public half of REKEY_AUDIT_KEY, ${signer.keyId}; an auditor passes --public-key)`);
+    return [signer.publicKey];
+  }
+  throw new UsageError('audit verify needs the audit public key: --public-key PATH (or REKEY_AUDIT_PUBLIC_KEY)');
+}
+
+/** Where recent rotations left this trail, from their results in Temporal. */
+async function headsFromTemporal(trail: AuditTrail, limit: number): Promise<AuditHead[]> {
+  const client = await connectClient();
+  const heads: AuditHead[] = [];
+  const query = `${AUDIT_TRAIL_ATTRIBUTE.name} = '${trail.trail.replaceAll("'", "\\'")}' AND ExecutionStatus = 'Completed'`;
+  for await (const wf of client.workflow.list({ query, pageSize: Math.min(limit, 100) })) {
+    try {
+      const report = (await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as RotationReport;
+      if (report?.auditHead) heads.push(report.auditHead);
+    } catch (e) {
+      if (!(e instanceof WorkflowFailedError)) throw e;
+    }
+    if (heads.length >= limit) break;
+  }
+  return heads;
+}
+
+async function verifyCommand(args: string[]): Promise<number> {
+  const { values } = parse(
+    args,
+    { ...WHERE, 'public-key': { type: 'string', multiple: true }, file: { type: 'string', short: 'f' }, offline: { type: 'boolean' }, heads: { type: 'string' } },
+    [],
+  );
+  const settings = settingsFrom(values);
+  const publicKeys = await trustedKeys(values, settings);
+  const limit = Number(values.heads ?? 100);
+  if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--heads: "${values.heads}" is not a positive whole number`);
+  const people = values.file ? await peopleOf(values.file as string) : undefined;
+  const trail = openAuditTrail(settings);
+  try {
+    const stored = await trail.read();
+    let heads: AuditHead[] | undefined;
+    if (!values.offline) heads = await headsFromTemporal(trail, limit);
+    const verdict = verifyTrail(trail.trail, stored, { publicKeys, heads, people });
+    if (!verdict.ok) {
+      err(`audit trail TAMPERED: record ${verdict.seq}: ${verdict.problem} (${trail.where})`);
+      return TAMPERED;
+    }
+    out(`audit trail intact: ${verdict.records} records signed by ${publicKeys.map((k) => auditKeyId(k)).join(', ')} (${trail.where})`);
+    out(
+      values.offline
+        ? '  rotation heads not checked (--offline): a trail cut short at its end would not be noticed'
+        : `  reaches all ${verdict.heads} rotation head(s) recorded in Temporal`,
+    );
+    if (people) out('  every signed decision is by a key the manifests list for its signer');
+    return EXIT.ok;
+  } finally {
+    await trail.close();
+  }
+}
+
+async function peopleOf(dir: string) {
+  const set = await loadManifests(dir);
+  const all = new Map(set.settings.people);
+  for (const s of set.secrets.values()) for (const p of s.approvers) all.set(p.name, p);
+  return [...all.values()];
+}
+
+/** `rekey audit keygen --out PATH`: an Ed25519 audit key (PATH, mode 0600) and its public half (PATH.pub). */
+async function keygen(args: string[]): Promise<number> {
+  const { values } = parse(args, { out: { type: 'string' } }, []);
+  const path = values.out as string | undefined;
+  if (!path) throw new UsageError('usage: rekey audit keygen --out PATH');
+  if (existsSync(path)) throw new UsageError(`${path} exists; an audit key is never overwritten`);
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+  writeFileSync(`${path}.pub`, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644 });
+  out(`audit key ${auditKeyId(createPublicKey(privateKey))}: ${path} (keep it with the workers), ${path}.pub (give it to auditors)`);
+  return EXIT.ok;
+}
+
+/** `rekey audit init --database ADMIN_URL [--password-file F] --writer ROLE`: create the table; the writer may only INSERT and SELECT. */
+async function init(args: string[]): Promise<number> {
+  const { values } = parse(args, { database: { type: 'string' }, 'password-file': { type: 'string' }, writer: { type: 'string' } }, []);
+  if (!values.database || !values.writer) throw new UsageError('usage: rekey audit init --database postgres://admin@host/db [--password-file F] --writer ROLE');
+  const password = values['password-file'] ? (await readFile(values['password-file'] as string, 'utf8')).trim() : undefined;
+  const db = new PgClient({ connectionString: values.database as string, ...(password ? { password } : {}) });
+  await db.connect();
+  try {
+    await initAuditTable(db, values.writer as string);
+  } finally {
+    await db.end();
+  }
+  out(`audit table ready; ${values.writer} may INSERT and SELECT only`);
+  return EXIT.ok;
 }

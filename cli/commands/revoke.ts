@@ -2,8 +2,9 @@ import { userInfo } from 'node:os';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { formatDuration } from '../../lib/duration';
 import { loadManifests } from '../../lib/manifest';
+import type { BreakGlassDocument } from '../../lib/signed';
 import { formatProgress, formatReport } from '../../lib/report';
-import { connectClient } from '../../lib/temporal';
+import { connectClient, temporalSettings } from '../../lib/temporal';
 import {
   REQUESTED_BY_ATTRIBUTE,
   SECRET_ATTRIBUTE,
@@ -14,18 +15,20 @@ import {
   type RotationReport,
 } from '../../workflows/messages';
 import type { emergencyRevoke } from '../../workflows/emergencyRevoke';
-import { EXIT, UsageError, err, follow, out, parse, uiLink } from '../common';
+import { EXIT, UsageError, err, follow, out, parse, rootCause, uiLink } from '../common';
+import { SIGN_OPTIONS, keyChoice, signDocument, validity } from '../sign';
 
 /**
- * `rekey revoke NAME --emergency --reason TEXT [-f DIR] [--revoke-first]`: a compromised secret is
- * rotated at once, superseding any rotation in flight, and the time from this command until the
- * target rejected the old credential is printed.
+ * `rekey revoke NAME --emergency --reason TEXT --key PATH [-f DIR] [--revoke-first]`: a compromised
+ * secret is rotated at once, superseding any rotation in flight, on the signature of a break-glass
+ * key holder; the time from this command until the target rejected the old credential is printed.
  */
 export async function revoke(args: string[]): Promise<number> {
   const commandStart = Date.now();
   const { values, positionals } = parse(
     args,
     {
+      ...SIGN_OPTIONS,
       emergency: { type: 'boolean' },
       reason: { type: 'string' },
       file: { type: 'string', short: 'f' },
@@ -37,13 +40,26 @@ export async function revoke(args: string[]): Promise<number> {
   const [name] = positionals;
   if (!values.emergency) throw new UsageError('revoke is for compromised secrets and needs --emergency; for a planned change use rekey rotate');
   if (!values.reason) throw new UsageError('revoke --emergency needs --reason (it goes into the audit trail)');
-  let spec;
+  const reason = values.reason as string;
+  if (reason.length > 500) throw new UsageError('--reason: at most 500 characters');
+  const key = keyChoice(values, 'an emergency rotation (break-glass)');
+  let specHash: string | undefined;
   if (values.file) {
     const manifest = (await loadManifests(values.file as string)).secrets.get(name);
     if (!manifest) throw new UsageError(`no Secret named "${name}" under ${values.file}`);
-    spec = manifest.spec;
+    specHash = manifest.specHash;
   }
   const requestedBy = (values.as as string | undefined) ?? process.env.REKEY_USER ?? userInfo().username;
+  const doc: BreakGlassDocument = {
+    kind: 'rekey.dev/break-glass',
+    namespace: temporalSettings().namespace,
+    secret: name,
+    ...(specHash ? { specHash } : {}),
+    revokeFirst: values['revoke-first'] === true,
+    reason,
+    ...validity(undefined, '15m'),
+  };
+  const authorization = await signDocument(doc, key);
   const client = await connectClient();
   const workflowId = emergencyWorkflowId(name);
   try {
@@ -51,7 +67,7 @@ export async function revoke(args: string[]): Promise<number> {
       taskQueue: process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
       workflowId,
       workflowIdConflictPolicy: 'FAIL',
-      args: [{ secret: name, spec, reason: values.reason as string, requestedBy, revokeFirst: values['revoke-first'] === true }],
+      args: [{ secret: name, specHash, reason, requestedBy, authorization }],
       typedSearchAttributes: [
         { key: SECRET_ATTRIBUTE, value: name },
         { key: REQUESTED_BY_ATTRIBUTE, value: requestedBy },
@@ -85,7 +101,7 @@ export async function revoke(args: string[]): Promise<number> {
     return report.outcome === 'rotated' ? EXIT.ok : EXIT.rolledBack;
   } catch (e) {
     if (e instanceof WorkflowFailedError) {
-      err(`emergency revoke failed: ${e.cause?.message ?? e.message}`);
+      err(`emergency revoke failed: ${rootCause(e)}`);
       return EXIT.rolledBack;
     }
     throw e;

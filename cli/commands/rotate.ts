@@ -2,7 +2,8 @@ import { userInfo } from 'node:os';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
 import { loadManifests, selectSecrets } from '../../lib/manifest';
 import { formatProgress, formatReport } from '../../lib/report';
-import { connectClient } from '../../lib/temporal';
+import type { RequestDocument } from '../../lib/signed';
+import { connectClient, temporalSettings } from '../../lib/temporal';
 import {
   REQUESTED_BY_ATTRIBUTE,
   SECRET_ATTRIBUTE,
@@ -16,9 +17,11 @@ import {
 } from '../../workflows/messages';
 import type { rotateFleet } from '../../workflows/rotateFleet';
 import type { rotateSecret } from '../../workflows/rotateSecret';
-import { EXIT, UsageError, err, follow, out, parse, uiLink, withDeadline } from '../common';
+import { EXIT, UsageError, err, follow, out, parse, rootCause, uiLink, withDeadline } from '../common';
+import { SIGN_OPTIONS, keyChoice, signDocument, validity } from '../sign';
 
 const ROTATE_OPTIONS = {
+  ...SIGN_OPTIONS,
   file: { type: 'string', short: 'f' },
   reason: { type: 'string' },
   as: { type: 'string' },
@@ -40,8 +43,27 @@ export async function rotate(args: string[]): Promise<number> {
     throw new UsageError(`no Secret named "${name}" under ${values.file} (found: ${[...manifests.secrets.keys()].join(', ') || 'none'})`);
   }
   const requestedBy = (values.as as string | undefined) ?? process.env.REKEY_USER ?? userInfo().username;
-  const client = await connectClient();
+  const reason = values.reason as string | undefined;
+  if (reason !== undefined && reason.length > 500) throw new UsageError('--reason: at most 500 characters');
+  if (requestedBy.length > 100) throw new UsageError('--as: at most 100 characters');
   const workflowId = rotationWorkflowId(name);
+  // The worker rotates only if its own manifest has exactly the spec reviewed here.
+  err(`${name}: spec ${manifest.specHash} (${manifest.source})`);
+  let request;
+  if (values.key) {
+    // Signed, the request proves who asked: that person's keys cannot approve it.
+    const doc: RequestDocument = {
+      kind: 'rekey.dev/request',
+      namespace: temporalSettings().namespace,
+      workflowId,
+      secret: name,
+      specHash: manifest.specHash,
+      ...(reason ? { reason } : {}),
+      ...validity(undefined, '15m'),
+    };
+    request = await signDocument(doc, keyChoice(values, 'the request'));
+  }
+  const client = await connectClient();
   let handle;
   try {
     handle = await client.workflow.start<typeof rotateSecret>('rotateSecret', {
@@ -49,7 +71,7 @@ export async function rotate(args: string[]): Promise<number> {
       workflowId,
       workflowIdConflictPolicy: 'FAIL',
       workflowIdReusePolicy: 'ALLOW_DUPLICATE',
-      args: [{ secret: name, spec: manifest.spec, reason: values.reason as string | undefined, requestedBy }],
+      args: [{ secret: name, specHash: manifest.specHash, reason, requestedBy, ...(request ? { request } : {}) }],
       typedSearchAttributes: [
         { key: SECRET_ATTRIBUTE, value: name },
         { key: REQUESTED_BY_ATTRIBUTE, value: requestedBy },
@@ -82,7 +104,7 @@ export async function waitAndReport(client: Client, workflowId: string, runId?: 
     return report.outcome === 'rotated' ? EXIT.ok : EXIT.rolledBack;
   } catch (e) {
     if (e instanceof WorkflowFailedError) {
-      err(`rotation failed: ${e.cause?.message ?? e.message}`);
+      err(`rotation failed: ${rootCause(e)}`);
       return EXIT.rolledBack;
     }
     throw e;
@@ -117,7 +139,7 @@ async function rotateMany(args: string[]): Promise<number> {
   const handle = await client.workflow.start<typeof rotateFleet>('rotateFleet', {
     taskQueue: process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
     workflowId: fleetWorkflowId(fleet),
-    args: [{ fleet, items: names.map((secret) => ({ secret, spec: manifests.secrets.get(secret)!.spec })), maxParallel, requestedBy, reason: values.reason as string | undefined }],
+    args: [{ fleet, items: names.map((secret) => [secret, manifests.secrets.get(secret)!.specHash]), maxParallel, requestedBy, reason: values.reason as string | undefined }],
     staticSummary: `rotate ${names.length} secrets, ${maxParallel} at a time`,
   });
   err(`rotating ${names.length} secret(s), ${maxParallel} at a time: workflow ${handle.workflowId}`);

@@ -12,13 +12,18 @@ async function planFor(args: string[]) {
   const manifests = await loadManifests(values.file as string);
   const client = await connectClient();
   const options = { set: (values.set as string | undefined) ?? 'default', taskQueue: process.env.REKEY_TASK_QUEUE };
-  return { client, planned: await plan(client, manifests, options) };
+  return { client, manifests, planned: await plan(client, manifests, options) };
 }
 
-/** `rekey plan -f DIR [--set NAME]`: what apply would change in Temporal; changes nothing. */
+/**
+ * `rekey plan -f DIR [--set NAME]`: what apply would change in Temporal (changes nothing), and the
+ * spec hash of every secret: the workers rotate a secret only if their manifest has that hash.
+ */
 export async function planCommand(args: string[]): Promise<number> {
-  const { planned } = await planFor(args);
+  const { planned, manifests } = await planFor(args);
   for (const line of formatPlan(planned)) out(line);
+  out('spec hashes (the workers must run the same manifests):');
+  for (const [name, m] of [...manifests.secrets].sort(([a], [b]) => a.localeCompare(b))) out(`  ${m.specHash}  ${name}`);
   return EXIT.ok;
 }
 

@@ -1,0 +1,90 @@
+// What a rotation shows while it runs: the progress query, the stage search attribute, and the
+// markdown "current details" panel of the Temporal UI. Bookkeeping only; it decides nothing.
+import { log, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  STAGE_ATTRIBUTE,
+  progressQuery,
+  type ApprovalProgress,
+  type ConsumerProgress,
+  type Progress,
+  type RotationReport,
+  type Stage,
+} from './messages';
+
+export class RotationProgress {
+  readonly state: Progress;
+
+  constructor(secret: string, requestedBy: string | undefined, emergency: boolean) {
+    const approval: ApprovalProgress = { required: false, needed: 0, approvedBy: [], ignored: [], ignoredCount: 0, waitingFor: [], escalated: false };
+    this.state = { secret, stage: 'generate', requestedBy, emergency, versions: {}, consumers: [], stages: [], approval };
+    setHandler(progressQuery, () => this.state);
+  }
+
+  get stage(): Stage {
+    return this.state.stage;
+  }
+
+  get approval(): ApprovalProgress {
+    return this.state.approval;
+  }
+
+  enter(stage: Stage): void {
+    const now = Date.now();
+    const open = this.state.stages[this.state.stages.length - 1];
+    if (open && open.durationMs === undefined) open.durationMs = now - Date.parse(open.startedAt);
+    this.state.stage = stage;
+    if (stage !== 'done') this.state.stages.push({ stage, startedAt: new Date(now).toISOString() });
+    upsertSearchAttributes([{ key: STAGE_ATTRIBUTE, value: stage }]);
+    this.show();
+    log.info('rotation stage', { secret: this.state.secret, stage });
+  }
+
+  consumer(name: string): ConsumerProgress {
+    return this.state.consumers.find((c) => c.name === name)!;
+  }
+
+  setConsumer(name: string, state: ConsumerProgress['state'], detail?: string): void {
+    Object.assign(this.consumer(name), { state, detail });
+    this.show();
+  }
+
+  show(report?: RotationReport): void {
+    setCurrentDetails(describe(this.state, report));
+  }
+}
+
+/** Untrusted text (a requester's label) shown as code, so it cannot become a link or a heading. */
+const literal = (text: string) => `\`${text.replaceAll('`', "'")}\``;
+
+/** Markdown for the Temporal UI's "current details" panel. */
+function describe(progress: Progress, report?: RotationReport): string {
+  const a = progress.approval;
+  const requester = progress.requester
+    ? `${progress.requester.name} (signed with ${progress.requester.fingerprint})`
+    : `${literal(progress.requestedBy ?? 'unknown')} (unverified label)`;
+  const lines = [
+    `### ${progress.emergency ? 'EMERGENCY rotation' : 'Rotation'} of \`${progress.secret}\``,
+    report
+      ? `**Outcome:** ${report.outcome}${report.failure ? ` at ${report.failure.stage}: ${report.failure.message}` : ''}`
+      : `**Stage:** ${progress.stage}`,
+    `Requested by ${requester}`,
+    '',
+    `Spec \`${progress.specHash ?? '?'}\``,
+    `Versions: current \`${progress.versions.current ?? '?'}\`, pending \`${progress.versions.pending ?? '?'}\``,
+  ];
+  if (a.required) {
+    lines.push(
+      '',
+      `**Approval:** ${a.approvedBy.length} of ${a.needed}` +
+        (a.approvedBy.length ? ` (approved by ${a.approvedBy.map((x) => x.approver).join(', ')})` : '') +
+        (a.rejectedBy ? `, rejected by ${a.rejectedBy.approver}` : '') +
+        (progress.stage === 'approve' ? `; waiting for ${a.waitingFor.join(', ') || 'nobody eligible'}${a.escalated ? ' (escalated)' : ''}` : '') +
+        (a.ignoredCount ? `; ${a.ignoredCount} invalid decision(s) ignored` : ''),
+    );
+    if (progress.stage === 'approve') {
+      lines.push('', 'Approve: run `rekey approve ' + progress.secret + ' --key ~/.ssh/id_ed25519 --print` and send its output as the signal `approve` (or `reject`).');
+    }
+  }
+  lines.push('', '| consumer | state | detail |', '|---|---|---|', ...progress.consumers.map((c) => `| ${c.name} | ${c.state} | ${c.detail ?? ''} |`));
+  return lines.join('\n');
+}
