@@ -1,8 +1,7 @@
 // The worker's own manifest set: the only place a rotation's spec comes from. Workflow inputs,
 // schedules and activity arguments name a secret and a spec hash; the worker looks the spec up
 // here. The folder (REKEY_MANIFESTS) is typically a git checkout that CI deploys; it is reloaded
-// when its files change, and every spec loaded stays known by its hash for the rotations that
-// started with it.
+// when its files change, and the spec each rotation started with is remembered for it.
 import { stat } from 'node:fs/promises';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { ManifestError, loadManifests, yamlFiles, type ManifestSet, type SecretEntry } from '../lib/manifest';
@@ -29,9 +28,13 @@ export type SpecUse =
   /** Rollback and everything after promote: must finish; the current reviewed spec will do. */
   | 'finish';
 
+/** Rotations whose starting spec this worker remembers (a manifest may change while they run). */
+const REMEMBERED = 10_000;
+
 export class WorkerManifests {
   private loaded?: { fingerprint: string; set: ManifestSet; checkedAt: number };
-  private readonly seen = new Map<string, SecretEntry>();
+  /** The spec each rotation started with, by rotation id (workflow id + run id): bounded, oldest dropped. */
+  private readonly started = new Map<string, SecretEntry>();
 
   constructor(readonly dirs: string[]) {}
 
@@ -66,7 +69,6 @@ export class WorkerManifests {
       log.error('the worker\'s manifests are invalid; rotations are refused until they are fixed', { problems: err.message });
       throw ApplicationFailure.nonRetryable(`the worker's manifests under ${this.dirs.join(', ')} are invalid:\n${err.message}`, REFUSED.noManifests);
     }
-    for (const entry of set.secrets.values()) this.seen.set(`${entry.metadata.name}@${entry.specHash}`, entry);
     this.loaded = { fingerprint, set, checkedAt: now };
     return set;
   }
@@ -90,13 +92,25 @@ export class WorkerManifests {
     return entry;
   }
 
-  /** The spec a step of a running rotation uses; see SpecUse for a spec that changed meanwhile. */
-  async forStep(ref: { secret: string; specHash: string }, use: SpecUse): Promise<SecretEntry> {
+  /** Remember the spec `rotationId` resolved at its start (activities/rotation.ts resolveRotation). */
+  startedWith(rotationId: string, entry: SecretEntry): void {
+    this.started.delete(rotationId);
+    this.started.set(rotationId, entry);
+    if (this.started.size > REMEMBERED) this.started.delete(this.started.keys().next().value!);
+  }
+
+  /**
+   * The spec a step of a running rotation uses: the worker's current one if it has the hash the
+   * rotation runs, else the one this rotation started with on this worker. A hash alone never
+   * brings back an older spec (a forged plan could name one whose host or command was removed).
+   * See SpecUse for a spec that changed meanwhile.
+   */
+  async forStep(ref: { secret: string; specHash: string }, use: SpecUse, rotationId: string): Promise<SecretEntry> {
     const set = await this.set();
     const now = set.secrets.get(ref.secret);
     if (now?.specHash === ref.specHash) return now;
-    const before = this.seen.get(`${ref.secret}@${ref.specHash}`);
-    if (before) return before;
+    const before = this.started.get(rotationId);
+    if (before && before.metadata.name === ref.secret && before.specHash === ref.specHash) return before;
     if (use === 'started-with' || !now) {
       throw ApplicationFailure.nonRetryable(
         `${ref.secret}: the manifest changed during the rotation (started with ${shortHash(ref.specHash)}, the worker now has ${now ? shortHash(now.specHash) : 'none'})`,

@@ -2,16 +2,19 @@
 // of its spec and version ids from the workflow; they take the spec from the worker's own
 // manifests (never from their arguments), read values from the store themselves, and return ids
 // and verdicts only.
-import { createHash } from 'node:crypto';
-import { heartbeat, log, sleep } from '@temporalio/activity';
+import { Context, heartbeat, log, sleep } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { headOf, type AuditEvent, type AuditHead, type SignedEvidence } from '../lib/audit';
 import type { AuditSettings } from '../lib/audit-trails';
-import { checkBreakGlass, validApprovals, type RunBinding } from '../lib/authority';
+import { checkBreakGlass, checkRequest, validApprovals, type RunBinding } from '../lib/authority';
 import { parseDuration } from '../lib/duration';
 import type { SecretEntry, SecretSpec } from '../lib/manifest';
 import type { SignedDocument, Signer } from '../lib/signed';
+import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
 import type { FleetItem, RotationPlan } from '../workflows/messages';
-import { createAuditActivities } from './audit';
+
+export { isRekeyVersionId, versionTokenFor };
+import { auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
@@ -55,12 +58,25 @@ export interface ConsumerStep extends RotationRef {
   versionId: string;
 }
 
-/** What promote must see before there is no way back: the run, and the signed approvals or break-glass. */
+/** What verify hands to promote: the worker's signed word that it checked each consumer and the target. */
+export type Receipts = Record<string, string>;
+
+export interface Verified {
+  detail: string;
+  /** Signed by the worker (see receiptFor); promote requires one per consumer and target. */
+  receipt: string;
+}
+
+/**
+ * What promote must see before there is no way back: the run, the verification receipts, and the
+ * signed approvals (with the signed request, which says whose approvals do not count) or break-glass.
+ */
 export interface PromoteStep extends RotationRef {
   pendingVersionId: string;
   binding: RunBinding;
+  receipts: Receipts;
   approvals: SignedDocument[];
-  requester?: Signer;
+  request?: SignedDocument;
   emergency?: SignedDocument;
 }
 
@@ -88,25 +104,31 @@ export interface ActivityOptions {
 }
 
 /**
- * The pending version's id, derived from the rotation (workflow id + run id): every retry of
- * createPendingVersion asks the store for the same ClientRequestToken, so one rotation writes
- * exactly one version. Shaped as a UUID (AWS requires 32-64 characters) whose last group checks
- * the rest, so any tool can tell a version rekey wrote from one another tool wrote.
+ * The rotation this activity works for, from Temporal's own record of the activity, never from
+ * its arguments: anyone who may write to the namespace can complete an activity with a result of
+ * their choosing, so the version ids the workflow passes on are checked against this.
  */
-export function versionTokenFor(rotationId: string): string {
-  const h = createHash('sha256').update(`rekey:${rotationId}`).digest('hex');
-  const head = `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}`;
-  return `${head}-${versionCheck(head)}`;
+function thisRotation(): { rotationId: string; workflowId: string; runId: string; token: string } {
+  const execution = Context.current().info.workflowExecution;
+  if (!execution) throw ApplicationFailure.nonRetryable('rekey activities run only as part of a rotation workflow', NON_RETRYABLE.notAuthorized);
+  const { workflowId, runId } = execution;
+  const rotationId = `${workflowId}/${runId}`;
+  return { rotationId, workflowId, runId, token: versionTokenFor(rotationId) };
 }
 
-function versionCheck(head: string): string {
-  return createHash('sha256').update(`rekey-version:${head}`).digest('hex').slice(0, 12);
+function refused(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, NON_RETRYABLE.notAuthorized);
 }
 
-/** Did rekey write this version? (A random UUID passes with odds of one in 2^54.) */
-export function isRekeyVersionId(versionId: string): boolean {
-  const m = /^([0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-a[0-9a-f]{3})-([0-9a-f]{12})$/.exec(versionId);
-  return m !== null && versionCheck(m[1]) === m[2];
+/** `versionId` must be the pending version this very rotation wrote. */
+function requireOwnVersion(versionId: string, what: string): void {
+  if (versionId !== thisRotation().token) throw refused(`${what}: version ${versionId} is not the one this rotation wrote`);
+}
+
+/** `versionId` must be the store's current version (before promote: the old one everyone uses). */
+async function requireCurrent(store: SecretStore, versionId: string, what: string): Promise<void> {
+  const { current } = await store.versions();
+  if (current !== versionId) throw refused(`${what}: version ${versionId} is not the current version of ${store.ref}`);
 }
 
 /** Heartbeat while `work` runs, so a killed worker is noticed within the heartbeat timeout. */
@@ -151,6 +173,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
     approval: {
       required: policy.approval.required,
       minApprovals: policy.approval.minApprovals,
+      requireSignedRequest: policy.approval.requireSignedRequest,
       timeoutMs: ms(policy.approval.timeout),
       onTimeout: policy.approval.onTimeout,
       escalationLimitMs: ms(policy.approval.escalationLimit),
@@ -164,13 +187,38 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
 export function createActivities(options: ActivityOptions = {}) {
   const healthPollMs = options.healthPollMs ?? 1_000;
   const manifests = new WorkerManifests(options.manifestDirs ?? []);
-  const specFor = async (ref: RotationRef, use: SpecUse) => (await manifests.forStep(ref, use)).spec;
+  const audit: AuditContext = auditContext(options.audit);
+  const entryFor = (ref: RotationRef, use: SpecUse) => manifests.forStep(ref, use, thisRotation().rotationId);
+  const specFor = async (ref: RotationRef, use: SpecUse) => (await entryFor(ref, use)).spec;
+
+  /** The rotation that claimed this signed document (in the audit trail), if any. */
+  const claimedBy = async (document: string) => (await (await audit.trail()).find(claimId(document)))?.rotationId;
 
   const readPair = async (ref: VersionPair, store: SecretStore) =>
     Promise.all([store.read(ref.currentVersionId), store.read(ref.pendingVersionId)]);
 
   return {
-    ...createAuditActivities(options.audit),
+    ...createAuditActivities(audit),
+
+    /**
+     * Use a signed request or break-glass authorisation, once: it is written to the audit trail
+     * under an id derived from the document, so a second rotation presenting it is refused.
+     */
+    async claimSignedDocument(event: Omit<AuditEvent, 'id' | 'rotationId'> & { signed: SignedEvidence }): Promise<AuditHead> {
+      const { rotationId } = thisRotation();
+      return beating(async () => {
+        const { record } = await (await audit.trail()).append({ ...event, id: claimId(event.signed.document), rotationId }).catch(unusable);
+        if (record.rotationId !== rotationId) {
+          throw refused(`this signed ${event.event === 'break-glass' ? 'break-glass authorisation' : 'request'} was already used by ${record.rotationId}; sign a new one`);
+        }
+        return headOf(record, await audit.signer());
+      });
+    },
+
+    /** Which rotation already used this signed document, if one did. */
+    async signedDocumentUse(document: string): Promise<string | undefined> {
+      return beating(() => claimedBy(document));
+    },
 
     /**
      * The first step of every rotation: the worker's own manifest for `secret`, refused if it
@@ -178,11 +226,12 @@ export function createActivities(options: ActivityOptions = {}) {
      */
     async resolveRotation(request: { secret: string; specHash?: string }): Promise<RotationPlan> {
       const entry = await manifests.current(request.secret, request.specHash);
+      manifests.startedWith(thisRotation().rotationId, entry);
       const { settings } = await manifests.set();
       return planOf(entry, settings.people, settings.breakGlass);
     },
 
-    async createPendingVersion(ref: RotationRef & { rotationId: string }): Promise<PendingVersion> {
+    async createPendingVersion(ref: RotationRef): Promise<PendingVersion> {
       const spec = await specFor(ref, 'started-with');
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
@@ -193,7 +242,7 @@ export function createActivities(options: ActivityOptions = {}) {
             NON_RETRYABLE.externalRotation,
           );
         }
-        const token = versionTokenFor(ref.rotationId);
+        const { token } = thisRotation();
         const versions = await store.versions();
         if (!versions.current) {
           throw ApplicationFailure.nonRetryable(
@@ -233,44 +282,54 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     async prepareTarget(ref: VersionPair): Promise<void> {
+      requireOwnVersion(ref.pendingVersionId, 'prepare');
       const spec = await specFor(ref, 'started-with');
       const target = targetOf(spec);
       if (!target) return;
       await withHeartbeat(async () => {
-        const [current, next] = await readPair(ref, openStore(spec.store));
+        const store = openStore(spec.store);
+        await requireCurrent(store, ref.currentVersionId, 'prepare');
+        const [current, next] = await readPair(ref, store);
         await target.prepare(next, current);
       });
     },
 
     async undoTarget(ref: VersionPair): Promise<void> {
+      requireOwnVersion(ref.pendingVersionId, 'undo');
       const spec = await specFor(ref, 'finish');
       const target = targetOf(spec);
       if (!target) return;
       await withHeartbeat(async () => {
-        const [current, next] = await readPair(ref, openStore(spec.store));
+        const store = openStore(spec.store);
+        await requireCurrent(store, ref.currentVersionId, 'undo');
+        const [current, next] = await readPair(ref, store);
         await target.undo(next, current);
       });
     },
 
-    async verifyTarget(ref: VersionPair): Promise<string> {
+    async verifyTarget(ref: VersionPair): Promise<Verified> {
+      requireOwnVersion(ref.pendingVersionId, 'verify');
       const spec = await specFor(ref, 'started-with');
       const target = targetOf(spec);
-      if (!target) return 'no target configured';
+      const receipt = await receiptFor(audit, thisRotation().rotationId, 'target', ref.pendingVersionId);
+      if (!target) return { detail: 'no target configured', receipt };
       return withHeartbeat(async () => {
         const next = await openStore(spec.store).read(ref.pendingVersionId);
         const verdict = await target.accepts(next);
         if (!verdict.accepted) {
           throw ApplicationFailure.nonRetryable(`target rejected the new credential: ${verdict.reason}`, NON_RETRYABLE.targetRejected);
         }
-        return 'target accepts the new credential';
+        return { detail: 'target accepts the new credential', receipt };
       });
     },
 
     /** Deploy a version to one consumer: the new one (before promote) or the current one again (rollback). */
     async deployToConsumer(step: ConsumerStep & { rollback?: boolean }): Promise<void> {
-      const entry = await manifests.forStep(step, step.rollback ? 'finish' : 'started-with');
+      if (!step.rollback) requireOwnVersion(step.versionId, `deploy to ${step.consumer}`);
+      const entry = await entryFor(step, step.rollback ? 'finish' : 'started-with');
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
+        if (step.rollback) await requireCurrent(store, step.versionId, `roll ${step.consumer} back`);
         const consumer = createConsumer(consumerSpec(entry, step.consumer));
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
         await consumer.deploy(ref, await store.read(step.versionId));
@@ -278,15 +337,16 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     /** Poll the consumer's health until it reports the version, or fail at `deadline` (epoch ms). */
-    async awaitConsumerHealthy(step: ConsumerStep & { deadline: number }): Promise<string> {
-      const entry = await manifests.forStep(step, 'started-with');
+    async awaitConsumerHealthy(step: ConsumerStep & { deadline: number }): Promise<Verified> {
+      requireOwnVersion(step.versionId, `verify ${step.consumer}`);
+      const entry = await entryFor(step, 'started-with');
       const store = openStore(entry.spec.store);
       const consumer = createConsumer(consumerSpec(entry, step.consumer));
       const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
       for (let probe = 1; ; probe++) {
         const health = await consumer.health(ref);
         heartbeat({ probe, detail: health.detail });
-        if (health.healthy) return health.detail;
+        if (health.healthy) return { detail: health.detail, receipt: await receiptFor(audit, thisRotation().rotationId, `consumer:${step.consumer}`, step.versionId) };
         if (Date.now() + healthPollMs > step.deadline) {
           throw ApplicationFailure.nonRetryable(
             `consumer ${step.consumer} not healthy on version ${step.versionId} after ${probe} probes: ${health.detail}`,
@@ -298,33 +358,66 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     /**
-     * The point of no return. Before moving the label, the worker checks with its own manifests
-     * that the policy is met: enough valid signed approvals of this very run, or a break-glass
-     * signature. Whatever the workflow was told, nothing unapproved is promoted.
+     * The point of no return. Before moving the label, the worker checks, with its own manifests
+     * and its own key, that everything promote stands on is real: the version is the one this
+     * rotation wrote, every consumer and the target were verified by a rekey worker (receipts), and
+     * the policy is met (enough signed approvals of this very run, never by the signed requester,
+     * or a break-glass authorisation this rotation claimed). Whatever the workflow was told,
+     * nothing unverified or unapproved is promoted.
      */
     async promoteVersion(step: PromoteStep): Promise<void> {
-      const entry = await manifests.forStep(step, 'started-with');
+      const run = thisRotation();
+      requireOwnVersion(step.pendingVersionId, 'promote');
+      const entry = await entryFor(step, 'started-with');
       const { settings } = await manifests.set();
-      if (step.binding.secret !== step.secret || step.binding.pendingVersionId !== step.pendingVersionId || step.binding.specHash !== step.specHash) {
-        throw ApplicationFailure.nonRetryable('promote refused: the approvals are bound to another rotation', NON_RETRYABLE.notAuthorized);
+      const binding = step.binding;
+      if (binding.workflowId !== run.workflowId || binding.runId !== run.runId || binding.secret !== step.secret || binding.pendingVersionId !== step.pendingVersionId || binding.specHash !== step.specHash) {
+        throw refused('promote refused: the approvals are bound to another rotation');
       }
-      if (step.emergency) {
-        const verdict = checkBreakGlass(step.emergency, settings.breakGlass, { namespace: step.binding.namespace, secret: step.secret, specHash: step.specHash }, {});
-        if (!verdict.ok) throw ApplicationFailure.nonRetryable(`promote refused: the break-glass authorisation does not hold: ${verdict.reason}`, NON_RETRYABLE.notAuthorized);
-      } else if (entry.spec.policy.approval.required) {
-        const { approvedBy, problems } = validApprovals(step.approvals, entry.approvers, step.binding, step.requester);
-        const needed = entry.spec.policy.approval.minApprovals;
-        if (approvedBy.length < needed) {
-          throw ApplicationFailure.nonRetryable(
-            `promote refused: ${approvedBy.length} valid signed approval(s) of ${needed} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
-            NON_RETRYABLE.notAuthorized,
+      const breakGlass = step.emergency ? checkBreakGlass(step.emergency, settings.breakGlass, { namespace: binding.namespace, secret: step.secret, specHash: step.specHash }, {}) : undefined;
+      if (breakGlass && !breakGlass.ok) throw refused(`promote refused: the break-glass authorisation does not hold: ${breakGlass.reason}`);
+      if (breakGlass?.ok && (await claimedBy(step.emergency!.document)) !== run.rotationId) throw refused('promote refused: the break-glass authorisation was not claimed by this rotation');
+
+      // Verification: a receipt per consumer and for the target, unless a revoke-first emergency
+      // already cut the old credential off (then the rotation must go forward, verified or not).
+      if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
+        const needed = [...entry.spec.consumers.map((c) => `consumer:${c.name}`), 'target'];
+        for (const what of needed) {
+          if (!(await receiptHolds(audit, step.receipts?.[what], run.rotationId, what, step.pendingVersionId))) {
+            throw refused(`promote refused: ${what} was not verified on ${step.pendingVersionId} by a rekey worker`);
+          }
+        }
+      }
+
+      const approval = entry.spec.policy.approval;
+      if (!breakGlass?.ok && approval.required) {
+        let requester: Signer | undefined;
+        if (step.request) {
+          const people = [...settings.people.values(), ...entry.approvers, ...settings.breakGlass];
+          const request = checkRequest(step.request, people, { namespace: binding.namespace, workflowId: run.workflowId, secret: step.secret, specHash: step.specHash }, {});
+          if (!request.ok || (await claimedBy(step.request.document)) !== run.rotationId) throw refused('promote refused: the signed request does not hold');
+          requester = request.signer;
+        } else if (approval.requireSignedRequest) {
+          throw refused(`promote refused: ${step.secret} requires a signed request`);
+        }
+        const { approvedBy, problems } = validApprovals(step.approvals, entry.approvers, binding, requester);
+        if (approvedBy.length < approval.minApprovals) {
+          throw refused(
+            `promote refused: ${approvedBy.length} valid signed approval(s) of ${approval.minApprovals} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
           );
         }
       }
-      await withHeartbeat(() => openStore(entry.spec.store).promote(step.pendingVersionId));
+      await withHeartbeat(async () => {
+        const store = openStore(entry.spec.store);
+        const { pending, current } = await store.versions();
+        // A retry after the label moved finds it current already; anything else is not ours to promote.
+        if (pending !== step.pendingVersionId && current !== step.pendingVersionId) throw refused(`promote refused: ${step.pendingVersionId} is not pending in ${store.ref}`);
+        await store.promote(step.pendingVersionId);
+      });
     },
 
     async discardPendingVersion(ref: RotationRef & { pendingVersionId: string }): Promise<void> {
+      requireOwnVersion(ref.pendingVersionId, 'discard');
       const spec = await specFor(ref, 'finish');
       await withHeartbeat(() => openStore(spec.store).discardPending(ref.pendingVersionId));
     },
@@ -335,23 +428,26 @@ export function createActivities(options: ActivityOptions = {}) {
      * credential everyone is told to use is never the one revoked.
      */
     async revokeOldCredential(step: RevokeStep): Promise<void> {
+      requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
       if (!target) return;
       await withHeartbeat(async () => {
         const store = openStore(spec.store);
-        const { current } = await store.versions();
+        const { current, previous } = await store.versions();
         if (current !== step.newVersionId) {
           const emergency = step.emergency
             ? checkBreakGlass(step.emergency, (await manifests.set()).settings.breakGlass, { namespace: step.namespace, secret: step.secret, specHash: step.specHash }, {})
             : undefined;
-          if (!emergency?.ok || !emergency.doc.revokeFirst) {
-            throw ApplicationFailure.nonRetryable(
+          const claimed = emergency?.ok && (await claimedBy(step.emergency!.document)) === thisRotation().rotationId;
+          if (!emergency?.ok || !emergency.doc.revokeFirst || !claimed || current !== step.oldVersionId) {
+            throw refused(
               `refusing to revoke version ${step.oldVersionId}: the new version ${step.newVersionId} is not current` +
                 (emergency && !emergency.ok ? ` and the break-glass authorisation does not hold (${emergency.reason})` : ''),
-              NON_RETRYABLE.notAuthorized,
             );
           }
+        } else if (previous !== step.oldVersionId) {
+          throw refused(`refusing to revoke version ${step.oldVersionId}: it is not the version this promote replaced (${previous ?? 'none'})`);
         }
         const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);
         await target.revoke(old, next);
@@ -363,13 +459,15 @@ export function createActivities(options: ActivityOptions = {}) {
       const due: string[] = [];
       for (const [secret, specHash] of items) {
         heartbeat(secret);
-        const spec = await specFor({ secret, specHash }, 'finish');
-        if ((await currentAge(spec)).overdue) due.push(secret);
+        const spec = await specFor({ secret, specHash }, 'finish').catch(() => undefined);
+        // A secret the worker no longer knows is passed on: its rotation reports the refusal.
+        if (!spec || (await currentAge(spec)).overdue) due.push(secret);
       }
       return due;
     },
 
     async postVerify(step: RotationRef & { oldVersionId: string; newVersionId: string }): Promise<PostVerification> {
+      requireOwnVersion(step.newVersionId, 'post-verify');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
       if (!target) return { oldRejected: true, newAccepted: true, detail: 'no target configured' };

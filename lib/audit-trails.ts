@@ -1,8 +1,8 @@
 // Where the audit trail lives. Postgres (REKEY_AUDIT_DATABASE_URL) is shared by every worker host
-// and written through a role that may only INSERT and SELECT; appenders take turns on an advisory
-// lock, so two hosts write one chain. The JSON-lines file (REKEY_AUDIT_LOG) serves one host.
+// and written through a role that may only INSERT and SELECT; the sequence number's primary key
+// makes concurrent appenders take turns, so two hosts write one chain. The JSON-lines file (REKEY_AUDIT_LOG) serves one host.
 import { hostname } from 'node:os';
-import { mkdir, open, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, truncate } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Pool, type Client as PgClient } from 'pg';
@@ -11,30 +11,62 @@ import { auditSignerFrom, nextRecord, type AuditEvent, type AuditRecord, type Au
 
 // --- file -------------------------------------------------------------------------------------
 
-const LOCK_STALE_MS = 30_000;
+/** A lock whose holder is on another host (a shared folder) is taken over only after this long. */
+const FOREIGN_LOCK_STALE_MS = 10 * 60_000;
+
+/** Is the holder named in a lock file gone? On this host: its process no longer exists. */
+async function holderGone(lock: string, owner: string): Promise<boolean> {
+  const [host, pid] = owner.split(':');
+  if (host === hostname() && /^\d+$/.test(pid ?? '')) {
+    try {
+      process.kill(Number(pid), 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+  const info = await stat(lock).catch(() => undefined);
+  return info !== undefined && Date.now() - info.mtimeMs > FOREIGN_LOCK_STALE_MS;
+}
+
+/**
+ * Remove `lock` only if it still says `owner`: moved aside atomically, checked, and put back if it
+ * turned out to be someone else's (a new holder took it in between).
+ */
+async function removeIfOwner(lock: string, owner: string): Promise<void> {
+  const aside = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  try {
+    await rename(lock, aside);
+  } catch {
+    return;
+  }
+  if ((await readFile(aside, 'utf8').catch(() => '')) !== owner) await link(aside, lock).catch(() => undefined);
+  await rm(aside, { force: true });
+}
 
 /** An exclusive lock file beside the log: appenders in any process on this host take turns. */
 async function withLock<T>(path: string, work: () => Promise<T>): Promise<T> {
   const lock = `${path}.lock`;
+  const me = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2)}`;
   for (let attempt = 0; ; attempt++) {
     try {
-      const handle = await open(lock, 'wx');
-      await handle.writeFile(String(process.pid));
+      const handle = await open(lock, 'wx', 0o600);
+      await handle.writeFile(me);
       await handle.close();
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // A holder that died leaves its lock behind; after a generous wait it is taken over.
-      const info = await stat(lock).catch(() => undefined);
-      if (info && Date.now() - info.mtimeMs > LOCK_STALE_MS) await rm(lock, { force: true });
-      if (attempt > 2000) throw new Error(`audit log ${path} stayed locked (${lock})`);
+      // A holder that died leaves its lock behind; a live one, however slow, keeps it.
+      const owner = await readFile(lock, 'utf8').catch(() => '');
+      if (owner && (await holderGone(lock, owner))) await removeIfOwner(lock, owner);
+      if (attempt > 4000) throw new Error(`audit log ${path} stayed locked by ${owner || 'someone'} (${lock})`);
       await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
     }
   }
   try {
     return await work();
   } finally {
-    await rm(lock, { force: true });
+    await removeIfOwner(lock, me);
   }
 }
 
@@ -126,6 +158,11 @@ export class FileAuditTrail implements AuditTrail {
     });
   }
 
+  async find(id: string): Promise<AuditRecord | undefined> {
+    await mkdir(dirname(this.path), { recursive: true });
+    return withLock(this.path, async () => (await this.catchUp()).ids.get(id));
+  }
+
   async read(): Promise<(AuditRecord | string)[]> {
     const text = await readFile(this.path, 'utf8').catch((err) => {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
@@ -165,18 +202,38 @@ export async function initAuditTable(admin: PgClient, writer: string): Promise<v
     hash text NOT NULL,
     record text NOT NULL
   )`);
+  // A table the writer created (or owns) is one it could change: refuse to vouch for it.
+  const owner = await admin.query<{ owner: string }>(`SELECT tableowner AS owner FROM pg_tables WHERE tablename = $1 AND schemaname = current_schema()`, [AUDIT_TABLE]);
+  if (owner.rows[0]?.owner === writer) {
+    throw new Error(`${AUDIT_TABLE} is owned by ${writer}, so it could rewrite records; recreate it as an administrator and grant ${writer} INSERT and SELECT only`);
+  }
   await admin.query(`REVOKE ALL ON ${AUDIT_TABLE} FROM PUBLIC`);
   await admin.query(`REVOKE ALL ON ${AUDIT_TABLE} FROM ${quoted}`);
   await admin.query(`GRANT SELECT, INSERT ON ${AUDIT_TABLE} TO ${quoted}`);
+  // Only the writer (and administrators) may even connect to the audit database.
+  const database = (await admin.query<{ db: string }>('SELECT current_database() AS db')).rows[0].db;
+  const db = `"${database.replaceAll('"', '""')}"`;
+  await admin.query(`REVOKE CONNECT ON DATABASE ${db} FROM PUBLIC`);
+  await admin.query(`GRANT CONNECT ON DATABASE ${db} TO ${quoted}`);
 }
 
 const pools = new Map<string, Pool>();
+
+/** libpq's sslmode and sslrootcert, read from the URL: the audit database may be across a network. */
+function sslFrom(url: URL): false | { rejectUnauthorized: boolean; ca?: string } | undefined {
+  const mode = url.searchParams.get('sslmode');
+  const root = url.searchParams.get('sslrootcert');
+  if (!mode || mode === 'disable') return mode ? false : undefined;
+  if (mode === 'require' || mode === 'prefer' || mode === 'allow') return { rejectUnauthorized: false };
+  if (mode === 'verify-ca' || mode === 'verify-full') return { rejectUnauthorized: true, ...(root ? { ca: readFileSync(root, 'utf8') } : {}) };
+  throw new Error(`REKEY_AUDIT_DATABASE_URL: sslmode=${mode} is not one of disable, require, verify-ca, verify-full`);
+}
 
 export class PostgresAuditTrail implements AuditTrail {
   readonly trail: string;
   readonly where: string;
   private readonly key: string;
-  private readonly connection: { host: string; port: number; database: string; user: string; password?: string };
+  private readonly connection: { host: string; port: number; database: string; user: string; password?: string; ssl?: false | { rejectUnauthorized: boolean; ca?: string } };
 
   constructor(
     url: string,
@@ -200,6 +257,7 @@ export class PostgresAuditTrail implements AuditTrail {
       database: decodeURIComponent(parsed.pathname.slice(1)),
       user: decodeURIComponent(parsed.username),
       password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+      ssl: sslFrom(parsed),
     };
   }
 
@@ -222,38 +280,46 @@ export class PostgresAuditTrail implements AuditTrail {
     return pool;
   }
 
+  /**
+   * Append without a lock anyone could hold: read the last record, insert the next sequence
+   * number, and on a unique violation (another worker got there first, or this event is already
+   * written) look again. The primary key on seq keeps one chain; the unique id keeps one record
+   * per event.
+   */
   async append(event: AuditEvent): Promise<{ record: AuditRecord; written: boolean }> {
     const signer = this.signer;
     if (!signer) throw new Error('no audit key: set REKEY_AUDIT_KEY');
     const db = await this.pool().connect();
     try {
-      await db.query('BEGIN');
-      // One appender at a time across every host; advisory locks need no table privilege.
-      await db.query(`SELECT pg_advisory_xact_lock(hashtext('${AUDIT_TABLE}'))`);
-      const existing = await db.query<{ record: string }>(`SELECT record FROM ${AUDIT_TABLE} WHERE id = $1`, [event.id]);
-      if (existing.rowCount) {
-        await db.query('COMMIT');
-        return { record: JSON.parse(existing.rows[0].record), written: false };
+      for (let attempt = 1; ; attempt++) {
+        const existing = await db.query<{ record: string }>(`SELECT record FROM ${AUDIT_TABLE} WHERE id = $1`, [event.id]);
+        if (existing.rowCount) return { record: JSON.parse(existing.rows[0].record), written: false };
+        const last = await db.query<{ seq: string; hash: string }>(`SELECT seq, hash FROM ${AUDIT_TABLE} ORDER BY seq DESC LIMIT 1`);
+        const record = nextRecord(this.trail, event, last.rowCount ? { seq: Number(last.rows[0].seq), hash: last.rows[0].hash } : undefined, signer);
+        try {
+          await db.query(`INSERT INTO ${AUDIT_TABLE} (seq, id, secret, event, at, hash, record) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
+            record.seq,
+            record.id,
+            record.secret,
+            record.event,
+            record.at,
+            record.hash,
+            JSON.stringify(record),
+          ]);
+          return { record, written: true };
+        } catch (err) {
+          if ((err as { code?: string }).code !== '23505' || attempt >= 50) throw err;
+          await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt, 10)));
+        }
       }
-      const last = await db.query<{ seq: string; hash: string }>(`SELECT seq, hash FROM ${AUDIT_TABLE} ORDER BY seq DESC LIMIT 1`);
-      const record = nextRecord(this.trail, event, last.rowCount ? { seq: Number(last.rows[0].seq), hash: last.rows[0].hash } : undefined, signer);
-      await db.query(`INSERT INTO ${AUDIT_TABLE} (seq, id, secret, event, at, hash, record) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
-        record.seq,
-        record.id,
-        record.secret,
-        record.event,
-        record.at,
-        record.hash,
-        JSON.stringify(record),
-      ]);
-      await db.query('COMMIT');
-      return { record, written: true };
-    } catch (err) {
-      await db.query('ROLLBACK').catch(() => undefined);
-      throw err;
     } finally {
       db.release();
     }
+  }
+
+  async find(id: string): Promise<AuditRecord | undefined> {
+    const rows = await this.pool().query<{ record: string }>(`SELECT record FROM ${AUDIT_TABLE} WHERE id = $1`, [id]);
+    return rows.rowCount ? (JSON.parse(rows.rows[0].record) as AuditRecord) : undefined;
   }
 
   async read(): Promise<(AuditRecord | string)[]> {

@@ -72,6 +72,8 @@ export interface AuditHead {
   trail: string;
   seq: number;
   hash: string;
+  /** The audit key's signature over the head: a head anyone could invent counts for nothing. */
+  sig?: string;
 }
 
 export interface AuditTrail {
@@ -81,6 +83,8 @@ export interface AuditTrail {
   readonly where: string;
   /** Append `event` unless a record with its id exists. Returns the record now in the trail. */
   append(event: AuditEvent): Promise<{ record: AuditRecord; written: boolean }>;
+  /** The record with this id, if one was written. */
+  find(id: string): Promise<AuditRecord | undefined>;
   /** Every record as stored, in sequence order; a line that is not JSON stays text. */
   read(): Promise<(AuditRecord | string)[]>;
   close(): Promise<void>;
@@ -134,8 +138,18 @@ export function nextRecord(trail: string, event: AuditEvent, last: { seq: number
   return { ...unsigned, hash, sig: signer.sign(hash) };
 }
 
-export function headOf(record: AuditRecord): AuditHead {
-  return { trail: record.trail, seq: record.seq, hash: record.hash };
+const headText = (h: AuditHead) => `rekey-head/v1|${h.trail}|${h.seq}|${h.hash}`;
+
+/** The head a record makes, signed when the signer is given (the worker's activities sign theirs). */
+export function headOf(record: AuditRecord, signer?: AuditSigner): AuditHead {
+  const head: AuditHead = { trail: record.trail, seq: record.seq, hash: record.hash };
+  return signer ? { ...head, sig: signer.sign(headText(head)) } : head;
+}
+
+/** Is this a head one of `publicKeys` signed? */
+export function headHolds(head: AuditHead, publicKeys: KeyObject[]): boolean {
+  if (!head || typeof head.sig !== 'string' || typeof head.trail !== 'string' || !Number.isInteger(head.seq) || typeof head.hash !== 'string') return false;
+  return publicKeys.some((key) => verify(null, Buffer.from(headText(head)), key, Buffer.from(head.sig!, 'base64')));
 }
 
 export type Verdict = { ok: true; records: number; heads: number } | { ok: false; seq: number; problem: string };
@@ -172,7 +186,7 @@ export function verifyTrail(
     bySeq.set(record.seq, record);
     prev = hash;
   }
-  const heads = (options.heads ?? []).filter((h) => h.trail === trail);
+  const heads = (options.heads ?? []).filter((h) => h.trail === trail && headHolds(h, options.publicKeys));
   for (const head of heads.sort((a, b) => b.seq - a.seq)) {
     const record = bySeq.get(head.seq);
     if (!record) {
@@ -195,7 +209,7 @@ function checkEvidence(signed: SignedEvidence, people?: Person[]): string | unde
   if (people) {
     const person = people.find((p) => p.name === signed.signer);
     if (!person || !person.keys.some((k) => parsePublicKey(k).text === key.text)) {
-      return `holds a document signed by ${signed.fingerprint}, which the manifests do not list for ${signed.signer}`;
+      return `holds a document signed by ${signed.fingerprint}, which the manifests given do not list for ${signed.signer} (if the key was rotated since, verify against the manifests of that time)`;
     }
   }
   return undefined;

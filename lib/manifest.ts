@@ -4,7 +4,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { consumerSchema } from '../activities/consumers';
+import { consumerEnvironment, consumerSchema } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetSchema } from '../activities/targets';
@@ -68,6 +68,11 @@ export const approvalSchema = z
      */
     approvers: z.array(z.union([personName, personSchema])).default([]),
     minApprovals: z.number().int().min(1).default(1),
+    /**
+     * Refuse a rotation whose request is not signed (rekey rotate --key), so the two-person rule
+     * always knows who asked. Scheduled runs of such a secret are refused too: they have no requester.
+     */
+    requireSignedRequest: z.boolean().default(false),
     /** How long to wait for a decision before onTimeout applies. */
     timeout: durationSchema.default('1h'),
     /** abort: roll back. escalate: alert and keep waiting until escalationLimit, then roll back. */
@@ -201,7 +206,16 @@ export const scheduleManifestSchema = z
   })
   .strict();
 
-const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
+/**
+ * The worker's own credentials and keys: never readable by `${}` and never passed to a command,
+ * whatever a manifest lists.
+ */
+export const WORKER_CREDENTIALS = /^(REKEY_AUDIT_|REKEY_CODEC_|AWS_SECRET_ACCESS_KEY$|AWS_SESSION_TOKEN$|TEMPORAL_API_KEY$|TEMPORAL_TLS_)/;
+
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
+  .refine((name) => !WORKER_CREDENTIALS.test(name), { message: "is one of the worker's own credentials; manifests and commands never see it" });
 
 /**
  * What the whole manifest set shares: the environment variables manifests may refer to, the people
@@ -352,6 +366,10 @@ export function expandReferences(
     if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, item]) => [k, walk(item, [...at, k])]));
     if (typeof v !== 'string' || !v.includes('${')) return v;
     const expanded = v.replace(REFERENCE, (_, name: string, fallback?: string) => {
+      if (WORKER_CREDENTIALS.test(name)) {
+        issues.push({ path: formatPath(at), message: `\${${name}} is one of the worker's own credentials; manifests never read it` });
+        return '';
+      }
       if (!allowed(name)) {
         issues.push({ path: formatPath(at), message: `\${${name}} is not allowed: add ${name} to a Settings manifest's env list (or use a REKEY_* variable)` });
         return '';
@@ -436,10 +454,11 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   const allowed = (name: string) => name.startsWith('REKEY_') || allowedEnv.has(name);
   const owners = new Map<string, SecretEntry>();
   for (const { source, value } of docs.filter((d) => d.value?.kind !== 'Settings')) {
-    const expanded = expandReferences(value, allowed);
-    issues.push(...expanded.issues.map((i) => ({ source, ...i })));
+    // Only the spec is filled in: kind, apiVersion and names are what they say.
+    const spec = expandReferences((value as { spec?: unknown }).spec, allowed, process.env, ['spec']);
+    issues.push(...spec.issues.map((i) => ({ source, ...i })));
     collect(() => {
-      const manifest = parseManifest(source, expanded.value) as SecretManifest | ScheduleManifest;
+      const manifest = parseManifest(source, { ...value, ...(spec.value !== undefined ? { spec: spec.value } : {}) }) as SecretManifest | ScheduleManifest;
       const name = manifest.metadata.name;
       if (manifest.kind === 'Schedule') {
         const previous = set.schedules.get(name);
@@ -453,6 +472,14 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         return;
       }
       const approvers = resolveApprovers(manifest, set.settings.people, source, issues);
+      // What a consumer passes from the worker's environment must be listed where reviewers look.
+      manifest.spec.consumers.forEach((consumer, i) => {
+        consumerEnvironment(consumer).forEach((name, j) => {
+          if (!allowedEnv.has(name)) {
+            issues.push({ source, path: `spec.consumers[${i}].env[${j}]`, message: `${name} is not in a Settings manifest's env list; list it there to pass it to commands` });
+          }
+        });
+      });
       const entry: SecretEntry = { ...manifest, source, specHash: specHashOf((value as { spec?: unknown }).spec), approvers };
       // One manifest per stored secret: two would discard each other's pending versions.
       const identity = storeIdentity(manifest.spec.store);

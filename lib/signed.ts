@@ -102,6 +102,21 @@ const isText = (v: unknown, max: number): v is string => typeof v === 'string' &
  * compare (see `mismatch`). Never throws on hostile input; the reason names what is wrong.
  */
 export function openSigned<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: readonly Person[], now: number | undefined): Opened<D> {
+  // Total: whatever arrives (a signal's payload is anyone's JSON), the answer is a verdict, never a
+  // throw that would fail the workflow task over and over.
+  try {
+    return open<D>(signed, kind, people, now);
+  } catch {
+    return { ok: false, reason: 'not a well-formed signed document' };
+  }
+}
+
+/** How an untrusted value is named in a reason: a string (cut short) or its type, never its methods. */
+export function show(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : value === undefined ? '(none)' : `(a ${typeof value})`;
+}
+
+function open<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: readonly Person[], now: number | undefined): Opened<D> {
   if (!signed || typeof signed !== 'object') return { ok: false, reason: 'expected {"document": "...", "signature": "..."} (a signed document; see rekey approve --print)' };
   const { document, signature } = signed as Partial<SignedDocument>;
   if (!isText(document, MAX_DOCUMENT_CHARS)) return { ok: false, reason: `document must be a string of at most ${MAX_DOCUMENT_CHARS} characters` };
@@ -113,7 +128,9 @@ export function openSigned<D extends AnyDocument>(signed: unknown, kind: D['kind
     return { ok: false, reason: 'document is not JSON' };
   }
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return { ok: false, reason: 'document is not a JSON object' };
-  if (doc.kind !== kind) return { ok: false, reason: `document kind is ${JSON.stringify(String(doc.kind).slice(0, 40))}, expected ${kind}` };
+  // One text per document: a reader and the parser see the same fields (no duplicate keys).
+  if (canonicalJson(doc) !== document) return { ok: false, reason: 'document is not canonical JSON (sorted keys, no spaces, no repeated keys): sign what rekey prints' };
+  if (doc.kind !== kind) return { ok: false, reason: `document kind is ${show(doc.kind)}, expected ${kind}` };
   const issuedAt = typeof doc.issuedAt === 'string' ? Date.parse(doc.issuedAt) : NaN;
   const expiresAt = typeof doc.expiresAt === 'string' ? Date.parse(doc.expiresAt) : NaN;
   if (Number.isNaN(issuedAt) || Number.isNaN(expiresAt)) return { ok: false, reason: 'issuedAt and expiresAt must be ISO 8601 times' };
@@ -133,9 +150,7 @@ export function openSigned<D extends AnyDocument>(signed: unknown, kind: D['kind
 export function mismatch(doc: object, expected: Record<string, unknown>): string | undefined {
   for (const [field, want] of Object.entries(expected)) {
     const got = (doc as Record<string, unknown>)[field];
-    if (got !== want) {
-      return `signed for ${field} ${JSON.stringify(String(got ?? '(none)').slice(0, 80))}, but this is ${JSON.stringify(want)}`;
-    }
+    if (got !== want) return `signed for ${field} ${show(got)}, but this is ${JSON.stringify(want)}`;
   }
   return undefined;
 }

@@ -23,9 +23,10 @@ export interface PublicKey {
 
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
 
+/** Strict base64: padding only at the end, nothing else but the alphabet (one text per value). */
 export function base64Decode(text: string): Uint8Array {
-  const clean = text.replace(/[\s=]/g, '');
-  if (!/^[A-Za-z0-9+/]*$/.test(clean) || clean.length % 4 === 1) throw new Error('not base64');
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text)) throw new Error('not base64');
+  const clean = text.replace(/=+$/, '');
   const out = new Uint8Array(Math.floor((clean.length * 3) / 4));
   let bits = 0;
   let acc = 0;
@@ -140,13 +141,10 @@ export function parsePublicKey(line: string): PublicKey {
   return { text: `${KEY_TYPE} ${base64Encode(blob)}`, fingerprint: fingerprintOf(blob), blob, raw };
 }
 
-/** The bytes of an armored ("-----BEGIN SSH SIGNATURE-----") or bare base64 SSHSIG. */
+/** The bytes of an armored ("-----BEGIN SSH SIGNATURE-----", lines of base64) or bare base64 SSHSIG. */
 function signatureBlob(signature: string): Uint8Array {
-  const body = signature
-    .replace(/-----BEGIN SSH SIGNATURE-----/, '')
-    .replace(/-----END SSH SIGNATURE-----/, '')
-    .trim();
-  return base64Decode(body);
+  const armored = /^-----BEGIN SSH SIGNATURE-----\r?\n([A-Za-z0-9+/=\r\n]+?)\r?\n-----END SSH SIGNATURE-----\s*$/.exec(signature.trim());
+  return base64Decode(armored ? armored[1].replace(/\r?\n/g, '') : signature.trim());
 }
 
 export type Verdict<T> = { ok: true; key: T } | { ok: false; reason: string };
@@ -171,9 +169,10 @@ export function verifySignature<K extends { key: PublicKey }>(message: string, s
     r.string(); // reserved
     hashAlgorithm = r.text();
     const s = new Reader(r.string());
+    if (!r.done()) throw new Error('trailing bytes');
     if (s.text() !== KEY_TYPE) return { ok: false, reason: 'not an ed25519 signature' };
     sig = s.string();
-    if (sig.length !== 64) throw new Error('length');
+    if (sig.length !== 64 || !s.done()) throw new Error('length');
   } catch {
     return { ok: false, reason: 'not an SSH signature (expected the output of ssh-keygen -Y sign)' };
   }

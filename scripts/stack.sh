@@ -165,17 +165,29 @@ ensure_audit_database() {
   if [[ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'rekey_audit'")" != 1 ]]; then
     "${psql[@]}" -d postgres -c 'CREATE DATABASE rekey_audit' >/dev/null
   fi
-  # The password goes in on stdin, never on a command line.
+  # The server gets a SCRAM verifier, never the password (so no statement log can hold it), on stdin.
+  local verifier; verifier="$(python3 - "$audit_writer_password" <<'PY'
+import base64, hashlib, hmac, os, sys
+password = open(sys.argv[1]).read().strip().encode()
+salt, rounds = os.urandom(16), 4096
+salted = hashlib.pbkdf2_hmac("sha256", password, salt, rounds)
+client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+b64 = lambda b: base64.b64encode(b).decode()
+print(f"SCRAM-SHA-256${rounds}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(hmac.new(salted, b'Server Key', 'sha256').digest())}")
+PY
+)"
   "${psql[@]}" -d postgres >/dev/null <<SQL
 DO \$\$ BEGIN
-  CREATE ROLE rekey_audit_writer LOGIN PASSWORD '$(cat "$audit_writer_password")';
+  CREATE ROLE rekey_audit_writer LOGIN PASSWORD '$verifier';
 EXCEPTION WHEN duplicate_object THEN
-  ALTER ROLE rekey_audit_writer LOGIN PASSWORD '$(cat "$audit_writer_password")';
+  ALTER ROLE rekey_audit_writer LOGIN PASSWORD '$verifier';
 END \$\$;
 SQL
-  if [[ "$("${psql[@]}" -d rekey_audit -c "SELECT to_regclass('rekey_audit') IS NOT NULL")" != t ]]; then
-    say "creating the audit table in database rekey_audit"
+  # Re-run when the table is missing or was set up by an older checkout (the stamp names the version).
+  if [[ ! -f "$data/audit/initialised-v2" || "$("${psql[@]}" -d rekey_audit -c "SELECT to_regclass('rekey_audit') IS NOT NULL")" != t ]]; then
+    say "setting up the audit table in database rekey_audit"
     rekey_cli audit init --database "postgres://rekey_admin@127.0.0.1:$port/rekey_audit" --password-file "$pg_password_file" --writer rekey_audit_writer >/dev/null
+    touch "$data/audit/initialised-v2"
   fi
   unset PGPASSWORD
 }

@@ -161,16 +161,18 @@ describe('signed approvals', () => {
     );
   });
 
-  it('signals from the UI: a flood of invalid ones is counted but kept bounded, a signed reject sent as approve is ignored, a valid signed approve approves', async () => {
+  it('signals from the UI: a flood of invalid (or hostile) ones is counted but kept bounded, a signed reject sent as approve is ignored, a valid signed approve approves', async () => {
     const fx = await databaseFixture('alternating-users');
     const trusted = await approvalSecret(fx);
     await withWorker(
       async (tq) => {
         const { handle, progress } = await startAwaitingApproval(tq, trusted, fx.id);
         for (let i = 0; i < 25; i++) await handle.signal(approveSignal, { approver: `bob ${'x'.repeat(1000)}` } as never);
+        // JSON built to make a careless check throw (and so wedge the workflow task) is just ignored.
+        await handle.signal(approveSignal, { document: '{"kind":{"toString":1},"decision":{"valueOf":2}}', signature: { toString: 1 } } as never);
         await handle.signal(approveSignal, await sign(bob, decision(handle, progress, false)));
         await handle.signal(rejectSignal, await sign(carol, decision(handle, progress)));
-        const flooded = await until(handle, (p) => p.approval.ignoredCount === 27);
+        const flooded = await until(handle, (p) => p.approval.ignoredCount === 28);
         assert.equal(flooded.stage, 'approve');
         assert.equal(flooded.approval.ignored.length, 20, 'only the last 20 are kept');
         assert.ok(flooded.approval.ignored.every((i) => i.reason.length <= 200));
@@ -180,7 +182,7 @@ describe('signed approvals', () => {
         const report: RotationReport = await handle.result();
         assert.equal(report.outcome, 'rotated');
         assert.deepEqual(report.approval.approvedBy.map((a) => [a.approver, a.comment]), [['bob', 'via the UI']]);
-        assert.equal(report.approval.ignoredCount, 27);
+        assert.equal(report.approval.ignoredCount, 28);
       },
       { manifestDirs: [trusted.dir] },
     );

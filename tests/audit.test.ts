@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { escapeIdentifier } from 'pg';
-import { auditSignerFrom, hashOf, verifyTrail, type AuditEvent, type AuditRecord, type AuditSigner } from '../lib/audit';
+import { auditSignerFrom, hashOf, headOf, verifyTrail, type AuditEvent, type AuditHead, type AuditRecord, type AuditSigner } from '../lib/audit';
 import { FileAuditTrail, PostgresAuditTrail, initAuditTable, loadAuditSigner, type AuditSettings } from '../lib/audit-trails';
 import type { DecisionDocument } from '../lib/signed';
 import { fleetWorkflowId, progressQuery, rotationWorkflowId, type FleetItem, type FleetSummary, type RotationReport } from '../workflows/messages';
@@ -139,6 +140,39 @@ describe('audit trail', () => {
       assert.deepEqual(verifyTrail(trail.trail, await trail.read(), { publicKeys: [signer.publicKey] }), { ok: true, records: 4, heads: 0 });
     });
 
+    it('a head counts only when the audit key signed it: invented heads are ignored, a signed one past the end is found missing', async () => {
+      const { signer } = newSigner();
+      const trail = await fileTrailWith(3, signer);
+      const records = (await trail.read()) as AuditRecord[];
+      const invented = { trail: trail.trail, seq: 9, hash: 'f'.repeat(64) };
+      const options = (heads: AuditHead[]) => ({ publicKeys: [signer.publicKey], heads });
+      assert.deepEqual(verifyTrail(trail.trail, records, options([invented, { ...invented, sig: newSigner().signer.sign('x') }])), { ok: true, records: 3, heads: 0 });
+      const signedPastEnd = headOf({ ...records[2], seq: 4 }, signer);
+      const verdict = verifyTrail(trail.trail, records, options([headOf(records[2], signer), signedPastEnd]));
+      assert.equal(verdict.ok, false);
+      assert.match(!verdict.ok ? verdict.problem : '', /missing: a rotation recorded the trail at record 4, but it ends at 3/);
+    });
+
+    it('the file lock: a lock left by a dead process is taken over; a live holder keeps it however long it takes', async () => {
+      const { signer } = newSigner();
+      const trail = await fileTrailWith(1, signer);
+      await writeFile(`${trail.path}.lock`, `${hostname()}:999999:crashed`); // no such process
+      assert.equal((await trail.append(event(2))).record.seq, 2);
+
+      const holder = spawn('sleep', ['30']);
+      try {
+        await writeFile(`${trail.path}.lock`, `${hostname()}:${holder.pid}:slow-writer`);
+        const waiting = trail.append(event(3));
+        const early = await Promise.race([waiting.then(() => 'appended'), new Promise((r) => setTimeout(() => r('waiting'), 1500))]);
+        assert.equal(early, 'waiting', 'a live holder is not robbed of its lock');
+        holder.kill('SIGKILL');
+        assert.equal((await waiting).record.seq, 3);
+      } finally {
+        holder.kill('SIGKILL');
+      }
+      assert.deepEqual(verifyTrail(trail.trail, await trail.read(), { publicKeys: [signer.publicKey] }), { ok: true, records: 3, heads: 0 });
+    });
+
     it('rekey audit verify --log exits 0 on an intact trail and 5 naming the record on a tampered one; rekey audit NAME filters', async () => {
       const dir = await tempDir();
       const { signer, publicKeyFile } = newSigner();
@@ -203,7 +237,7 @@ describe('audit trail', () => {
       assert.ok(report.auditHead && report.auditHead.trail === `postgres:${stack.pgHost}:${stack.pgPort}/${db.name}`, JSON.stringify(report.auditHead));
 
       const records = (await new PostgresAuditTrail(db.url, db.settings.databasePasswordFile).read()) as AuditRecord[];
-      assert.deepEqual(records.map((r) => `${r.event}:${r.actor}`), ['requested:alice', 'approved:bob', 'promoted:rekey', 'revoked:rekey']);
+      assert.deepEqual(records.map((r) => `${r.event}:${r.actor}`), ['requested:alice (unsigned)', 'approved:bob', 'promoted:rekey', 'revoked:rekey']);
       assert.equal(report.auditHead!.seq, 4);
       const text = JSON.stringify(records);
       for (const v of await storeVersions(fx.secretId)) assert.ok(!text.includes(v.value.password), 'a value is in the audit trail');

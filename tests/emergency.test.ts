@@ -83,14 +83,21 @@ describe('emergency revocation', () => {
         for (let i = 0; i < 200 && (await normal.query(progressQuery)).stage !== 'approve'; i++) await new Promise((r) => setTimeout(r, 100));
         const supersededPending = (await normal.query(progressQuery)).versions.pending!;
 
+        const authorization = await sign(oncall, breakGlass(fx.id));
         const report: RotationReport = await client.workflow.execute(emergencyRevoke, {
           taskQueue,
           workflowId: emergencyWorkflowId(fx.id),
-          args: [{ secret: fx.id, requestedBy: 'oncall', reason: 'leak', authorization: await sign(oncall, breakGlass(fx.id)) }],
+          args: [{ secret: fx.id, requestedBy: 'oncall', reason: 'leak', authorization }],
         });
         assert.equal(report.outcome, 'rotated');
         assert.equal(report.emergency, true);
         assert.ok(report.revokedAt);
+
+        // A break-glass authorisation is used once: replayed (it is in the audit trail and the input), it is refused.
+        const replayed = client.workflow.execute(emergencyRevoke, { taskQueue, workflowId: emergencyWorkflowId(fx.id), args: [{ secret: fx.id, reason: 'again', authorization }] });
+        assert.match(await failureOf(replayed), /input\.emergency: this break-glass authorisation was already used by rotation\//);
+        const direct = client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id, { emergency: authorization })] });
+        assert.match(await failureOf(direct), /input\.emergency: this signed break-glass authorisation was already used by rotation\//);
 
         const superseded = client.workflow.getHandle(normal.workflowId, normal.firstExecutionRunId);
         await assert.rejects(superseded.result(), { name: 'WorkflowFailedError' });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CreateSecretCommand, PutSecretValueCommand, RotateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { sleep } from '@temporalio/activity';
@@ -14,7 +14,8 @@ import type { AuditRecord } from '../lib/audit';
 import { fleetWorkflowId, progressQuery, rotationWorkflowId, type FleetItem, type FleetSummary, type RotationPlan, type RotationReport } from '../workflows/messages';
 import { rotateFleet } from '../workflows/rotateFleet';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { newKey } from './keys';
+import type { RequestDocument } from '../lib/signed';
+import { newKey, people, sign, validFor } from './keys';
 import { canLogin, databaseFixture, failureOf, labelled, manifests, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 /** Activity types the run scheduled, in order. */
@@ -102,7 +103,7 @@ describe('the trust boundary', () => {
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
     const trail = openAuditTrail(auditSettingsFromEnv());
     const refused = (await trail.read()).filter((r): r is AuditRecord => typeof r !== 'string' && r.secret === fx.id);
-    assert.deepEqual(refused.map((r) => [r.event, r.actor]), [['refused', 'mallory']]);
+    assert.deepEqual(refused.map((r) => [r.event, r.actor]), [['refused', 'mallory (unsigned)']]);
     assert.match(refused[0].detail ?? '', /differs from the one you reviewed/);
   });
 
@@ -153,7 +154,7 @@ describe('the trust boundary', () => {
     process.env.REKEY_TEST_PASSED = 'passed-through';
     try {
       const s = await cheapSecret({ health: 'env > "$REKEY_FILE.env"', env: ['REKEY_TEST_PASSED'] });
-      const trusted = await manifests({ [s.name]: s.spec });
+      const trusted = await manifests({ [s.name]: s.spec }, { env: ['REKEY_TEST_PASSED'] });
       const report: RotationReport = await withWorker(
         async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name)] }),
         { manifestDirs: [trusted.dir] },
@@ -225,7 +226,7 @@ describe('the trust boundary', () => {
       overlapMs: 0,
       maxParallelConsumers: 4,
       timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
-      approval: { required: false, minApprovals: 1, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [] },
+      approval: { required: false, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [] },
       breakGlass: [],
       people: [],
     };
@@ -268,5 +269,123 @@ describe('the trust boundary', () => {
     const current = (await labelled(fx.secretId, 'AWSCURRENT'))!;
     assert.equal(current.value.password, fx.initialPassword, 'the old version is still current');
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true, 'and still works');
+  });
+
+  it('a rotation runs only as rotation/<secret>: a second one under another id (which would discard the first one\'s pending version) is refused', async () => {
+    const s = await cheapSecret();
+    const trusted = await manifests({ [s.name]: s.spec });
+    await withWorker(
+      async (taskQueue) => {
+        const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: `sideways-${s.name}`, args: [trusted.input(s.name)] });
+        assert.match(await failureOf(handle.result()), new RegExp(`a rotation of ${s.name} must run as workflow rotation/${s.name}, not sideways-${s.name}`));
+        assert.deepEqual(await activitiesOf(handle), []);
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal((await storeVersions(s.secretId)).length, 1);
+  });
+
+  it('a forged answer to createPendingVersion (naming an older version) is refused: nothing is prepared, promoted or rolled back to it', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s' } }) });
+    // One real rotation first, so there is an AWSPREVIOUS: the leaked, revoked credential an attacker wants back.
+    const first: RotationReport = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }),
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal(first.outcome, 'rotated');
+    const before = await storeVersions(fx.secretId);
+    await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+        const activityId = await untilPending(handle, 'createPendingVersion');
+        await client.activity.complete(
+          { workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId },
+          { currentVersionId: first.versions.after, pendingVersionId: first.versions.before, created: false },
+        );
+        assert.match(await failureOf(handle.result()), /version .* is not the one this rotation wrote/);
+      },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, createPendingVersion: () => sleep(120_000) }) },
+    );
+    assert.deepEqual(await storeVersions(fx.secretId), before, 'no label moved');
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), false, 'the revoked credential stays revoked');
+  });
+
+  it('a forged answer to a consumer\'s verification cannot promote: promote wants the worker\'s own signed receipt for every consumer', async () => {
+    const s = await cheapSecret({ health: 'exit 1' });
+    const trusted = await manifests({ [s.name]: s.spec });
+    const before = await storeVersions(s.secretId);
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name)] });
+        const activityId = await untilPending(handle, 'awaitConsumerHealthy');
+        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId }, { detail: 'healthy, honest', receipt: 'Zm9yZ2Vk' });
+        return handle.result();
+      },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, awaitConsumerHealthy: () => sleep(120_000) }) },
+    );
+    assert.equal(report.outcome, 'rolled-back');
+    assert.equal(report.failure?.stage, 'promote');
+    assert.match(report.failure!.message, /promote refused: consumer:app was not verified on .* by a rekey worker/);
+    const after = await storeVersions(s.secretId);
+    assert.equal(after.find((v) => v.stages.includes('AWSCURRENT'))!.versionId, before[0].versionId);
+  });
+
+  it('a signed request is used once: the same signed request presented to a second run is refused', async () => {
+    const s = await cheapSecret();
+    const alice = await newKey('alice');
+    const trusted = await manifests({ [s.name]: s.spec }, people([alice]));
+    const request = await sign(alice, {
+      kind: 'rekey.dev/request',
+      namespace: 'default',
+      workflowId: rotationWorkflowId(s.name),
+      secret: s.name,
+      specHash: trusted.set.secrets.get(s.name)!.specHash,
+      ...validFor(600_000),
+    } satisfies RequestDocument);
+    await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const first: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name, { request })] });
+        assert.deepEqual([first.outcome, first.requester?.name], ['rotated', 'alice']);
+        const again = client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name, { request })] });
+        assert.match(await failureOf(again), /input\.request: this signed request was already used by rotation\//);
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal((await storeVersions(s.secretId)).length, 2, 'one rotation, not two');
+  });
+
+  it('requireSignedRequest: an unsigned request for such a secret is refused, so the two-person rule always knows who asked', async () => {
+    const s = await cheapSecret();
+    const bob = await newKey('bob');
+    const trusted = await manifests({ [s.name]: { ...s.spec, policy: { overlap: '0s', approval: { required: true, approvers: ['bob'], requireSignedRequest: true } } } }, people([bob]));
+    await withWorker(
+      async (taskQueue) => {
+        const refused = (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name, { requestedBy: 'bob' })] });
+        assert.match(await failureOf(refused), new RegExp(`${s.name} requires a signed request: rekey rotate ${s.name} --key`));
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal((await storeVersions(s.secretId)).length, 1);
+  });
+
+  it('no promote without evidence: if the audit trail cannot be written, the rotation rolls back instead of going on unaudited', async () => {
+    const s = await cheapSecret();
+    const trusted = await manifests({ [s.name]: s.spec });
+    const before = await storeVersions(s.secretId);
+    // The trail's folder is a file: nothing can be recorded (the key still signs receipts).
+    await writeFile(join(s.dir, 'not-a-folder'), '');
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name)] }),
+      { manifestDirs: [trusted.dir], audit: { key: process.env.REKEY_AUDIT_KEY, logPath: join(s.dir, 'not-a-folder', 'audit.jsonl') } },
+    );
+    assert.equal(report.outcome, 'rolled-back');
+    assert.match(report.failure!.message, /the audit trail could not be written; refusing to promote without evidence/);
+    const after = await storeVersions(s.secretId);
+    assert.equal(after.find((v) => v.stages.includes('AWSCURRENT'))!.versionId, before[0].versionId);
+    assert.equal(after.filter((v) => v.stages.includes('AWSPENDING')).length, 0);
   });
 });

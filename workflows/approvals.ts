@@ -2,7 +2,7 @@
 // history) and its signal twins for the Temporal UI. A decision counts only when it is signed by a
 // key the worker's manifests list for an approver of this secret, and is bound to this run, this
 // pending version and this spec; the requester's keys never count. Names are labels; keys decide.
-import { condition, log, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, log, setHandler } from '@temporalio/workflow';
 import { checkDecision, type RunBinding } from '../lib/authority';
 import type { DecisionDocument, Opened, SignedDocument, Signer } from '../lib/signed';
 import { signerFingerprint } from '../lib/sshsig';
@@ -53,6 +53,7 @@ export class Approvals {
     if (stage !== 'approve') return { ok: false, reason: `the rotation of ${this.progress.state.secret} is not waiting for approval (stage: ${stage})` };
     const binding = this.binding();
     if (!binding) return { ok: false, reason: 'the rotation has no pending version yet' };
+    if (approval.rejectedBy) return { ok: false, reason: `the rotation was rejected by ${approval.rejectedBy.approver}` };
     const opened = checkDecision(signed, this.plan.approval.approvers, binding, this.requester, { now: Date.now() });
     if (opened.ok && approval.approvedBy.some((a) => a.approver === opened.signer.name)) {
       return { ok: false, reason: `${opened.signer.name} has already approved` };
@@ -61,7 +62,8 @@ export class Approvals {
   }
 
   private accept(opened: Opened<DecisionDocument>, signed: SignedDocument): DecisionResult {
-    if (!opened.ok) throw new Error(opened.reason);
+    // An ApplicationFailure fails this update only; any other error would fail the workflow task.
+    if (!opened.ok) throw ApplicationFailure.nonRetryable(opened.reason, 'DecisionRefused');
     const { doc, signer } = opened;
     const approval = this.progress.approval;
     const entry = { approver: signer.name, fingerprint: signer.fingerprint, comment: doc.comment, at: new Date().toISOString() };
@@ -83,14 +85,20 @@ export class Approvals {
 
   /** A signal cannot be refused before it lands in history, so an invalid one is counted and ignored. */
   private signalled(as: 'approve' | 'reject', signed: SignedDocument): void {
-    let opened = this.check(signed);
+    let opened: Opened<DecisionDocument>;
+    try {
+      opened = this.check(signed);
+    } catch {
+      opened = { ok: false, reason: 'not a well-formed signed decision' };
+    }
     if (opened.ok && opened.doc.decision !== as) opened = { ok: false, reason: `signed "${opened.doc.decision}" but sent as the ${as} signal` };
     if (opened.ok) {
       this.accept(opened, signed);
       return;
     }
     const approval = this.progress.approval;
-    const from = (typeof signed?.signature === 'string' && signerFingerprint(signed.signature)) || 'unsigned';
+    const signature = signed && typeof signed === 'object' ? (signed as { signature?: unknown }).signature : undefined;
+    const from = (typeof signature === 'string' && signature.length <= 4096 && signerFingerprint(signature)) || 'unsigned';
     const reason = opened.reason.slice(0, MAX_REASON);
     approval.ignoredCount++;
     approval.ignored.push({ from, reason, at: new Date().toISOString() });

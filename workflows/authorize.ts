@@ -10,10 +10,10 @@ import type { Evidence } from './evidence';
 import { refuse } from './input';
 import type { RotationInput, RotationPlan } from './messages';
 
-const { resolveRotation } = proxyActivities<RotationActivities>({
+const { resolveRotation, signedDocumentUse } = proxyActivities<RotationActivities>({
   startToCloseTimeout: '30s',
   scheduleToCloseTimeout: '2m',
-  retry: { initialInterval: '1s', maximumInterval: '10s' },
+  retry: { initialInterval: '1s', maximumInterval: '10s', nonRetryableErrorTypes: ['UnknownSecret', 'SpecMismatch', 'NoManifests'] },
 });
 
 export interface Authority {
@@ -23,6 +23,11 @@ export interface Authority {
   emergency?: { doc: BreakGlassDocument; signer: Signer; signed: SignedDocument };
 }
 
+/** How a label nobody signed appears as an actor: never mistaken for a person who proved it. */
+export function unverified(label: string | undefined): string {
+  return label ? `${label} (unsigned)` : 'unknown (unsigned)';
+}
+
 /** The innermost message of a failure, without Temporal's wrapping ("Activity task failed"). */
 export function causeOf(err: unknown): string {
   let e = err as Error & { cause?: unknown };
@@ -30,12 +35,16 @@ export function causeOf(err: unknown): string {
   return e?.message ?? String(err);
 }
 
-export async function authorize(input: RotationInput, evidence: Evidence): Promise<Authority> {
+/**
+ * `rotation`: the rotation itself; a signed request or break-glass authorisation is claimed (used
+ * once, recorded in the audit trail). `check`: emergencyRevoke, before it cancels anything; the
+ * authorisation must hold and be unused, and the rotation it starts claims it.
+ */
+export async function authorize(input: RotationInput, evidence: Evidence, mode: 'rotation' | 'check' = 'rotation'): Promise<Authority> {
   const { namespace, workflowId } = workflowInfo();
   const refused = async (message: string): Promise<never> => {
-    evidence.record('refused', input.requestedBy ?? 'unknown', { reason: input.reason, detail: message });
-    await evidence.settle();
-    return refuse(message);
+    evidence.record('refused', unverified(input.requestedBy), { reason: input.reason, detail: message });
+    return refuse(message, await evidence.settle());
   };
 
   let plan: RotationPlan;
@@ -46,23 +55,42 @@ export async function authorize(input: RotationInput, evidence: Evidence): Promi
   }
   const now = Date.now();
   let requester: Signer | undefined;
-  if (input.request) {
+  if (input.request && mode === 'rotation') {
     const verdict = checkRequest(input.request, plan.people, { namespace, workflowId, secret: input.secret, specHash: plan.specHash }, { now });
     if (!verdict.ok) return refused(`input.request: ${verdict.reason}`);
     requester = verdict.signer;
+    try {
+      await evidence.claim('requested', requester.name, { ...input.request, signer: requester.name, fingerprint: requester.fingerprint, key: requester.key }, {
+        reason: input.reason,
+        detail: `spec ${plan.specHash}, request signed with ${requester.fingerprint}`,
+      });
+    } catch (err) {
+      return refused(`input.request: ${causeOf(err)}`);
+    }
   }
   let emergency: Authority['emergency'];
   if (input.emergency) {
     const verdict = checkBreakGlass(input.emergency, plan.breakGlass, { namespace, secret: input.secret, specHash: plan.specHash }, { now });
     if (!verdict.ok) return refused(`input.emergency: ${verdict.reason}`);
-    emergency = { doc: verdict.doc, signer: verdict.signer, signed: input.emergency };
     const { signer, doc } = verdict;
-    evidence.record('break-glass', signer.name, {
-      reason: doc.reason,
-      detail: `emergency rotation${doc.revokeFirst ? ', revoke first' : ''} authorised with break-glass key ${signer.fingerprint}`,
-      signed: { ...input.emergency, signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
-    });
-    log.error('BREAK-GLASS: emergency rotation authorised', { secret: input.secret, by: signer.name, key: signer.fingerprint, revokeFirst: doc.revokeFirst });
+    emergency = { doc, signer, signed: input.emergency };
+    if (mode === 'check') {
+      const usedBy = await signedDocumentUse(input.emergency.document);
+      if (usedBy) return refused(`input.emergency: this break-glass authorisation was already used by ${usedBy}; sign a new one`);
+    } else {
+      try {
+        await evidence.claim('break-glass', signer.name, { ...input.emergency, signer: signer.name, fingerprint: signer.fingerprint, key: signer.key }, {
+          reason: doc.reason,
+          detail: `emergency rotation${doc.revokeFirst ? ', revoke first' : ''} authorised with break-glass key ${signer.fingerprint}`,
+        });
+      } catch (err) {
+        return refused(`input.emergency: ${causeOf(err)}`);
+      }
+      log.error('BREAK-GLASS: emergency rotation authorised', { secret: input.secret, by: signer.name, key: signer.fingerprint, revokeFirst: doc.revokeFirst });
+    }
+  }
+  if (mode === 'rotation' && plan.approval.required && plan.approval.requireSignedRequest && !requester && !emergency) {
+    return refused(`${input.secret} requires a signed request: rekey rotate ${input.secret} --key ~/.ssh/id_ed25519`);
   }
   return { plan, requester, emergency };
 }

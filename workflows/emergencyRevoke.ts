@@ -7,8 +7,8 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { executeChild, getExternalWorkflowHandle, log, sleep, workflowInfo } from '@temporalio/workflow';
 import { authorize } from './authorize';
 import { Evidence } from './evidence';
-import { checkEmergencyInput } from './input';
-import { rotationWorkflowId, type EmergencyInput, type RotationReport } from './messages';
+import { checkEmergencyInput, refuse } from './input';
+import { emergencyWorkflowId, rotationWorkflowId, type EmergencyInput, type RotationReport } from './messages';
 import { rotateSecret } from './rotateSecret';
 
 /** How long to wait for a superseded rotation to finish rolling back before giving up. */
@@ -16,11 +16,12 @@ const TAKEOVER_LIMIT_MS = 10 * 60_000;
 
 export async function emergencyRevoke(untrusted: EmergencyInput): Promise<RotationReport> {
   const input = checkEmergencyInput(untrusted);
+  if (workflowInfo().workflowId !== emergencyWorkflowId(input.secret)) refuse(`an emergency rotation of ${input.secret} must run as workflow ${emergencyWorkflowId(input.secret)}`);
   const rotation = { secret: input.secret, specHash: input.specHash, reason: input.reason, requestedBy: input.requestedBy, emergency: input.authorization };
   const rotationId = rotationWorkflowId(input.secret);
   const evidence = new Evidence(`${workflowInfo().workflowId}/${workflowInfo().runId}`, input.secret, () => ({}));
   // An unsigned or forged emergency must not even cancel the rotation in flight.
-  const { emergency } = await authorize(rotation, evidence);
+  const { emergency } = await authorize(rotation, evidence, 'check');
   let superseded = false;
   try {
     // Cancelling makes a rotation before promote roll back cleanly; one past promote finishes.

@@ -2,15 +2,16 @@
 // event's id is its place in the rotation (rotation id + "#" + n), the same on every replay and
 // retry, so each is written exactly once. Writes start at once and are awaited before the
 // rotation ends; a failing write is loud but never blocks the rotation.
-import { log, proxyActivities } from '@temporalio/workflow';
+import { log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
+import { AUDIT_TRAIL_ATTRIBUTE } from './messages';
 import type { RotationActivities } from '../activities/rotation';
 import type { AuditEvent, AuditHead } from '../lib/audit';
 
-const { recordAuditEvent } = proxyActivities<RotationActivities>({
+const { recordAuditEvent, claimSignedDocument } = proxyActivities<RotationActivities>({
   startToCloseTimeout: '30s',
   scheduleToCloseTimeout: '1h',
   heartbeatTimeout: '15s',
-  retry: { initialInterval: '1s', maximumInterval: '1m' },
+  retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: ['NotAuthorized'] },
 });
 
 export class Evidence {
@@ -42,9 +43,35 @@ export class Evidence {
     );
   }
 
-  /** Wait for every write; the head of the last one written, for the rotation's result. */
+  /**
+   * Use a signed request or break-glass authorisation for this rotation, once: its record is the
+   * evidence of the event. Rejects if another rotation already used the document.
+   */
+  async claim(event: 'requested' | 'break-glass', actor: string, signed: NonNullable<AuditEvent['signed']>, extra: { reason?: string; detail?: string }): Promise<void> {
+    const head = claimSignedDocument({ secret: this.secret, event, actor, at: new Date().toISOString(), versions: { ...this.versions() }, signed, ...extra });
+    this.writes.push(head.catch(() => undefined));
+    await head;
+  }
+
+  /**
+   * Every write so far, awaited: true if all were written. Before promote the rotation needs its
+   * evidence in the trail; a trail that cannot be written stops it rather than letting it go on
+   * unaudited.
+   */
+  async written(): Promise<boolean> {
+    const heads = await Promise.all(this.writes);
+    return heads.every((h) => h !== undefined);
+  }
+
+  /**
+   * Wait for every write; the head of the last one written, for the rotation's result (or its
+   * failure's details), and the trail in the RekeyAuditTrail search attribute so that
+   * `rekey audit verify` finds it.
+   */
   async settle(): Promise<AuditHead | undefined> {
     const heads = (await Promise.all(this.writes)).filter((h): h is AuditHead => h !== undefined);
-    return heads.sort((a, b) => b.seq - a.seq)[0];
+    const head = heads.sort((a, b) => b.seq - a.seq)[0];
+    if (head) upsertSearchAttributes([{ key: AUDIT_TRAIL_ATTRIBUTE, value: head.trail }]);
+    return head;
   }
 }

@@ -2,9 +2,10 @@
 // are checked field by field before anything else happens; a spec, a command or a host in them is
 // refused, never used.
 import { ApplicationFailure } from '@temporalio/workflow';
+import type { AuditHead } from '../lib/audit';
 import { MAX_DOCUMENT_CHARS } from '../lib/signed';
 import { MAX_SIGNATURE_CHARS } from '../lib/sshsig';
-import type { EmergencyInput, RotationInput } from './messages';
+import type { EmergencyInput, FleetInput, RotationInput } from './messages';
 
 export const REFUSED = 'RotationRefused';
 
@@ -13,14 +14,15 @@ const SPEC_HASH = /^sha256:[0-9a-f]{64}$/;
 const MAX_REASON = 500;
 const MAX_LABEL = 100;
 
-export function refuse(message: string): never {
-  throw ApplicationFailure.nonRetryable(message, REFUSED);
+/** Fail the run: nothing happened. `head`: where its refusal left the audit trail (the failure's details). */
+export function refuse(message: string, head?: AuditHead): never {
+  throw ApplicationFailure.create({ message, type: REFUSED, nonRetryable: true, details: head ? [head] : undefined });
 }
 
 function text(value: unknown, field: string, max: number): string | undefined {
   if (value === undefined) return undefined;
-  // Control characters would let a label forge lines in logs and reports.
-  if (typeof value !== 'string' || value.length > max || /[\u0000-\u001f\u007f]/.test(value)) {
+  // Control and direction-changing characters would let a label forge lines or reorder text in logs and reports.
+  if (typeof value !== 'string' || value.length > max || /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(value)) {
     refuse(`input.${field}: expected text of at most ${max} characters without control characters`);
   }
   return value;
@@ -61,6 +63,36 @@ export function checkRotationInput(input: unknown): RotationInput {
     requestedBy: text(r.requestedBy, 'requestedBy', MAX_LABEL),
     request: signed(r.request, 'request'),
     emergency: signed(r.emergency, 'emergency'),
+  };
+}
+
+const FLEET_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
+
+/** A fleet's input: secrets as [name, hash] pairs, bounded; each child checks its own input again. */
+export function checkFleetInput(input: unknown): FleetInput {
+  if (!input || typeof input !== 'object' || Array.isArray(input)) refuse('input: expected {"fleet", "items": [[secret, specHash], ...], "maxParallel"}');
+  const r = input as Record<string, unknown>;
+  const allowed = ['fleet', 'items', 'maxParallel', 'overdueOnly', 'requestedBy', 'reason', 'childrenPerRun', 'summary'];
+  const unknown = Object.keys(r).filter((k) => !allowed.includes(k));
+  if (unknown.length) refuse(`input.${unknown[0].slice(0, 40)}: unknown field (expected ${allowed.join(', ')})`);
+  if (typeof r.fleet !== 'string' || !FLEET_NAME.test(r.fleet)) refuse('input.fleet: expected a name (letters, digits, ".", "_", ":", "-")');
+  if (!Array.isArray(r.items) || r.items.length > 20_000) refuse('input.items: expected at most 20000 [secret, specHash] pairs');
+  (r.items as unknown[]).forEach((item, i) => {
+    if (!Array.isArray(item) || item.length !== 2 || typeof item[0] !== 'string' || !SECRET_NAME.test(item[0]) || typeof item[1] !== 'string' || !SPEC_HASH.test(item[1])) {
+      refuse(`input.items[${i}]: expected ["<secret>", "sha256:<64 hex digits>"]`);
+    }
+  });
+  const whole = (v: unknown, field: string, min: number, max: number) => {
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)) refuse(`input.${field}: expected a whole number from ${min} to ${max}`);
+  };
+  whole(r.maxParallel, 'maxParallel', 1, 100);
+  whole(r.childrenPerRun, 'childrenPerRun', 1, 1000);
+  if (r.overdueOnly !== undefined && typeof r.overdueOnly !== 'boolean') refuse('input.overdueOnly: expected true or false');
+  return {
+    ...(r as unknown as FleetInput),
+    maxParallel: (r.maxParallel as number | undefined) ?? 2,
+    requestedBy: text(r.requestedBy, 'requestedBy', MAX_LABEL),
+    reason: text(r.reason, 'reason', MAX_REASON),
   };
 }
 

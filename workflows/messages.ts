@@ -69,6 +69,7 @@ export interface RotationPlan {
   approval: {
     required: boolean;
     minApprovals: number;
+    requireSignedRequest: boolean;
     timeoutMs: number;
     onTimeout: 'abort' | 'escalate';
     escalationLimitMs: number;

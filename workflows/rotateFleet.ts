@@ -16,6 +16,7 @@ import {
 } from '@temporalio/workflow';
 import type { RotationActivities } from '../activities/rotation';
 import { fleetProgressQuery, rotationWorkflowId, type FleetInput, type FleetItem, type FleetProgress, type RotationReport } from './messages';
+import { checkFleetInput } from './input';
 import { rotateSecret } from './rotateSecret';
 
 /** Children per run before continuing as new: a few events each, well under history limits. */
@@ -29,7 +30,8 @@ function causeOf(err: unknown): string {
   return e?.message ?? String(err);
 }
 
-export async function rotateFleet(input: FleetInput): Promise<FleetProgress['summary']> {
+export async function rotateFleet(untrusted: FleetInput): Promise<FleetProgress['summary']> {
+  const input = checkFleetInput(untrusted);
   const summary = input.summary ?? { rotated: [], rolledBack: [], skipped: [], notDue: [], failed: [] };
   let items = input.items;
   // Overdue secrets are chosen once, by the first run (later runs carry a summary).

@@ -3,6 +3,7 @@
 //   -> approve (if asked) -> promote (point of no return) -> overlap -> revoke -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
 import {
+  ApplicationFailure,
   CancellationScope,
   isCancellation,
   log,
@@ -12,17 +13,17 @@ import {
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
-import type { PendingVersion, RotationActivities } from '../activities/rotation';
+import type { PendingVersion, Receipts, RotationActivities } from '../activities/rotation';
 import type { RunBinding } from '../lib/authority';
 import { ApprovalFailure, Approvals } from './approvals';
-import { authorize, causeOf } from './authorize';
+import { authorize, causeOf, unverified } from './authorize';
 import { Evidence } from './evidence';
-import { checkRotationInput } from './input';
+import { checkRotationInput, refuse } from './input';
 import {
-  AUDIT_TRAIL_ATTRIBUTE,
   OUTCOME_ATTRIBUTE,
   REQUESTED_BY_ATTRIBUTE,
   SECRET_ATTRIBUTE,
+  rotationWorkflowId,
   type RotationInput,
   type RotationPlan,
   type RotationReport,
@@ -102,6 +103,9 @@ async function forEachLimited<T>(items: T[], limit: number, work: (item: T) => P
   return results;
 }
 
+/** The audit trail could not take the rotation's evidence: it does not promote. */
+class AuditFailure extends Error {}
+
 /** A stage failed and a consumer is to blame; the report names it. */
 class ConsumerFailure extends Error {
   constructor(readonly consumer: string, message: string) {
@@ -115,6 +119,8 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const input = checkRotationInput(untrusted);
   const { secret } = input;
   const info = workflowInfo();
+  // One rotation per secret holds only if every rotation of it runs under this one id.
+  if (info.workflowId !== rotationWorkflowId(secret)) refuse(`a rotation of ${secret} must run as workflow ${rotationWorkflowId(secret)}, not ${info.workflowId}`);
   const rotationId = `${info.workflowId}/${info.runId}`;
   const startedAt = new Date().toISOString();
   const progress = new RotationProgress(secret, input.requestedBy, input.emergency !== undefined);
@@ -128,11 +134,8 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const requestedBy = requester?.name ?? input.requestedBy;
   Object.assign(progress.state, { specHash: plan.specHash, requestedBy, requester });
   if (requestedBy) upsertSearchAttributes([{ key: REQUESTED_BY_ATTRIBUTE, value: requestedBy }]);
-  evidence.record('requested', requestedBy ?? 'unknown', {
-    reason: input.reason,
-    detail: `spec ${plan.specHash}${requester ? `, request signed with ${requester.fingerprint}` : ', unsigned request'}${emergency ? ', emergency' : ''}`,
-    signed: input.request && requester ? { ...input.request, signer: requester.name, fingerprint: requester.fingerprint, key: requester.key } : undefined,
-  });
+  // A signed request was recorded when authorize claimed it; an unsigned one is recorded here.
+  if (!requester) evidence.record('requested', unverified(input.requestedBy), { reason: input.reason, detail: `spec ${plan.specHash}, unsigned request${emergency ? ', emergency' : ''}` });
 
   const act = activitiesFor(plan);
   const ref = { secret, specHash: plan.specHash };
@@ -147,16 +150,18 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   // 1. generate + store-dual: the new value sits next to the old one as the pending version.
   progress.enter('generate');
   try {
-    versions = await act.generate.createPendingVersion({ ...ref, rotationId });
+    versions = await act.generate.createPendingVersion(ref);
   } catch (err) {
     evidence.record('failed', 'rekey', { detail: causeOf(err) });
-    await evidence.settle();
-    throw err;
+    const head = await evidence.settle();
+    throw ApplicationFailure.create({ message: `generate: ${causeOf(err)}`, type: 'RotationFailed', nonRetryable: true, cause: err as Error, details: head ? [head] : undefined });
   }
   progress.state.versions = { current: versions.currentVersionId, pending: versions.pendingVersionId };
   const pair = { ...ref, currentVersionId: versions.currentVersionId, pendingVersionId: versions.pendingVersionId };
   const old = { ...ref, oldVersionId: pair.currentVersionId, newVersionId: pair.pendingVersionId };
   const touched = new Set<string>();
+  /** The worker's signed word for each verification; promote will not move without them. */
+  const receipts: Receipts = {};
 
   async function revokeOld(): Promise<void> {
     await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed });
@@ -190,33 +195,37 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     const deadline = Date.now() + plan.timeoutsMs.verify;
     await everyConsumer(async (name) => {
       progress.setConsumer(name, 'verifying');
-      const detail = await act.verify.awaitConsumerHealthy.executeWithOptions(act.withSummary('verify', `wait until ${name} is healthy on the new version`), [
+      const verified = await act.verify.awaitConsumerHealthy.executeWithOptions(act.withSummary('verify', `wait until ${name} is healthy on the new version`), [
         { ...ref, consumer: name, versionId: pair.pendingVersionId, deadline },
       ]);
-      progress.setConsumer(name, 'verified', detail);
+      receipts[`consumer:${name}`] = verified.receipt;
+      progress.setConsumer(name, 'verified', verified.detail);
     });
-    await act.verify.verifyTarget(pair);
+    receipts.target = (await act.verify.verifyTarget(pair)).receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
     if (approvalRequired) await approvals.decided();
+    // The evidence so far (request, decisions, break-glass) must be in the audit trail before
+    // anything becomes irreversible: no promote goes unaudited.
+    if (!(await evidence.written())) throw new AuditFailure('the audit trail could not be written; refusing to promote without evidence');
 
     // 6. promote: pending becomes current. The worker checks the signed approvals (or the
     //    break-glass) once more against its own manifests; refused, the rotation rolls back.
     progress.enter('promote');
     await CancellationScope.nonCancellable(() =>
-      act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, approvals: approvals.signed, requester, emergency: emergency?.signed }),
+      act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: approvals.signed, request: input.request, emergency: emergency?.signed }),
     );
     evidence.record('promoted', 'rekey', { detail: `current is now ${pair.pendingVersionId}` });
   } catch (err) {
     const failedStage = progress.stage;
-    const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure ? err.message : causeOf(err);
+    const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure || err instanceof AuditFailure ? err.message : causeOf(err);
     const cancelled = isCancellation(err);
     if (revokeFirst && revokedAt && !cancelled && failedStage !== 'promote') {
       // The old credential is already dead: going back would strand every consumer. Go forward.
       warnings.push(`${failedStage}: ${message}`);
       progress.enter('promote');
       await CancellationScope.nonCancellable(() =>
-        act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, approvals: [], requester, emergency: emergency?.signed }),
+        act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: [], emergency: emergency?.signed }),
       );
       evidence.record('promoted', 'rekey', { detail: `current is now ${pair.pendingVersionId} (after: ${message})` });
     } else {
@@ -323,7 +332,6 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   /** Every audit record written; the report keeps where they left the trail. */
   async function settle(report: RotationReport): Promise<void> {
     report.auditHead = await evidence.settle();
-    if (report.auditHead) upsertSearchAttributes([{ key: AUDIT_TRAIL_ATTRIBUTE, value: report.auditHead.trail }]);
     progress.show(report);
   }
 }

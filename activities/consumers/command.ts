@@ -20,7 +20,7 @@ export const commandConsumerSchema = z
     reload: z.string().min(1).optional(),
     /** Exit status 0 means healthy; same environment as reload. */
     health: z.string().min(1).optional(),
-    /** Variables of the worker's environment the commands may see (e.g. KUBECONFIG). */
+    /** Variables of the worker's environment the commands may see (e.g. KUBECONFIG); each must be in a Settings env list. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')).default([]),
     commandTimeout: durationSchema.default('30s'),
   })

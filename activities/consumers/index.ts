@@ -15,3 +15,8 @@ const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { t
 export function createConsumer(spec: ConsumerSpec): Consumer {
   return (factories[spec.type] as (spec: ConsumerSpec) => Consumer)(spec);
 }
+
+/** Names of the worker's environment variables a consumer passes on (checked against the Settings env list). */
+export function consumerEnvironment(spec: ConsumerSpec): string[] {
+  return spec.type === 'command' ? spec.env : [];
+}

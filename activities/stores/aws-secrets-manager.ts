@@ -26,8 +26,15 @@ export const awsSecretsManagerSchema = z
   .strict();
 export type AwsSecretsManagerSpec = z.infer<typeof awsSecretsManagerSchema>;
 
+/**
+ * Which stored secret a spec names, however it is written: an ARN (with or without AWS's random
+ * six-character suffix) or a name, in an explicit or the default region, at an endpoint.
+ */
 export function awsSecretsManagerIdentity(spec: AwsSecretsManagerSpec): string {
-  return `aws-secrets-manager:${spec.secretId}${spec.region ? ` (${spec.region})` : ''}`;
+  const arn = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):\d+:secret:(.+?)(-[A-Za-z0-9]{6})?$/.exec(spec.secretId);
+  const region = arn?.[1] ?? spec.region ?? process.env.AWS_REGION ?? 'us-east-1';
+  const endpoint = spec.endpoint ?? process.env.AWS_ENDPOINT_URL;
+  return `aws-secrets-manager:${region}:${arn ? arn[2] : spec.secretId}${endpoint ? ` at ${endpoint}` : ''}`;
 }
 
 const clients = new Map<string, SecretsManagerClient>();

@@ -2,6 +2,7 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/cl
 import { loadManifests } from '../../lib/manifest';
 import type { DecisionDocument } from '../../lib/signed';
 import { connectClient, temporalSettings } from '../../lib/temporal';
+import { versionTokenFor } from '../../lib/version-token';
 import { decideUpdate, progressQuery, rotationWorkflowId } from '../../workflows/messages';
 import { EXIT, UsageError, err, out, parse, rootCause, withDeadline } from '../common';
 import { SIGN_OPTIONS, keyChoice, signDocument, validity } from '../sign';
@@ -45,6 +46,11 @@ export function decide(approve: boolean) {
     }
     if (progress.stage !== 'approve' || !progress.versions.pending || !progress.specHash) {
       err(`the rotation of ${name} is not waiting for approval (stage: ${progress.stage})`);
+      return EXIT.usage;
+    }
+    // The pending version must be the one this run writes (its id derives from the run): sign nothing else.
+    if (progress.versions.pending !== versionTokenFor(`${workflowId}/${runId}`)) {
+      err(`refusing to sign: the pending version ${progress.versions.pending} is not the one run ${runId} writes`);
       return EXIT.usage;
     }
     if (values.file) {

@@ -3,7 +3,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import { Client as PgClient } from 'pg';
-import { auditKeyId, loadPublicKeys, verifyTrail, type AuditHead, type AuditRecord, type AuditTrail } from '../../lib/audit';
+import { auditKeyId, headHolds, loadPublicKeys, verifyTrail, type AuditHead, type AuditRecord, type AuditTrail } from '../../lib/audit';
 import { auditSettingsFromEnv, initAuditTable, loadAuditSigner, openAuditTrail, type AuditSettings } from '../../lib/audit-trails';
 import { loadManifests } from '../../lib/manifest';
 import { connectClient } from '../../lib/temporal';
@@ -65,21 +65,31 @@ async function trustedKeys(values: Record<string, unknown>, settings: AuditSetti
   throw new UsageError('audit verify needs the audit public key: --public-key PATH (or REKEY_AUDIT_PUBLIC_KEY)');
 }
 
-/** Where recent rotations left this trail, from their results in Temporal. */
-async function headsFromTemporal(trail: AuditTrail, limit: number): Promise<AuditHead[]> {
+/**
+ * Where recent rotations left this trail, from their results (or their failures' details) in
+ * Temporal. Only heads the audit key signed count; anyone may start a workflow that claims a head.
+ */
+async function headsFromTemporal(trail: AuditTrail, limit: number, publicKeys: KeyObject[]): Promise<{ heads: AuditHead[]; ignored: number }> {
   const client = await connectClient();
   const heads: AuditHead[] = [];
-  const query = `${AUDIT_TRAIL_ATTRIBUTE.name} = '${trail.trail.replaceAll("'", "\\'")}' AND ExecutionStatus = 'Completed'`;
-  for await (const wf of client.workflow.list({ query, pageSize: Math.min(limit, 100) })) {
+  let ignored = 0;
+  const value = trail.trail.replaceAll('\\', '\\\\').replaceAll("'", "\\'");
+  const query = `WorkflowType = 'rotateSecret' AND ${AUDIT_TRAIL_ATTRIBUTE.name} = '${value}' AND (ExecutionStatus = 'Completed' OR ExecutionStatus = 'Failed')`;
+  let scanned = 0;
+  for await (const wf of client.workflow.list({ query, pageSize: 100 })) {
+    if (heads.length >= limit || ++scanned > limit * 10) break;
+    let head: AuditHead | undefined;
     try {
-      const report = (await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as RotationReport;
-      if (report?.auditHead) heads.push(report.auditHead);
+      head = ((await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as RotationReport)?.auditHead;
     } catch (e) {
       if (!(e instanceof WorkflowFailedError)) throw e;
+      const details = (e.cause as { details?: unknown[] } | undefined)?.details;
+      head = details?.[0] as AuditHead | undefined;
     }
-    if (heads.length >= limit) break;
+    if (head && head.trail === trail.trail && headHolds(head, publicKeys)) heads.push(head);
+    else if (head) ignored++;
   }
-  return heads;
+  return { heads, ignored };
 }
 
 async function verifyCommand(args: string[]): Promise<number> {
@@ -96,19 +106,17 @@ async function verifyCommand(args: string[]): Promise<number> {
   const trail = openAuditTrail(settings);
   try {
     const stored = await trail.read();
-    let heads: AuditHead[] | undefined;
-    if (!values.offline) heads = await headsFromTemporal(trail, limit);
-    const verdict = verifyTrail(trail.trail, stored, { publicKeys, heads, people });
+    const found = values.offline ? undefined : await headsFromTemporal(trail, limit, publicKeys);
+    const verdict = verifyTrail(trail.trail, stored, { publicKeys, heads: found?.heads, people });
     if (!verdict.ok) {
       err(`audit trail TAMPERED: record ${verdict.seq}: ${verdict.problem} (${trail.where})`);
       return TAMPERED;
     }
     out(`audit trail intact: ${verdict.records} records signed by ${publicKeys.map((k) => auditKeyId(k)).join(', ')} (${trail.where})`);
-    out(
-      values.offline
-        ? '  rotation heads not checked (--offline): a trail cut short at its end would not be noticed'
-        : `  reaches all ${verdict.heads} rotation head(s) recorded in Temporal`,
-    );
+    if (!found) out('  rotation heads not checked (--offline): a trail cut short at its end would not be noticed');
+    else if (verdict.heads === 0) out('  WARNING: no rotation in Temporal recorded a head of this trail, so a trail cut short at its end cannot be noticed');
+    else out(`  reaches all ${verdict.heads} rotation head(s) recorded in Temporal`);
+    if (found?.ignored) out(`  ignored ${found.ignored} head(s) not signed by the audit key`);
     if (people) out('  every signed decision is by a key the manifests list for its signer');
     return EXIT.ok;
   } finally {
