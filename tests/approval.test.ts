@@ -15,7 +15,7 @@ import {
 } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { decisionFor, newKey, people, sign, validFor, type TestKey } from './keys';
-import { canLogin, databaseFixture, labelled, manifests, postgresSpec, temporalClient, withWorker, type DatabaseFixture, type Manifests } from './helpers';
+import { canLogin, databaseFixture, labelled, manifests, postgresSpec, tempDir, temporalClient, withWorker, type DatabaseFixture, type Manifests } from './helpers';
 
 const ROOT = join(__dirname, '..');
 let alice: TestKey, bob: TestKey, carol: TestKey, mallory: TestKey;
@@ -188,13 +188,13 @@ describe('signed approvals', () => {
     );
   });
 
-  it('rekey pending lists the waiting rotation; rekey approve signs with ssh-keygen, refuses the requester\'s key and a spec other than the reviewed one, and accepts an approver', async () => {
+  it('rekey pending lists the waiting rotation; rekey approve signs with ssh-keygen, refuses the requester\'s key and a spec other than the reviewed one, and accepts an approver signing through ssh-agent', async () => {
     const fx = await databaseFixture('alternating-users');
     const trusted = await approvalSecret(fx);
-    const run = (args: string[], taskQueue: string) =>
+    const run = (args: string[], taskQueue: string, env: NodeJS.ProcessEnv = {}) =>
       promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], {
         cwd: ROOT,
-        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue },
+        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, ...env },
       }).then(
         (r) => ({ code: 0, out: r.stdout, errOut: r.stderr }),
         (e) => ({ code: e.code as number, out: e.stdout as string, errOut: e.stderr as string }),
@@ -220,9 +220,19 @@ describe('signed approvals', () => {
         assert.equal(unreviewed.code, 2);
         assert.match(unreviewed.errOut, /refusing to sign: the rotation runs spec sha256:\w+, but .* says sha256:\w+/);
 
-        const ok = await run(['approve', fx.id, '--key', bob.path, '--comment', 'ok', '-f', trusted.dir], tq);
-        assert.equal(ok.code, 0, ok.errOut);
-        assert.match(ok.out, /approved by bob: 1 of 1 approvals/);
+        // bob's key lives in ssh-agent: rekey names its public half and the agent signs.
+        const agentDir = await tempDir();
+        const sock = join(agentDir, 'agent.sock');
+        const agent = await promisify(execFile)('ssh-agent', ['-a', sock]);
+        const agentPid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)![1];
+        try {
+          await promisify(execFile)('ssh-add', ['-q', bob.path], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+          const ok = await run(['approve', fx.id, '--agent', '--key', `${bob.path}.pub`, '--comment', 'ok', '-f', trusted.dir], tq, { SSH_AUTH_SOCK: sock });
+          assert.equal(ok.code, 0, ok.errOut);
+          assert.match(ok.out, /approved by bob: 1 of 1 approvals/);
+        } finally {
+          process.kill(Number(agentPid));
+        }
         assert.equal(((await handle.result()) as RotationReport).outcome, 'rotated');
       },
       { manifestDirs: [trusted.dir] },
