@@ -2,18 +2,8 @@
 //   authorize -> generate + store-dual -> prepare target -> deploy to consumers -> verify
 //   -> approve (if asked) -> promote (point of no return) -> overlap -> revoke -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
-import {
-  ApplicationFailure,
-  CancellationScope,
-  isCancellation,
-  log,
-  proxyActivities,
-  sleep,
-  upsertSearchAttributes,
-  workflowInfo,
-  type ActivityOptions,
-} from '@temporalio/workflow';
-import type { PendingVersion, Receipts, RotationActivities } from '../activities/rotation';
+import { ApplicationFailure, CancellationScope, isCancellation, log, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { PendingVersion, Receipts } from '../activities/rotation';
 import type { RunBinding } from '../lib/authority';
 import { ApprovalFailure, Approvals } from './approvals';
 import { authorize, causeOf, unverified } from './authorize';
@@ -25,83 +15,10 @@ import {
   SECRET_ATTRIBUTE,
   rotationWorkflowId,
   type RotationInput,
-  type RotationPlan,
   type RotationReport,
 } from './messages';
 import { RotationProgress } from './progress';
-
-const NON_RETRYABLE_TYPES = [
-  'UnknownSecret',
-  'SpecMismatch',
-  'SpecChanged',
-  'NoManifests',
-  'NoCurrentVersion',
-  'ConsumerUnhealthy',
-  'TargetRejectedCredential',
-  'ForeignPendingVersion',
-  'ExternalRotation',
-  'NotAuthorized',
-];
-
-/** Activity options for one stage: its manifest timeout bounds the stage, retries included. */
-function stageOptions(timeoutMs: number, overrides: Partial<ActivityOptions> = {}): ActivityOptions {
-  return {
-    startToCloseTimeout: timeoutMs,
-    scheduleToCloseTimeout: timeoutMs,
-    // Every activity heartbeats while it runs, so a killed worker is noticed in seconds.
-    heartbeatTimeout: '15s',
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '15s', nonRetryableErrorTypes: NON_RETRYABLE_TYPES },
-    ...overrides,
-  };
-}
-
-function activitiesFor(plan: RotationPlan) {
-  const t = plan.timeoutsMs;
-  const options = {
-    generate: stageOptions(t.generate),
-    prepare: stageOptions(t.prepare),
-    deploy: stageOptions(t.deploy),
-    // The health poll runs until its own deadline; the activity gets a little more to report it.
-    verify: stageOptions(t.verify + 30_000),
-    // After promote there is no way back: retry until it works, however long that takes.
-    forward: stageOptions(t.revoke, {
-      scheduleToCloseTimeout: undefined,
-      retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: NON_RETRYABLE_TYPES },
-    }),
-    // Rollback must finish too, but it cannot wait forever: it is bounded generously.
-    rollback: stageOptions(60_000, { scheduleToCloseTimeout: '10m', retry: { maximumInterval: '30s' } }),
-  };
-  const proxy = (o: ActivityOptions) => proxyActivities<RotationActivities>(o);
-  return {
-    generate: proxy(options.generate),
-    prepare: proxy(options.prepare),
-    deploy: proxy(options.deploy),
-    verify: proxy(options.verify),
-    forward: proxy(options.forward),
-    rollback: proxy(options.rollback),
-    /** Per-consumer calls carry a summary, so the UI's timeline says which consumer each one is. */
-    withSummary: (stage: keyof typeof options, summary: string): ActivityOptions => ({ ...options[stage], summary }),
-  };
-}
-
-/** Run `work` for every item with at most `limit` in flight, settling all of them. */
-async function forEachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<PromiseSettledResult<void>[]> {
-  const results: PromiseSettledResult<void>[] = new Array(items.length);
-  let next = 0;
-  async function lane(): Promise<void> {
-    while (next < items.length) {
-      const i = next++;
-      try {
-        await work(items[i]);
-        results[i] = { status: 'fulfilled', value: undefined };
-      } catch (reason) {
-        results[i] = { status: 'rejected', reason };
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
-}
+import { activitiesFor, forEachLimited } from './stages';
 
 /** The audit trail could not take the rotation's evidence: it does not promote. */
 class AuditFailure extends Error {}
