@@ -56,9 +56,11 @@ export async function receiptHolds(audit: AuditContext, receipt: unknown, rotati
 }
 
 /** A trail that cannot exist where it is configured (a file for a folder, no permission) is configuration: fail at once. */
+export const UNUSABLE_PATH = ['ENOTDIR', 'EEXIST', 'EACCES', 'EPERM', 'EROFS', 'EISDIR'];
+
 export function unusable(err: unknown): never {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code && ['ENOTDIR', 'EEXIST', 'EACCES', 'EPERM', 'EROFS', 'EISDIR'].includes(code)) {
+  if (code && UNUSABLE_PATH.includes(code)) {
     throw ApplicationFailure.nonRetryable(`audit: the trail cannot be written (${code}): ${(err as Error).message}`, 'AuditUnavailable');
   }
   throw err;

@@ -7,6 +7,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { headOf, type AuditEvent, type AuditHead, type SignedEvidence } from '../lib/audit';
 import type { AuditSettings } from '../lib/audit-trails';
 import { checkBreakGlass, checkRequest, validApprovals, type RunBinding } from '../lib/authority';
+import { keyring } from '../lib/signed';
+import { verifySignature } from '../lib/sshsig';
 import { parseDuration } from '../lib/duration';
 import type { SecretEntry, SecretSpec } from '../lib/manifest';
 import type { SignedDocument, Signer } from '../lib/signed';
@@ -14,7 +16,7 @@ import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
 import type { FleetItem, RotationPlan } from '../workflows/messages';
 
 export { isRekeyVersionId, versionTokenFor };
-import { auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
+import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
@@ -92,6 +94,8 @@ export interface PostVerification {
   oldRejected: boolean;
   newAccepted: boolean;
   detail: string;
+  /** Where the worker's record of the verdict left the audit trail. */
+  head?: AuditHead;
 }
 
 export interface ActivityOptions {
@@ -188,17 +192,61 @@ export function createActivities(options: ActivityOptions = {}) {
   const healthPollMs = options.healthPollMs ?? 1_000;
   const manifests = new WorkerManifests(options.manifestDirs ?? []);
   const audit: AuditContext = auditContext(options.audit);
+  const { recordAuditEvent } = createAuditActivities(audit);
   const entryFor = (ref: RotationRef, use: SpecUse) => manifests.forStep(ref, use, thisRotation().rotationId);
   const specFor = async (ref: RotationRef, use: SpecUse) => (await entryFor(ref, use)).spec;
 
   /** The rotation that claimed this signed document (in the audit trail), if any. */
   const claimedBy = async (document: string) => (await (await audit.trail()).find(claimId(document)))?.rotationId;
 
+  /**
+   * A signed document is written to the trail under a name only if the worker's own manifests say
+   * that key is that person's and the signature holds: the trail never repeats a forged attribution.
+   */
+  const vouchFor = async (secret: string, signed: SignedEvidence): Promise<SignedEvidence> => {
+    const { settings } = await manifests.set();
+    const entry = (await manifests.set()).secrets.get(secret);
+    const people = [...settings.people.values(), ...(entry?.approvers ?? []), ...settings.breakGlass];
+    const verdict = verifySignature(signed.document, signed.signature, keyring(people));
+    if (!verdict.ok) throw refused(`audit: the signed document attributed to ${signed.signer} does not hold: ${verdict.reason}`);
+    return { document: signed.document, signature: signed.signature, signer: verdict.key.name, fingerprint: verdict.key.key.fingerprint, key: verdict.key.key.text };
+  };
+
+  /**
+   * The activity that crosses a line writes its own record first (promote, revoke) or with its
+   * result (post-verify): what the trail says happened does not depend on the workflow having been
+   * told the truth. Returns the signed head, which the workflow keeps for its result.
+   */
+  const witness = async (what: string, event: Omit<AuditEvent, 'id' | 'rotationId' | 'at' | 'actor'>): Promise<AuditHead> => {
+    const { rotationId } = thisRotation();
+    const { record } = await (await audit.trail())
+      .append({ ...event, id: `${what}/${rotationId}`, rotationId, actor: 'rekey', at: new Date().toISOString() })
+      .catch(unusable);
+    return headOf(record, await audit.signer());
+  };
+
+  /** Was the old credential revoked by this rotation? Then nothing may roll back to it. */
+  const revokedHere = async () => {
+    const found = await (await audit.trail()).find(`revoke/${thisRotation().rotationId}`).catch((err) => {
+      // A trail that cannot exist holds no revoke record, and without one this worker never revokes.
+      if (UNUSABLE_PATH.includes((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+      throw err;
+    });
+    return found !== undefined;
+  };
+  const refuseAfterRevoke = async (what: string) => {
+    if (await revokedHere()) throw refused(`${what}: this rotation already revoked the old credential; going back would restore a revoked credential`);
+  };
+
   const readPair = async (ref: VersionPair, store: SecretStore) =>
     Promise.all([store.read(ref.currentVersionId), store.read(ref.pendingVersionId)]);
 
   return {
-    ...createAuditActivities(audit),
+    /** Idempotent per event id. A signed document in it is written only if the worker's manifests vouch for it. */
+    async recordAuditEvent(event: AuditEvent): Promise<AuditHead> {
+      const signed = event.signed ? await vouchFor(event.secret, event.signed) : undefined;
+      return recordAuditEvent({ ...event, ...(signed ? { signed, actor: signed.signer } : {}) });
+    },
 
     /**
      * Use a signed request or break-glass authorisation, once: it is written to the audit trail
@@ -206,8 +254,11 @@ export function createActivities(options: ActivityOptions = {}) {
      */
     async claimSignedDocument(event: Omit<AuditEvent, 'id' | 'rotationId'> & { signed: SignedEvidence }): Promise<AuditHead> {
       const { rotationId } = thisRotation();
+      const signed = await vouchFor(event.secret, event.signed);
       return beating(async () => {
-        const { record } = await (await audit.trail()).append({ ...event, id: claimId(event.signed.document), rotationId }).catch(unusable);
+        const { record } = await (await audit.trail())
+          .append({ ...event, actor: signed.signer, signed, id: claimId(signed.document), rotationId })
+          .catch(unusable);
         if (record.rotationId !== rotationId) {
           throw refused(`this signed ${event.event === 'break-glass' ? 'break-glass authorisation' : 'request'} was already used by ${record.rotationId}; sign a new one`);
         }
@@ -296,6 +347,7 @@ export function createActivities(options: ActivityOptions = {}) {
 
     async undoTarget(ref: VersionPair): Promise<void> {
       requireOwnVersion(ref.pendingVersionId, 'undo');
+      await refuseAfterRevoke('undo');
       const spec = await specFor(ref, 'finish');
       const target = targetOf(spec);
       if (!target) return;
@@ -324,8 +376,9 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     /** Deploy a version to one consumer: the new one (before promote) or the current one again (rollback). */
-    async deployToConsumer(step: ConsumerStep & { rollback?: boolean }): Promise<void> {
+    async deployToConsumer(step: ConsumerStep & { rollback?: boolean }): Promise<{ receipt?: string }> {
       if (!step.rollback) requireOwnVersion(step.versionId, `deploy to ${step.consumer}`);
+      else await refuseAfterRevoke(`roll ${step.consumer} back`);
       const entry = await entryFor(step, step.rollback ? 'finish' : 'started-with');
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
@@ -334,6 +387,8 @@ export function createActivities(options: ActivityOptions = {}) {
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
         await consumer.deploy(ref, await store.read(step.versionId));
       });
+      // A consumer without a health check is "healthy" at once: this receipt says it really got the version.
+      return step.rollback ? {} : { receipt: await receiptFor(audit, thisRotation().rotationId, `deployed:${step.consumer}`, step.versionId) };
     },
 
     /** Poll the consumer's health until it reports the version, or fail at `deadline` (epoch ms). */
@@ -365,7 +420,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * or a break-glass authorisation this rotation claimed). Whatever the workflow was told,
      * nothing unverified or unapproved is promoted.
      */
-    async promoteVersion(step: PromoteStep): Promise<void> {
+    async promoteVersion(step: PromoteStep): Promise<AuditHead> {
       const run = thisRotation();
       requireOwnVersion(step.pendingVersionId, 'promote');
       const entry = await entryFor(step, 'started-with');
@@ -381,7 +436,7 @@ export function createActivities(options: ActivityOptions = {}) {
       // Verification: a receipt per consumer and for the target, unless a revoke-first emergency
       // already cut the old credential off (then the rotation must go forward, verified or not).
       if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
-        const needed = [...entry.spec.consumers.map((c) => `consumer:${c.name}`), 'target'];
+        const needed = [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target'];
         for (const what of needed) {
           if (!(await receiptHolds(audit, step.receipts?.[what], run.rotationId, what, step.pendingVersionId))) {
             throw refused(`promote refused: ${what} was not verified on ${step.pendingVersionId} by a rekey worker`);
@@ -390,6 +445,7 @@ export function createActivities(options: ActivityOptions = {}) {
       }
 
       const approval = entry.spec.policy.approval;
+      let approvedWith: { signed: SignedDocument; signer: Signer }[] = [];
       if (!breakGlass?.ok && approval.required) {
         let requester: Signer | undefined;
         if (step.request) {
@@ -400,19 +456,34 @@ export function createActivities(options: ActivityOptions = {}) {
         } else if (approval.requireSignedRequest) {
           throw refused(`promote refused: ${step.secret} requires a signed request`);
         }
-        const { approvedBy, problems } = validApprovals(step.approvals, entry.approvers, binding, requester);
-        if (approvedBy.length < approval.minApprovals) {
+        const { accepted, problems } = validApprovals(step.approvals, entry.approvers, binding, requester);
+        if (accepted.length < approval.minApprovals) {
           throw refused(
-            `promote refused: ${approvedBy.length} valid signed approval(s) of ${approval.minApprovals} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
+            `promote refused: ${accepted.length} valid signed approval(s) of ${approval.minApprovals} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
           );
         }
+        approvedWith = accepted;
       }
-      await withHeartbeat(async () => {
+      return withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
         const { pending, current } = await store.versions();
         // A retry after the label moved finds it current already; anything else is not ours to promote.
         if (pending !== step.pendingVersionId && current !== step.pendingVersionId) throw refused(`promote refused: ${step.pendingVersionId} is not pending in ${store.ref}`);
+        const by = breakGlass?.ok
+          ? `break-glass by ${breakGlass.signer.name} (${breakGlass.signer.fingerprint})`
+          : approvedWith.length
+            ? `approved by ${approvedWith.map((a) => `${a.signer.name} (${a.signer.fingerprint})`).join(', ')}`
+            : 'no approval required';
+        // Evidence first: nothing becomes irreversible without its record in the trail.
+        const head = await witness('promote', {
+          secret: step.secret,
+          event: 'promoted',
+          versions: { current: current === step.pendingVersionId ? undefined : current, pending: step.pendingVersionId },
+          detail: `${step.pendingVersionId} becomes current; ${by}; verified by this worker: ${Object.keys(step.receipts ?? {}).sort().join(', ') || 'nothing (revoke-first)'}`,
+          ...(approvedWith.length ? { approvals: approvedWith.map(({ signed, signer }) => ({ ...signed, signer: signer.name, fingerprint: signer.fingerprint, key: signer.key })) } : {}),
+        });
         await store.promote(step.pendingVersionId);
+        return head;
       });
     },
 
@@ -427,12 +498,12 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<void> {
+    async revokeOldCredential(step: RevokeStep): Promise<AuditHead | undefined> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
-      if (!target) return;
-      await withHeartbeat(async () => {
+      if (!target) return undefined;
+      return withHeartbeat(async () => {
         const store = openStore(spec.store);
         const { current, previous } = await store.versions();
         if (current !== step.newVersionId) {
@@ -450,7 +521,15 @@ export function createActivities(options: ActivityOptions = {}) {
           throw refused(`refusing to revoke version ${step.oldVersionId}: it is not the version this promote replaced (${previous ?? 'none'})`);
         }
         const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);
+        // Written before the target changes: from here on this rotation never rolls back to the old credential.
+        const head = await witness('revoke', {
+          secret: step.secret,
+          event: 'revoked',
+          versions: { current: step.newVersionId },
+          detail: `version ${step.oldVersionId} revoked at the target${current !== step.newVersionId ? ' before promote (revoke-first emergency)' : ''}`,
+        });
         await target.revoke(old, next);
+        return head;
       });
     },
 
@@ -481,7 +560,9 @@ export function createActivities(options: ActivityOptions = {}) {
           oldRejected ? 'old credential rejected' : 'OLD CREDENTIAL STILL ACCEPTED',
           newAccepted ? 'new credential accepted' : `NEW CREDENTIAL REJECTED (${newVerdict.reason})`,
         ].join('; ');
-        return { oldRejected, newAccepted, detail };
+        // The verdict goes into the trail from here: a report can be forged, the signed record cannot.
+        const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail });
+        return { oldRejected, newAccepted, detail, head };
       });
     },
   };

@@ -49,7 +49,8 @@ usage:
                               who rotated what, when, why, who approved (signed), which versions
   rekey audit verify [--public-key PATH]... [-f DIR] [--offline] [--database URL | --log PATH]
                               check signatures, the chain, each signed decision, and that the trail
-                              reaches every head rotations recorded; exit 5 naming the first problem
+                              reaches every head rotations recorded; exit 5 naming the first problem,
+                              6 if no rotation's head could vouch for the trail's end
   rekey audit keygen --out PATH
                               make an Ed25519 audit signing key (PATH) and its public half (PATH.pub)
   rekey audit init --database ADMIN_URL [--password-file F] --writer ROLE
@@ -67,7 +68,7 @@ TEMPORAL_TLS_* (or a TEMPORAL_PROFILE); the task queue is REKEY_TASK_QUEUE (defa
 The audit trail: REKEY_AUDIT_DATABASE_URL (+ REKEY_AUDIT_DATABASE_PASSWORD_FILE) or REKEY_AUDIT_LOG,
 signed with REKEY_AUDIT_KEY, verified with REKEY_AUDIT_PUBLIC_KEY.
 Exit status: 0 done, 1 rolled back or refused, 2 bad input, 3 already rotating, 4 Temporal
-unreachable, 5 audit trail tampered.`;
+unreachable, 5 audit trail tampered, 6 audit trail's end unverifiable.`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   rotate,

@@ -3,7 +3,7 @@
 // makes concurrent appenders take turns, so two hosts write one chain. The JSON-lines file (REKEY_AUDIT_LOG) serves one host.
 import { hostname } from 'node:os';
 import { link, mkdir, open, readFile, rename, rm, stat, truncate } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Pool, type Client as PgClient } from 'pg';
 import { readCurrent } from '../activities/stores';
@@ -14,10 +14,26 @@ import { auditSignerFrom, nextRecord, type AuditEvent, type AuditRecord, type Au
 /** A lock whose holder is on another host (a shared folder) is taken over only after this long. */
 const FOREIGN_LOCK_STALE_MS = 10 * 60_000;
 
-/** Is the holder named in a lock file gone? On this host: its process no longer exists. */
+/** Which process namespace this process lives in: two containers may share a host name, not PIDs. */
+const PID_NAMESPACE = (() => {
+  try {
+    return readlinkSync('/proc/self/ns/pid').replace(/\D/g, '');
+  } catch {
+    return 'unknown';
+  }
+})();
+
+/** A lock file nobody wrote an owner into (a crash between creating and writing it). */
+const EMPTY_LOCK_STALE_MS = 60_000;
+
+/** Is the holder named in a lock file gone? In this host's PID namespace: its process no longer exists. */
 async function holderGone(lock: string, owner: string): Promise<boolean> {
-  const [host, pid] = owner.split(':');
-  if (host === hostname() && /^\d+$/.test(pid ?? '')) {
+  const [host, namespace, pid] = owner.split(':');
+  if (!owner) {
+    const info = await stat(lock).catch(() => undefined);
+    return info !== undefined && Date.now() - info.mtimeMs > EMPTY_LOCK_STALE_MS;
+  }
+  if (host === hostname() && namespace === PID_NAMESPACE && /^\d+$/.test(pid ?? '')) {
     try {
       process.kill(Number(pid), 0);
       return false;
@@ -47,7 +63,7 @@ async function removeIfOwner(lock: string, owner: string): Promise<void> {
 /** An exclusive lock file beside the log: appenders in any process on this host take turns. */
 async function withLock<T>(path: string, work: () => Promise<T>): Promise<T> {
   const lock = `${path}.lock`;
-  const me = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2)}`;
+  const me = `${hostname()}:${PID_NAMESPACE}:${process.pid}:${Math.random().toString(36).slice(2)}`;
   for (let attempt = 0; ; attempt++) {
     try {
       const handle = await open(lock, 'wx', 0o600);
@@ -57,8 +73,8 @@ async function withLock<T>(path: string, work: () => Promise<T>): Promise<T> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       // A holder that died leaves its lock behind; a live one, however slow, keeps it.
-      const owner = await readFile(lock, 'utf8').catch(() => '');
-      if (owner && (await holderGone(lock, owner))) await removeIfOwner(lock, owner);
+      const owner = await readFile(lock, 'utf8').catch(() => undefined);
+      if (owner !== undefined && (await holderGone(lock, owner))) await removeIfOwner(lock, owner);
       if (attempt > 4000) throw new Error(`audit log ${path} stayed locked by ${owner || 'someone'} (${lock})`);
       await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
     }

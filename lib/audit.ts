@@ -23,6 +23,7 @@ export type AuditEventKind =
   | 'break-glass'
   | 'promoted'
   | 'revoked'
+  | 'post-verified'
   | 'rolled-back'
   | 'failed'
   | 'superseded';
@@ -53,6 +54,8 @@ export interface AuditEvent {
   versions?: { current?: string; pending?: string };
   detail?: string;
   signed?: SignedEvidence;
+  /** The signed approvals promote accepted, kept whole like `signed`. */
+  approvals?: SignedEvidence[];
 }
 
 export interface AuditRecord extends AuditEvent {
@@ -181,8 +184,10 @@ export function verifyTrail(
     if (record.trail !== trail) return { ok: false, seq: expected, problem: `belongs to another trail (${record.trail})` };
     if (record.seq !== expected) return { ok: false, seq: expected, problem: `out of sequence (seq ${record.seq}, expected ${expected}): a record was removed or reordered` };
     if (record.prev !== prev) return { ok: false, seq: expected, problem: 'does not follow the record before it: a record was removed, inserted or reordered' };
-    const evidence = record.signed ? checkEvidence(record.signed, options.people) : undefined;
-    if (evidence) return { ok: false, seq: expected, problem: evidence };
+    for (const signed of [...(record.signed ? [record.signed] : []), ...(Array.isArray(record.approvals) ? record.approvals : [])]) {
+      const evidence = checkEvidence(signed, options.people);
+      if (evidence) return { ok: false, seq: expected, problem: evidence };
+    }
     bySeq.set(record.seq, record);
     prev = hash;
   }

@@ -10,6 +10,7 @@ import {
   type Opened,
   type Person,
   type RequestDocument,
+  type SignedDocument,
   type Signer,
 } from './signed';
 
@@ -87,14 +88,14 @@ export function validApprovals(
   binding: RunBinding,
   requester: Signer | undefined,
   time: TimeCheck = {},
-): { approvedBy: Signer[]; problems: string[] } {
-  const approvedBy: Signer[] = [];
+): { approvedBy: Signer[]; accepted: { signed: SignedDocument; signer: Signer }[]; problems: string[] } {
+  const accepted: { signed: SignedDocument; signer: Signer }[] = [];
   const problems: string[] = [];
   for (const signed of approvals) {
     const opened = checkDecision(signed, approvers, binding, requester, time);
     if (!opened.ok) problems.push(opened.reason);
     else if (opened.doc.decision !== 'approve') problems.push(`${opened.signer.name} rejected`);
-    else if (!approvedBy.some((s) => s.name === opened.signer.name)) approvedBy.push(opened.signer);
+    else if (!accepted.some((a) => a.signer.name === opened.signer.name)) accepted.push({ signed: signed as SignedDocument, signer: opened.signer });
   }
-  return { approvedBy, problems };
+  return { approvedBy: accepted.map((a) => a.signer), accepted, problems };
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +37,7 @@ function event(n: number, extra: Partial<AuditEvent> = {}): AuditEvent {
   return { id: `rotation/s${n}/run#1`, rotationId: `rotation/s${n}/run`, secret: `s${n}`, event: 'requested', actor: 'alice', at: new Date(0).toISOString(), ...extra };
 }
 
+const pidNamespace = readlinkSync('/proc/self/ns/pid').replace(/\D/g, '');
 const lines = async (path: string) => (await readFile(path, 'utf8')).split('\n').filter(Boolean);
 
 async function fileTrailWith(n: number, signer = newSigner().signer): Promise<FileAuditTrail> {
@@ -156,12 +158,12 @@ describe('audit trail', () => {
     it('the file lock: a lock left by a dead process is taken over; a live holder keeps it however long it takes', async () => {
       const { signer } = newSigner();
       const trail = await fileTrailWith(1, signer);
-      await writeFile(`${trail.path}.lock`, `${hostname()}:999999:crashed`); // no such process
+      await writeFile(`${trail.path}.lock`, `${hostname()}:${pidNamespace}:999999:crashed`); // no such process
       assert.equal((await trail.append(event(2))).record.seq, 2);
 
       const holder = spawn('sleep', ['30']);
       try {
-        await writeFile(`${trail.path}.lock`, `${hostname()}:${holder.pid}:slow-writer`);
+        await writeFile(`${trail.path}.lock`, `${hostname()}:${pidNamespace}:${holder.pid}:slow-writer`);
         const waiting = trail.append(event(3));
         const early = await Promise.race([waiting.then(() => 'appended'), new Promise((r) => setTimeout(() => r('waiting'), 1500))]);
         assert.equal(early, 'waiting', 'a live holder is not robbed of its lock');
@@ -203,6 +205,19 @@ describe('audit trail', () => {
       assert.equal((await db.asWriter('SELECT count(*)::int AS n FROM rekey_audit')).rows[0].n, 1);
     });
 
+    it('a trail no rotation has anchored is intact as far as it goes, but verify will not vouch for its end (exit 6)', async () => {
+      const db = await auditDatabase();
+      const trail = new PostgresAuditTrail(db.url, db.settings.databasePasswordFile, await loadAuditSigner(process.env.REKEY_AUDIT_KEY));
+      await trail.append(event(1));
+      await trail.close();
+      const unanchored = await cli(['audit', 'verify', '--database', db.url], db.env);
+      assert.equal(unanchored.code, 6, unanchored.out);
+      assert.match(unanchored.out, /audit trail intact: 1 records/);
+      assert.match(unanchored.out, /its end cannot be vouched for/);
+      const offline = await cli(['audit', 'verify', '--database', db.url, '--offline'], db.env);
+      assert.equal(offline.code, 0, offline.out);
+    });
+
     it('a rotation records its head; deleting the last record, rewriting one without the key, or truncating the table is each found; the signed approval verifies with ssh-keygen alone', async () => {
       const db = await auditDatabase();
       const fx = await databaseFixture('alternating-users');
@@ -237,8 +252,10 @@ describe('audit trail', () => {
       assert.ok(report.auditHead && report.auditHead.trail === `postgres:${stack.pgHost}:${stack.pgPort}/${db.name}`, JSON.stringify(report.auditHead));
 
       const records = (await new PostgresAuditTrail(db.url, db.settings.databasePasswordFile).read()) as AuditRecord[];
-      assert.deepEqual(records.map((r) => `${r.event}:${r.actor}`), ['requested:alice (unsigned)', 'approved:bob', 'promoted:rekey', 'revoked:rekey']);
-      assert.equal(report.auditHead!.seq, 4);
+      assert.deepEqual(records.map((r) => `${r.event}:${r.actor}`), ['requested:alice (unsigned)', 'approved:bob', 'promoted:rekey', 'revoked:rekey', 'post-verified:rekey']);
+      assert.equal(report.auditHead!.seq, 5);
+      // The promote record carries the approvals the worker checked, signatures included.
+      assert.deepEqual(records[2].approvals?.map((a) => [a.signer, a.fingerprint]), [['bob', bob.fingerprint]]);
       const text = JSON.stringify(records);
       for (const v of await storeVersions(fx.secretId)) assert.ok(!text.includes(v.value.password), 'a value is in the audit trail');
 
@@ -261,7 +278,7 @@ describe('audit trail', () => {
       const verify = () => cli(['audit', 'verify', '--database', db.url, '-f', trusted.dir], db.env);
       const intact = await verify();
       assert.equal(intact.code, 0, intact.out);
-      assert.match(intact.out, /audit trail intact: 4 records/);
+      assert.match(intact.out, /audit trail intact: 5 records/);
       assert.match(intact.out, /reaches all 1 rotation head\(s\)/);
       assert.match(intact.out, /every signed decision is by a key the manifests list/);
 
@@ -273,10 +290,10 @@ describe('audit trail', () => {
         }
       };
 
-      await db.asAdmin('DELETE FROM rekey_audit WHERE seq = 4');
+      await db.asAdmin('DELETE FROM rekey_audit WHERE seq = 5');
       const cut = await verify();
       assert.equal(cut.code, 5, cut.out);
-      assert.match(cut.out, /record 4: missing: a rotation recorded the trail at record 4, but it ends at 3/);
+      assert.match(cut.out, /record 5: missing: a rotation recorded the trail at record 5, but it ends at 4/);
 
       // Someone with the database but without the audit key: "approved by carol", chain recomputed.
       const rewritten = rechain(records.map((r) => (r.event === 'approved' ? { ...r, actor: 'carol' } : r)), 1);
@@ -289,7 +306,7 @@ describe('audit trail', () => {
       await db.asAdmin('TRUNCATE rekey_audit');
       const truncated = await verify();
       assert.equal(truncated.code, 5, truncated.out);
-      assert.match(truncated.out, /record 4: missing/);
+      assert.match(truncated.out, /record 5: missing/);
     });
 
     it('two workers in separate processes and folders write one verified chain; a retried record is written once', async () => {

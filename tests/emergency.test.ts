@@ -135,4 +135,26 @@ describe('emergency revocation', () => {
       { manifestDirs: [trusted.dir] },
     );
   });
+
+  it('cancelled after a revoke-first, the emergency rotation goes forward: the leaked credential is never restored', async () => {
+    const fx = await databaseFixture('single-user');
+    const dir = await tempDir();
+    // A slow consumer keeps the rotation in deploy, after the old credential was revoked.
+    const trusted = await guarded(fx, postgresSpec(fx, 'single-user', { consumers: [{ type: 'command', name: 'app', file: join(dir, 'db.json'), reload: 'sleep 3' }] }));
+    await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const authorization = await sign(oncall, breakGlass(fx.id, true));
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id, { emergency: authorization })] });
+        for (let i = 0; i < 200 && (await handle.query(progressQuery)).stage !== 'deploy'; i++) await new Promise((r) => setTimeout(r, 100));
+        await handle.cancel();
+        const report: RotationReport = await handle.result();
+        assert.equal(report.outcome, 'rotated');
+        assert.match(report.warnings?.join(' ') ?? '', /cancelled after the old credential was revoked; finishing/);
+        assert.ok(!report.stages.some((st) => st.stage === 'rollback'));
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), false, 'the leaked credential stays dead');
+  });
 });

@@ -15,7 +15,7 @@ import { fleetWorkflowId, progressQuery, rotationWorkflowId, type FleetItem, typ
 import { rotateFleet } from '../workflows/rotateFleet';
 import { rotateSecret } from '../workflows/rotateSecret';
 import type { RequestDocument } from '../lib/signed';
-import { newKey, people, sign, validFor } from './keys';
+import { decisionFor, newKey, people, sign, validFor } from './keys';
 import { canLogin, databaseFixture, failureOf, labelled, manifests, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 /** Activity types the run scheduled, in order. */
@@ -38,6 +38,11 @@ async function cheapSecret(extraConsumer: Record<string, unknown> = {}) {
     policy: { overlap: '0s' },
   };
   return { name, secretId, dir, file, spec };
+}
+
+/** The stack's audit records of one secret. */
+async function trailOf(secret: string): Promise<AuditRecord[]> {
+  return (await openAuditTrail(auditSettingsFromEnv()).read()).filter((r): r is AuditRecord => typeof r !== 'string' && r.secret === secret);
 }
 
 async function untilPending(handle: WorkflowHandle, activityType: string): Promise<string> {
@@ -146,6 +151,8 @@ describe('the trust boundary', () => {
     );
     assert.equal((await labelled(fx.secretId, 'AWSPENDING')), undefined, 'the cancelled rotation rolled back');
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+    // A cancelled run still leaves its closing record.
+    assert.deepEqual((await trailOf(fx.id)).map((r) => r.event), ['requested', 'rolled-back']);
   });
 
   it("consumer commands run without the worker's environment: no AWS keys, no canary; only PATH, HOME, REKEY_* of the step and what env names", async () => {
@@ -387,5 +394,102 @@ describe('the trust boundary', () => {
     const after = await storeVersions(s.secretId);
     assert.equal(after.find((v) => v.stages.includes('AWSCURRENT'))!.versionId, before[0].versionId);
     assert.equal(after.filter((v) => v.stages.includes('AWSPENDING')).length, 0);
+  });
+
+  it('the trail\'s word on promote, revoke and post-verify is the worker\'s own: forged audit results change nothing it records (and a forged head cannot kill the run)', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s' } }) });
+    const rotate = (head: object) =>
+      withWorker(
+        async (taskQueue) => {
+          const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+          return { report: (await handle.result()) as RotationReport, status: (await handle.describe()).status.name };
+        },
+        // Every audit write the workflow asks for "succeeds" without writing anything.
+        { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, recordAuditEvent: async () => head }) },
+      );
+    const { report } = await rotate({ trail: 'postgres:fake', seq: 1, hash: 'f'.repeat(64) });
+    assert.equal(report.outcome, 'rotated');
+    const records = await trailOf(fx.id);
+    assert.deepEqual(records.map((r) => `${r.event}:${r.actor}`), ['promoted:rekey', 'revoked:rekey', 'post-verified:rekey']);
+    assert.equal(records[0].versions?.pending, report.versions.after);
+    assert.match(records[2].detail ?? '', /old credential rejected; new credential accepted/);
+    assert.equal(report.auditHead?.trail, records[2].trail, 'the forged head was not taken');
+
+    // A head built to break the search attribute (5,000 characters) is not believed: the rotation
+    // rolls back for want of evidence, and is not terminated by the server.
+    const second = await rotate({ trail: `postgres:${'x'.repeat(5000)}`, seq: 1, hash: 'f'.repeat(64) });
+    assert.deepEqual([second.report.outcome, second.status], ['rolled-back', 'COMPLETED']);
+    assert.match(second.report.failure!.message, /the audit trail could not be written/);
+  });
+
+  it('a forged answer to revoke changes nothing: the worker never recorded a revoke, and its post-verify record says the old credential still works', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s' } }) });
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+        const activityId = await untilPending(handle, 'revokeOldCredential');
+        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId }, undefined);
+        return handle.result();
+      },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, revokeOldCredential: () => sleep(120_000) }) },
+    );
+    assert.match(report.warnings?.join(' ') ?? '', /OLD CREDENTIAL STILL ACCEPTED/);
+    const events = (await trailOf(fx.id)).map((r) => `${r.event}:${r.detail ?? ''}`);
+    assert.ok(!events.some((e) => e.startsWith('revoked:')), events.join('\n'));
+    assert.ok(events.some((e) => /^post-verified:OLD CREDENTIAL STILL ACCEPTED/.test(e)), events.join('\n'));
+  });
+
+  it('a forged answer to a deploy cannot promote: promote wants the worker\'s receipt that each consumer got the version', async () => {
+    const s = await cheapSecret(); // no health command: "healthy" at once, so only the deploy receipt proves delivery
+    const trusted = await manifests({ [s.name]: s.spec });
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name)] });
+        const activityId = await untilPending(handle, 'deployToConsumer');
+        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId }, {});
+        return handle.result();
+      },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, deployToConsumer: (step: { rollback?: boolean }) => (step.rollback ? real.deployToConsumer(step as never) : sleep(120_000)) }) },
+    );
+    assert.equal(report.outcome, 'rolled-back');
+    assert.match(report.failure!.message, /promote refused: deployed:app was not verified/);
+  });
+
+  it('a forged plan naming the attacker as an approver: the attacker\'s decision is never recorded as an approval, and nothing is promoted', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const [bob, mallory] = await Promise.all([newKey('bob'), newKey('mallory')]);
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } } }) }, people([bob]));
+    const specHash = trusted.set.secrets.get(fx.id)!.specHash;
+    const forged: RotationPlan = {
+      specHash,
+      consumers: [],
+      hasTarget: true,
+      overlapMs: 0,
+      maxParallelConsumers: 4,
+      timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
+      approval: { required: true, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [{ name: 'bob', keys: [mallory.publicKey] }] },
+      breakGlass: [],
+      people: [],
+    };
+    const report: RotationReport = await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId: await untilPending(handle, 'resolveRotation') }, forged);
+        let progress = await handle.query(progressQuery);
+        for (let i = 0; i < 200 && progress.stage !== 'approve'; i++) progress = await new Promise((r) => setTimeout(r, 100)).then(() => handle.query(progressQuery));
+        // The workflow, believing the forged plan, accepts mallory's signature as "bob".
+        await handle.executeUpdate('decide', { args: [await sign(mallory, decisionFor(handle, progress))] });
+        return handle.result();
+      },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, resolveRotation: () => sleep(120_000) }) },
+    );
+    assert.equal(report.outcome, 'rolled-back');
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+    assert.deepEqual((await trailOf(fx.id)).filter((r) => r.event === 'approved' || r.event === 'promoted'), [], 'no approval by "bob" was written, nothing promoted');
   });
 });

@@ -2,7 +2,7 @@
 // event's id is its place in the rotation (rotation id + "#" + n), the same on every replay and
 // retry, so each is written exactly once. Writes start at once and are awaited before the
 // rotation ends; a failing write is loud but never blocks the rotation.
-import { log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import { AUDIT_TRAIL_ATTRIBUTE } from './messages';
 import type { RotationActivities } from '../activities/rotation';
 import type { AuditEvent, AuditHead } from '../lib/audit';
@@ -13,6 +13,19 @@ const { recordAuditEvent, claimSignedDocument } = proxyActivities<RotationActivi
   heartbeatTimeout: '15s',
   retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: ['NotAuthorized'] },
 });
+
+function wellFormed(head: AuditHead | undefined): head is AuditHead {
+  return (
+    !!head &&
+    typeof head === 'object' &&
+    typeof head.trail === 'string' &&
+    head.trail.length <= 300 &&
+    /^(postgres|file):/.test(head.trail) &&
+    Number.isSafeInteger(head.seq) &&
+    typeof head.hash === 'string' &&
+    /^[0-9a-f]{64}$/.test(head.hash)
+  );
+}
 
 export class Evidence {
   private count = 0;
@@ -35,8 +48,9 @@ export class Evidence {
       versions: { ...this.versions() },
       ...extra,
     };
+    // Evidence is written even when the rotation is being cancelled: a rollback needs its record too.
     this.writes.push(
-      recordAuditEvent(record).catch((err) => {
+      CancellationScope.nonCancellable(() => recordAuditEvent(record)).catch((err) => {
         log.error('could not write the audit record', { secret: this.secret, event, error: (err as Error).message });
         return undefined;
       }),
@@ -48,9 +62,16 @@ export class Evidence {
    * evidence of the event. Rejects if another rotation already used the document.
    */
   async claim(event: 'requested' | 'break-glass', actor: string, signed: NonNullable<AuditEvent['signed']>, extra: { reason?: string; detail?: string }): Promise<void> {
-    const head = claimSignedDocument({ secret: this.secret, event, actor, at: new Date().toISOString(), versions: { ...this.versions() }, signed, ...extra });
+    const head = CancellationScope.nonCancellable(() =>
+      claimSignedDocument({ secret: this.secret, event, actor, at: new Date().toISOString(), versions: { ...this.versions() }, signed, ...extra }),
+    );
     this.writes.push(head.catch(() => undefined));
     await head;
+  }
+
+  /** A record a stage activity wrote itself (promote, revoke, post-verify): its head counts too. */
+  note(head: AuditHead | undefined): void {
+    if (head) this.writes.push(Promise.resolve(head));
   }
 
   /**
@@ -59,8 +80,7 @@ export class Evidence {
    * unaudited.
    */
   async written(): Promise<boolean> {
-    const heads = await Promise.all(this.writes);
-    return heads.every((h) => h !== undefined);
+    return (await Promise.all(this.writes)).every(wellFormed);
   }
 
   /**
@@ -69,7 +89,9 @@ export class Evidence {
    * `rekey audit verify` finds it.
    */
   async settle(): Promise<AuditHead | undefined> {
-    const heads = (await Promise.all(this.writes)).filter((h): h is AuditHead => h !== undefined);
+    // Heads come from activity results, which anyone with write access could forge: only the
+    // shape is checked here (a wrong head cannot pass `audit verify`, which checks signatures).
+    const heads = (await Promise.all(this.writes)).filter(wellFormed);
     const head = heads.sort((a, b) => b.seq - a.seq)[0];
     if (head) upsertSearchAttributes([{ key: AUDIT_TRAIL_ATTRIBUTE, value: head.trail }]);
     return head;

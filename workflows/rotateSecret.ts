@@ -80,10 +80,21 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   /** The worker's signed word for each verification; promote will not move without them. */
   const receipts: Receipts = {};
 
+  /** The worker records the revoke in the audit trail itself, before the target changes. */
   async function revokeOld(): Promise<void> {
-    await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed });
+    evidence.note(await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed }));
     revokedAt = new Date().toISOString();
-    evidence.record('revoked', 'rekey', { detail: `old version ${pair.currentVersionId} no longer accepted` });
+  }
+
+  /** The worker checks everything once more and records the promote in the audit trail itself. */
+  async function promote(): Promise<void> {
+    progress.enter('promote');
+    const approvedBy = revokeFirst ? [] : approvals.signed;
+    evidence.note(
+      await CancellationScope.nonCancellable(() =>
+        act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: approvedBy, request: input.request, emergency: emergency?.signed }),
+      ),
+    );
   }
 
   try {
@@ -101,9 +112,10 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     await everyConsumer(async (name) => {
       progress.setConsumer(name, 'deploying');
       touched.add(name);
-      await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${pair.pendingVersionId} to ${name}`), [
+      const deployed = await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${pair.pendingVersionId} to ${name}`), [
         { ...ref, consumer: name, versionId: pair.pendingVersionId },
       ]);
+      if (deployed.receipt) receipts[`deployed:${name}`] = deployed.receipt;
       progress.setConsumer(name, 'deployed');
     });
 
@@ -127,24 +139,17 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     if (!(await evidence.written())) throw new AuditFailure('the audit trail could not be written; refusing to promote without evidence');
 
     // 6. promote: pending becomes current. The worker checks the signed approvals (or the
-    //    break-glass) once more against its own manifests; refused, the rotation rolls back.
-    progress.enter('promote');
-    await CancellationScope.nonCancellable(() =>
-      act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: approvals.signed, request: input.request, emergency: emergency?.signed }),
-    );
-    evidence.record('promoted', 'rekey', { detail: `current is now ${pair.pendingVersionId}` });
+    //    break-glass) and its verification receipts once more; refused, the rotation rolls back.
+    await promote();
   } catch (err) {
     const failedStage = progress.stage;
     const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure || err instanceof AuditFailure ? err.message : causeOf(err);
     const cancelled = isCancellation(err);
-    if (revokeFirst && revokedAt && !cancelled && failedStage !== 'promote') {
-      // The old credential is already dead: going back would strand every consumer. Go forward.
-      warnings.push(`${failedStage}: ${message}`);
-      progress.enter('promote');
-      await CancellationScope.nonCancellable(() =>
-        act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: [], emergency: emergency?.signed }),
-      );
-      evidence.record('promoted', 'rekey', { detail: `current is now ${pair.pendingVersionId} (after: ${message})` });
+    if (revokedAt) {
+      // The old credential is already dead (revoke-first): going back would restore a leaked
+      // credential or strand every consumer. Whatever happened, cancellation included, go forward.
+      warnings.push(`${failedStage}: ${cancelled ? 'cancelled after the old credential was revoked; finishing' : message}`);
+      await promote();
     } else {
       // Compensation must run to the end even when the rotation itself was cancelled.
       await CancellationScope.nonCancellable(() => rollback());
@@ -174,7 +179,8 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     progress.enter('post-verify');
-    const check = await act.forward.postVerify(old);
+    const { head, ...check } = await act.forward.postVerify(old);
+    evidence.note(head);
     if (!check.oldRejected || !check.newAccepted) {
       warnings.push(`post-verify: ${check.detail}`);
       log.error('post-verify found a problem', { secret, detail: check.detail });

@@ -11,6 +11,8 @@ import { AUDIT_TRAIL_ATTRIBUTE, type RotationReport } from '../../workflows/mess
 import { EXIT, UsageError, err, out, parse } from '../common';
 
 const TAMPERED = 5;
+/** Intact as far as it goes, but its end could not be checked against any rotation's head. */
+const UNANCHORED = 6;
 const WHERE = { log: { type: 'string' }, database: { type: 'string' } } as const;
 
 /** The trail the options or the environment name: --database, --log, else REKEY_AUDIT_*. */
@@ -76,8 +78,9 @@ async function headsFromTemporal(trail: AuditTrail, limit: number, publicKeys: K
   const value = trail.trail.replaceAll('\\', '\\\\').replaceAll("'", "\\'");
   const query = `WorkflowType = 'rotateSecret' AND ${AUDIT_TRAIL_ATTRIBUTE.name} = '${value}' AND (ExecutionStatus = 'Completed' OR ExecutionStatus = 'Failed')`;
   let scanned = 0;
+  // Anyone may start runs that carry this trail's attribute; scanning on past them keeps real heads in view.
   for await (const wf of client.workflow.list({ query, pageSize: 100 })) {
-    if (heads.length >= limit || ++scanned > limit * 10) break;
+    if (heads.length >= limit || ++scanned > 100_000) break;
     let head: AuditHead | undefined;
     try {
       head = ((await client.workflow.getHandle(wf.workflowId, wf.runId).result()) as RotationReport)?.auditHead;
@@ -113,10 +116,13 @@ async function verifyCommand(args: string[]): Promise<number> {
       return TAMPERED;
     }
     out(`audit trail intact: ${verdict.records} records signed by ${publicKeys.map((k) => auditKeyId(k)).join(', ')} (${trail.where})`);
+    if (found?.ignored) out(`  WARNING: ignored ${found.ignored} head(s) not signed by the audit key (runs that claim this trail without having written to it)`);
     if (!found) out('  rotation heads not checked (--offline): a trail cut short at its end would not be noticed');
-    else if (verdict.heads === 0) out('  WARNING: no rotation in Temporal recorded a head of this trail, so a trail cut short at its end cannot be noticed');
-    else out(`  reaches all ${verdict.heads} rotation head(s) recorded in Temporal`);
-    if (found?.ignored) out(`  ignored ${found.ignored} head(s) not signed by the audit key`);
+    else if (verdict.heads > 0) out(`  reaches all ${verdict.heads} rotation head(s) recorded in Temporal`);
+    else if (verdict.records > 0) {
+      err('  no rotation in Temporal (within its retention) recorded a signed head of this trail: its end cannot be vouched for (--offline to check the rest only)');
+      return UNANCHORED;
+    }
     if (people) out('  every signed decision is by a key the manifests list for its signer');
     return EXIT.ok;
   } finally {
