@@ -40,6 +40,21 @@ async function cheapSecret(extraConsumer: Record<string, unknown> = {}) {
   return { name, secretId, dir, file, spec };
 }
 
+/** What an attacker would answer resolveRotation with: the real hash, the policy of their choosing. */
+function forgedPlan(specHash: string, approval: Partial<RotationPlan['approval']>): RotationPlan {
+  return {
+    specHash,
+    consumers: [],
+    hasTarget: true,
+    overlapMs: 0,
+    maxParallelConsumers: 4,
+    timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
+    approval: { required: false, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [], ...approval },
+    breakGlass: [],
+    people: [],
+  };
+}
+
 /** The stack's audit records of one secret. */
 async function trailOf(secret: string): Promise<AuditRecord[]> {
   return (await openAuditTrail(auditSettingsFromEnv()).read()).filter((r): r is AuditRecord => typeof r !== 'string' && r.secret === secret);
@@ -226,17 +241,7 @@ describe('the trust boundary', () => {
       [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s', approval: { required: true, approvers: [{ name: 'bob', keys: [bob.publicKey] }] } } }),
     });
     const specHash = trusted.set.secrets.get(fx.id)!.specHash;
-    const forged: RotationPlan = {
-      specHash,
-      consumers: [],
-      hasTarget: true,
-      overlapMs: 0,
-      maxParallelConsumers: 4,
-      timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
-      approval: { required: false, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [] },
-      breakGlass: [],
-      people: [],
-    };
+    const forged = forgedPlan(specHash, { required: false });
     const report: RotationReport = await withWorker(
       async (taskQueue) => {
         const client = await temporalClient();
@@ -464,17 +469,7 @@ describe('the trust boundary', () => {
     const [bob, mallory] = await Promise.all([newKey('bob'), newKey('mallory')]);
     const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s', approval: { required: true, approvers: ['bob'] } } }) }, people([bob]));
     const specHash = trusted.set.secrets.get(fx.id)!.specHash;
-    const forged: RotationPlan = {
-      specHash,
-      consumers: [],
-      hasTarget: true,
-      overlapMs: 0,
-      maxParallelConsumers: 4,
-      timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
-      approval: { required: true, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [{ name: 'bob', keys: [mallory.publicKey] }] },
-      breakGlass: [],
-      people: [],
-    };
+    const forged = forgedPlan(specHash, { required: true, approvers: [{ name: 'bob', keys: [mallory.publicKey] }] });
     const report: RotationReport = await withWorker(
       async (taskQueue) => {
         const client = await temporalClient();
