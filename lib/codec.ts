@@ -1,14 +1,18 @@
 // Payload encryption: AES-256-GCM over every payload Temporal stores, with the key id in the
 // payload's metadata so the codec key itself can be rotated (new payloads use the active key; old
-// ones still decode with the key they name). A second layer: nothing in rekey's payloads is a
-// secret value in the first place.
+// ones still decode with the key they name). The key id and the encoding are authenticated with the
+// data, so relabelling a payload's metadata makes it undecodable rather than misread. A second
+// layer: nothing in rekey's payloads is a secret value in the first place.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { z } from 'zod';
 
-export const ENCODING = 'binary/encrypted';
+/** The key id and this name are authenticated along with the data, so neither can be swapped. */
+export const ENCODING = 'binary/encrypted-v2';
+/** Sealed without authenticated metadata by older rekey versions: still decoded, never written. */
+export const LEGACY_ENCODING = 'binary/encrypted';
 export const KEY_ID = 'encryption-key-id';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
@@ -39,25 +43,40 @@ export function parseKeyring(source: string, json: unknown): Keyring {
   return { activeId: parsed.data.active, keys: new Map(Object.entries(parsed.data.keys).map(([id, k]) => [id, Buffer.from(k, 'base64')])) };
 }
 
-export function loadKeyring(path = process.env.REKEY_CODEC_KEYRING): Keyring | undefined {
-  if (!path) return undefined;
-  let text: string;
+/** A keyring file as written. It holds every codec key, so it is refused unless only its owner may read it. */
+export function readKeyringFile(path: string): KeyringFile {
+  let fd: number;
   try {
-    text = readFileSync(path, 'utf8');
+    fd = openSync(path, 'r');
   } catch (err) {
     throw new Error(`cannot read the codec keyring ${path} (REKEY_CODEC_KEYRING): ${(err as Error).message}`);
   }
+  let content: string;
+  try {
+    const mode = fstatSync(fd).mode & 0o777;
+    if (mode & 0o077) throw new Error(`the codec keyring ${path} has mode ${mode.toString(8).padStart(4, '0')}: group or others may access it; run: chmod 600 ${path}`);
+    content = readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(content);
   } catch {
     throw new Error(`${path}: not valid JSON`);
   }
-  return parseKeyring(path, json);
+  parseKeyring(path, json);
+  return json as KeyringFile;
+}
+
+export function loadKeyring(path = process.env.REKEY_CODEC_KEYRING): Keyring | undefined {
+  return path ? parseKeyring(path, readKeyringFile(path)) : undefined;
 }
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array | null | undefined) => (b ? Buffer.from(b).toString('utf8') : undefined);
+
+const additionalData = (encoding: string, id: string) => utf8(`${encoding}\0${id}`);
 
 export class AesGcmCodec implements PayloadCodec {
   constructor(private readonly keyring: Keyring) {}
@@ -67,7 +86,7 @@ export class AesGcmCodec implements PayloadCodec {
     const key = this.keyring.keys.get(id)!;
     return payloads.map((payload) => {
       const iv = randomBytes(IV_BYTES);
-      const cipher = createCipheriv('aes-256-gcm', key, iv);
+      const cipher = createCipheriv('aes-256-gcm', key, iv).setAAD(additionalData(ENCODING, id));
       const plain = temporal.api.common.v1.Payload.encode(payload).finish();
       const sealed = Buffer.concat([iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
       return { metadata: { encoding: utf8(ENCODING), [KEY_ID]: utf8(id) }, data: sealed };
@@ -76,14 +95,23 @@ export class AesGcmCodec implements PayloadCodec {
 
   async decode(payloads: Payload[]): Promise<Payload[]> {
     return payloads.map((payload) => {
-      if (text(payload.metadata?.encoding) !== ENCODING) return payload;
+      const encoding = text(payload.metadata?.encoding);
+      if (encoding !== ENCODING && encoding !== LEGACY_ENCODING) return payload;
       const id = text(payload.metadata?.[KEY_ID]);
       const key = id ? this.keyring.keys.get(id) : undefined;
       if (!key) throw new Error(`payload encrypted with codec key "${id ?? '(none)'}", which this keyring does not hold`);
       const sealed = Buffer.from(payload.data ?? new Uint8Array());
+      const refused = new Error(`payload sealed as ${encoding} with codec key "${id}" does not authenticate: its data, key id or encoding was altered`);
+      if (sealed.length < IV_BYTES + TAG_BYTES) throw refused;
       const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES));
+      if (encoding === ENCODING) decipher.setAAD(additionalData(ENCODING, id!));
       decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-      const plain = Buffer.concat([decipher.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES)), decipher.final()]);
+      let plain: Buffer;
+      try {
+        plain = Buffer.concat([decipher.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES)), decipher.final()]);
+      } catch {
+        throw refused;
+      }
       return temporal.api.common.v1.Payload.decode(plain);
     });
   }

@@ -1,9 +1,14 @@
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Payload } from '@temporalio/common';
 import { AesGcmCodec, loadKeyring } from '../../lib/codec';
 import { EXIT, UsageError, err, parse } from '../common';
+
+/** Temporal refuses payloads over 2 MiB; base64 and JSON add about a third. */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+export const SESSION_MS = 12 * 60 * 60 * 1000;
+const COOKIE = 'rekey_codec';
 
 /** Payloads as Temporal's remote codec protocol carries them: bytes as base64. */
 interface JsonPayload {
@@ -20,6 +25,15 @@ const toJson = (p: Payload): JsonPayload => ({
   data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
 });
 
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 function tokenFromEnv(): string {
   if (process.env.REKEY_CODEC_TOKEN) return process.env.REKEY_CODEC_TOKEN;
   if (process.env.REKEY_CODEC_TOKEN_FILE) return readFileSync(process.env.REKEY_CODEC_TOKEN_FILE, 'utf8').trim();
@@ -32,12 +46,58 @@ function sameSecret(given: string | undefined, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** Only our own cookie is decoded: other servers on this host may set cookies we must not choke on. */
 function cookie(req: IncomingMessage, name: string): string | undefined {
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [k, ...v] = part.trim().split('=');
-    if (k === name) return decodeURIComponent(v.join('='));
+    if (k !== name) continue;
+    try {
+      return decodeURIComponent(v.join('='));
+    } catch {
+      throw new HttpError(400, `the ${name} cookie is malformed`);
+    }
   }
   return undefined;
+}
+
+/** Stops keeping the body once it passes the limit, so a huge request costs no memory. */
+function readBody(req: IncomingMessage): Promise<string> {
+  const tooBig = new HttpError(413, `a request body may hold at most ${MAX_BODY_BYTES} bytes`);
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooBig);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) reject(tooBig);
+      else chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function requestUrl(req: IncomingMessage): URL {
+  try {
+    return new URL(req.url ?? '/', 'http://codec');
+  } catch {
+    throw new HttpError(400, 'malformed request URL');
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function payloadsOf(raw: string): Payload[] {
+  let body: unknown;
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    throw new HttpError(400, 'the body is not JSON');
+  }
+  // The temporal CLI sends {} for an empty list (proto3 JSON leaves empty lists out), e.g. for a query without arguments.
+  const payloads = isObject(body) ? (body.payloads ?? []) : undefined;
+  if (!Array.isArray(payloads) || !payloads.every(isObject)) throw new HttpError(400, 'body must be {"payloads": [{"metadata": {...}, "data": "..."}, ...]}');
+  return payloads.map((p) => toPayload(p as JsonPayload));
 }
 
 export interface CodecServerOptions {
@@ -45,17 +105,47 @@ export interface CodecServerOptions {
   token: string;
   origins: string[];
   log?: (line: string) => void;
+  now?: () => number;
 }
 
 /**
  * Temporal's remote codec endpoints (POST /encode, POST /decode) for the Web UI and the temporal CLI.
  * Callers prove themselves with `Authorization: Bearer <token>` (the temporal CLI's --codec-auth), or,
- * for a browser, with the cookie set once by visiting /login?token=<token>: the Temporal UI cannot add
+ * for a browser, with a session cookie set by visiting /login?token=<token>: the Temporal UI cannot add
  * a bearer token of ours, but sends cookies when its codec setting "include cross-origin credentials"
- * is on. Logs name the route and the outcome, never a payload.
+ * is on. The cookie holds a random session id that expires, never the token itself, so a stolen cookie
+ * is worth hours, not the token. Logs name the route and the outcome, never a payload or a query string.
  */
-export function createCodecServer({ codec, token, origins, log = () => undefined }: CodecServerOptions): Server {
+export function createCodecServer({ codec, token, origins, log = () => undefined, now = Date.now }: CodecServerOptions): Server {
+  const sessions = new Map<string, number>(); // session id -> when it expires
+
+  const signedIn = (req: IncomingMessage) => {
+    const bearer = req.headers.authorization?.match(/^Bearer (.+)$/)?.[1];
+    if (sameSecret(bearer, token)) return true;
+    const session = cookie(req, COOKIE);
+    const expires = session === undefined ? undefined : sessions.get(session);
+    if (expires === undefined) return false;
+    if (expires > now()) return true;
+    sessions.delete(session!);
+    return false;
+  };
+
+  const startSession = () => {
+    for (const [id, expires] of sessions) if (expires <= now()) sessions.delete(id);
+    const id = randomBytes(32).toString('base64url');
+    sessions.set(id, now() + SESSION_MS);
+    return `${COOKIE}=${id}; HttpOnly; SameSite=Lax; Path=/; Max-Age=${SESSION_MS / 1000}`;
+  };
+
   return createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    let path = '(malformed URL)';
+    const reply = (status: number, body?: unknown) => {
+      log(`${req.method} ${path} ${status}`);
+      // The rest of a body we refused is not worth reading: the connection ends with the answer.
+      if (status === 413) res.setHeader('Connection', 'close');
+      res.writeHead(status, body === undefined ? {} : { 'content-type': 'application/json' });
+      res.end(body === undefined ? undefined : JSON.stringify(body));
+    };
     const origin = req.headers.origin;
     if (origin && origins.includes(origin)) {
       res.setHeader('Access-Control-Allow-Origin', origin);
@@ -64,31 +154,25 @@ export function createCodecServer({ codec, token, origins, log = () => undefined
       res.setHeader('Access-Control-Allow-Headers', 'content-type, authorization, x-namespace');
       res.setHeader('Vary', 'Origin');
     }
-    const url = new URL(req.url ?? '/', 'http://codec');
-    const reply = (status: number, body?: unknown) => {
-      log(`${req.method} ${url.pathname} ${status}`);
-      res.writeHead(status, body === undefined ? {} : { 'content-type': 'application/json' });
-      res.end(body === undefined ? undefined : JSON.stringify(body));
-    };
-    if (req.method === 'OPTIONS') return reply(204);
-    if (req.method === 'GET' && url.pathname === '/login') {
-      if (!sameSecret(url.searchParams.get('token') ?? undefined, token)) return reply(401, { error: 'wrong token' });
-      res.setHeader('Set-Cookie', `rekey_codec=${encodeURIComponent(token)}; HttpOnly; SameSite=Lax; Path=/`);
-      return reply(200, { ok: true, note: 'this browser may now decode payloads in the Temporal UI' });
-    }
-    if (req.method !== 'POST' || !['/encode', '/decode'].includes(url.pathname)) return reply(404, { error: 'POST /encode or /decode' });
-    const bearer = req.headers.authorization?.match(/^Bearer (.+)$/)?.[1];
-    if (!sameSecret(bearer, token) && !sameSecret(cookie(req, 'rekey_codec'), token)) return reply(401, { error: 'a bearer token is required' });
+    // Whatever a request holds, it gets an answer and the server keeps serving the next one.
     try {
-      let raw = '';
-      for await (const chunk of req) raw += chunk;
-      const { payloads } = JSON.parse(raw) as { payloads?: JsonPayload[] };
-      if (!Array.isArray(payloads)) return reply(400, { error: 'body must be {"payloads": [...]}' });
-      const input = payloads.map(toPayload);
-      const output = url.pathname === '/encode' ? await codec.encode(input) : await codec.decode(input);
+      const url = requestUrl(req);
+      path = url.pathname;
+      if (req.method === 'OPTIONS') return reply(204);
+      if (req.method === 'GET' && path === '/login') {
+        if (!sameSecret(url.searchParams.get('token') ?? undefined, token)) return reply(401, { error: 'wrong token' });
+        res.setHeader('Set-Cookie', startSession());
+        res.setHeader('Cache-Control', 'no-store');
+        return reply(200, { ok: true, note: `this browser may now decode payloads in the Temporal UI for ${SESSION_MS / 3_600_000} hours` });
+      }
+      if (req.method !== 'POST' || !['/encode', '/decode'].includes(path)) return reply(404, { error: 'POST /encode or /decode' });
+      if (!signedIn(req)) return reply(401, { error: 'a bearer token (or a session from /login) is required' });
+      const input = payloadsOf(await readBody(req));
+      const output = path === '/encode' ? await codec.encode(input) : await codec.decode(input);
       return reply(200, { payloads: output.map(toJson) });
     } catch (e) {
-      return reply(400, { error: (e as Error).message });
+      if (res.headersSent) return res.destroy();
+      return reply(e instanceof HttpError ? e.status : 400, { error: (e as Error).message });
     }
   });
 }
