@@ -1,9 +1,11 @@
-import { execFile } from 'node:child_process';
-import { chmod, mkdir, open, rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join, parse, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationSchema } from '../../lib/schema';
+import { durationBetween } from '../../lib/schema';
 import type { Consumer, Credential, Health, VersionRef } from '../provider';
 
 export const commandConsumerSchema = z
@@ -22,25 +24,106 @@ export const commandConsumerSchema = z
     health: z.string().min(1).optional(),
     /** Variables of the worker's environment the commands may see (e.g. KUBECONFIG); each must be in a Settings env list. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')).default([]),
-    commandTimeout: durationSchema.default('30s'),
+    commandTimeout: durationBetween('1s', '1h').default('30s'),
   })
   .strict();
 export type CommandConsumerSpec = z.infer<typeof commandConsumerSchema>;
 
-function render(format: CommandConsumerSpec['format'], ref: VersionRef, credential: Credential): string {
+function render(spec: CommandConsumerSpec, ref: VersionRef, credential: Credential): string {
   const withVersion = { ...credential, rekey_version_id: ref.versionId };
-  if (format === 'json') return `${JSON.stringify(withVersion, null, 2)}\n`;
+  if (spec.format === 'json') return `${JSON.stringify(withVersion, null, 2)}\n`;
   return Object.entries(withVersion)
-    .map(([k, v]) => `${k.toUpperCase()}='${v.replaceAll("'", `'\\''`)}'\n`)
+    .map(([k, v]) => {
+      // The file is meant to be sourced: a key is shell text, so anything but a name would run.
+      const key = k.toUpperCase();
+      if (!/^[A-Z_][A-Z0-9_]*$/.test(key)) {
+        throw new Error(`consumer ${spec.name}: credential key ${JSON.stringify(k)} is not an environment variable name, so the env file cannot hold it`);
+      }
+      // Nested values are written as JSON text; every value is single-quoted, so nothing in it runs.
+      const text = typeof v === 'string' ? v : JSON.stringify(v);
+      return `${key}='${text.replaceAll("'", `'\\''`)}'\n`;
+    })
     .join('');
 }
 
-function run(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    execFile('/bin/sh', ['-c', command], { env, timeout: timeoutMs, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, output: `${stdout}${stderr}`.trim() });
+/**
+ * Create the folder (0700) if missing and refuse one that someone else could swap or fill: reached
+ * through a symlink (its target can be changed under us) or writable by group or others.
+ */
+async function privateFolder(consumer: string, folder: string): Promise<void> {
+  const parts = folder.slice(parse(folder).root.length).split(sep).filter(Boolean);
+  let path = parse(folder).root;
+  for (const part of parts) {
+    path = join(path, part);
+    let stat = await lstat(path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (!stat) {
+      await mkdir(path, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
+      stat = await lstat(path);
+    }
+    if (stat.isSymbolicLink()) throw new Error(`consumer ${consumer}: folder ${folder} is reached through a symlink (${path}); use the real path`);
+    if (!stat.isDirectory()) throw new Error(`consumer ${consumer}: ${path} in the path of folder ${folder} is not a folder`);
+    if (path === folder && stat.mode & 0o022) {
+      throw new Error(`consumer ${consumer}: folder ${folder} is writable by group or others; make it 0700 or 0755`);
+    }
+  }
+}
+
+/**
+ * Replace `file` with `text` so a reader sees the old or the new content, never a mix: a fresh
+ * temp file nobody can have planted (random name, O_EXCL, no symlink followed, 0600) is renamed over it.
+ */
+async function writePrivate(consumer: string, file: string, text: string): Promise<void> {
+  const folder = dirname(file);
+  await privateFolder(consumer, folder);
+  const temp = join(folder, `.${basename(file)}.rekey-${randomBytes(16).toString('hex')}.tmp`);
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  const handle = await open(temp, flags, 0o600);
+  try {
+    try {
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+  // The rename is durable only once the folder's entry is on disk.
+  const dir = await open(folder, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Run `command` with `sh -c`; only its exit status is used (its output may echo the file). */
+function run(command: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal?: AbortSignal): Promise<{ code: number }> {
+  return new Promise((resolvePromise, reject) => {
+    // Its own process group, so a timeout or a cancelled step kills `sh` and whatever it started.
+    const child = spawn('/bin/sh', ['-c', command], { env, detached: true, stdio: 'ignore' });
+    const kill = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    };
+    const timer = setTimeout(kill, timeoutMs);
+    signal?.addEventListener('abort', kill, { once: true });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
     });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', kill);
+      if (signal?.aborted) reject(new Error('cancelled'));
+      else resolvePromise({ code: code ?? 1 });
+    });
+    if (signal?.aborted) kill();
   });
 }
 
@@ -59,29 +142,18 @@ export function commandConsumer(spec: CommandConsumerSpec): Consumer {
   return {
     name: spec.name,
 
-    async deploy(ref, credential) {
-      await mkdir(dirname(spec.file), { recursive: true });
-      // Write a private temp file and rename it, so a reader never sees half a credential.
-      const temp = `${spec.file}.rekey-${process.pid}.tmp`;
-      const handle = await open(temp, 'w', 0o600);
-      try {
-        await handle.writeFile(render(spec.format, ref, credential));
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await chmod(temp, 0o600);
-      await rename(temp, spec.file);
+    async deploy(ref, credential, signal) {
+      await writePrivate(spec.name, resolve(spec.file), render(spec, ref, credential));
       if (spec.reload) {
-        const { code } = await run(spec.reload, envFor(ref), timeoutMs);
+        const { code } = await run(spec.reload, envFor(ref), timeoutMs, signal);
         // Command output may echo the file, so only the exit status is reported.
         if (code !== 0) throw new Error(`reload command of consumer ${spec.name} exited with status ${code}`);
       }
     },
 
-    async health(ref): Promise<Health> {
+    async health(ref, signal): Promise<Health> {
       if (!spec.health) return { healthy: true, detail: 'no health command configured' };
-      const { code } = await run(spec.health, envFor(ref), timeoutMs);
+      const { code } = await run(spec.health, envFor(ref), timeoutMs, signal);
       return code === 0
         ? { healthy: true, detail: 'health command exited 0' }
         : { healthy: false, detail: `health command exited with status ${code}` };
