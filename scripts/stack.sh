@@ -15,6 +15,8 @@
 # postgres user; if that user cannot reach .data it lives in REKEY_PG_HOME (default
 # /var/tmp/rekey-postgres-<hash of the data folder>).
 set -euo pipefail
+say() { echo "stack: $*" >&2; }
+die() { echo "stack: $*" >&2; exit 1; }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${REKEY_DATA_DIR:-$root/.data}"
 temporal_port="${REKEY_TEMPORAL_PORT:-7233}"
@@ -36,7 +38,15 @@ if [[ "$(id -u)" == 0 ]]; then
   mkdir -p "$pg_home"
   if ! as_postgres test -x "$pg_home" 2>/dev/null; then
     pg_home="${REKEY_PG_HOME:-/var/tmp/rekey-postgres-$(printf %s "$data" | sha256sum | cut -c1-12)}"
-    mkdir -p "$pg_home" && chown postgres "$pg_home" && chmod 700 "$pg_home"
+    # The name is predictable and /var/tmp is shared: never follow or adopt what someone planted there.
+    if [[ -L "$pg_home" ]]; then
+      die "$pg_home is a symbolic link; refusing to use it (remove it, or set REKEY_PG_HOME)"
+    elif [[ -e "$pg_home" ]]; then
+      [[ -d "$pg_home" && "$(stat -c %U "$pg_home")" == postgres && "$(stat -c %a "$pg_home")" == 700 ]] ||
+        die "$pg_home exists but is not a folder owned by postgres with mode 700; refusing to use it (remove it, or set REKEY_PG_HOME)"
+    else
+      mkdir -m 700 "$pg_home" && chown postgres "$pg_home"
+    fi
   fi
 fi
 pgdata="$pg_home/cluster"
@@ -47,8 +57,6 @@ audit_writer_password="$data/audit/writer-password"
 # Search attributes the workflows set; registered at every start (the dev server skips known ones).
 search_attributes=(RekeySecret RekeyStage RekeyOutcome RekeyRequestedBy RekeyAuditTrail)
 
-say() { echo "stack: $*" >&2; }
-die() { echo "stack: $*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_alive() { [[ -f "$run/$1.pid" ]] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
@@ -192,6 +200,40 @@ SQL
   unset PGPASSWORD
 }
 
+# The cluster also serves TLS, with a certificate from a throwaway CA made here, so the Postgres
+# target's ssl modes are tested for real; the CA certificate is $data/postgres/ca.crt.
+ensure_postgres_tls() {
+  local tls="$pg_home/tls"
+  if [[ ! -f "$tls/server.crt" ]]; then
+    command -v openssl >/dev/null || die "openssl is needed for the local cluster's TLS certificate (apt-get install openssl)"
+    say "creating a throwaway CA and a TLS certificate for the local PostgreSQL"
+    mkdir -p -m 700 "$tls"
+    (
+      umask 077
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=rekey local test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 825 \
+        -extfile "$tls/san.ext" -out "$tls/server.crt" 2>/dev/null
+    ) || die "could not make the local TLS certificate"
+    if [[ "$(id -u)" == 0 ]]; then chown -R postgres "$tls"; fi
+  fi
+  install -m 644 "$tls/ca.crt" "$data/postgres/ca.crt"
+}
+
+# Two roles the tests use to check that rekey never answers a server asking for a password in
+# clear text or as md5: only they get those methods, everyone else scram-sha-256.
+ensure_probe_roles_auth() {
+  local hba="$pgdata/pg_hba.conf"
+  if ! grep -q rekey_cleartext_probe "$hba"; then
+    local probes='host all rekey_cleartext_probe 127.0.0.1/32 password
+host all rekey_md5_probe 127.0.0.1/32 md5'
+    as_postgres sh -c "{ printf '%s\n' \"\$1\"; cat \"\$2\"; } > \"\$2.new\" && mv \"\$2.new\" \"\$2\"" sh "$probes" "$hba"
+    as_postgres "$pg_bin/pg_ctl" -D "$pgdata" reload >/dev/null 2>&1 || true
+  fi
+}
+
 start_postgres() {
   [[ -x "$pg_bin/initdb" ]] || die "PostgreSQL server binaries not found (looked in $pg_bin); set REKEY_PG_BIN"
   mkdir -p "$data/postgres"
@@ -205,15 +247,16 @@ start_postgres() {
   if [[ ! -f "$pgdata/PG_VERSION" ]]; then
     say "creating a PostgreSQL cluster with scram-sha-256 auth in $pgdata"
     local pwfile="$pg_home/initdb-pw"
-    # A fresh admin password for this throwaway cluster; it is never printed.
-    python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$pg_password_file"
-    chmod 600 "$pg_password_file"
+    # A fresh admin password for this throwaway cluster; it is never printed, nor readable by others.
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$pg_password_file")
     install -m 600 "$pg_password_file" "$pwfile"
     if [[ "$(id -u)" == 0 ]]; then chown postgres "$pg_home" "$pwfile"; fi
     as_postgres "$pg_bin/initdb" -D "$pgdata" -U rekey_admin --pwfile="$pwfile" --auth=scram-sha-256 \
       --no-instructions >"$logs/postgres-initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$logs/postgres-initdb.log" >&2; die "initdb failed"; }
     rm -f "$pwfile"
   fi
+  ensure_postgres_tls
+  ensure_probe_roles_auth
   if as_postgres "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then return 0; fi
   ensure_port_free PostgreSQL "$pg_port" REKEY_PG_PORT
   say "starting PostgreSQL on 127.0.0.1:$pg_port"
@@ -222,7 +265,7 @@ start_postgres() {
   if [[ "$(id -u)" == 0 ]]; then touch "$pg_log"; chown postgres "$pg_log"; fi
   ln -sfn "$pg_log" "$logs/postgres.log"
   as_postgres "$pg_bin/pg_ctl" -D "$pgdata" -l "$pg_log" -w -t 60 \
-    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c max_connections=300" start >/dev/null ||
+    -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pgdata -c max_connections=300 -c ssl=on -c ssl_cert_file=$pg_home/tls/server.crt -c ssl_key_file=$pg_home/tls/server.key" start >/dev/null ||
     { tail -n 20 "$pg_log" >&2; die "PostgreSQL did not start"; }
   echo "$pg_port" >"$run/postgres.port"
 }
@@ -240,6 +283,7 @@ export REKEY_PG_HOST=127.0.0.1
 export REKEY_PG_PORT=$(cat "$run/postgres.port" 2>/dev/null || echo "$pg_port")
 export REKEY_PG_ADMIN_USER=rekey_admin
 export REKEY_PG_ADMIN_PASSWORD_FILE=$pg_password_file
+export REKEY_PG_CA_FILE=$data/postgres/ca.crt
 export REKEY_CODEC_KEYRING=$keyring
 export REKEY_CODEC_TOKEN_FILE=$codec_token
 export REKEY_CODEC_ENDPOINT=http://127.0.0.1:$codec_port

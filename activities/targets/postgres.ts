@@ -1,12 +1,22 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { ApplicationFailure } from '@temporalio/common';
 import { Client, escapeIdentifier } from 'pg';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationSchema } from '../../lib/schema';
-import type { Acceptance, Credential, Target } from '../provider';
+import { durationBetween } from '../../lib/schema';
+import { textOf, type Acceptance, type Credential, type Target } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
-const role = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case Postgres role name');
+/** Roles rekey must never act on, whatever a manifest or a stored value says. */
+const RESERVED = /^(postgres$|pg_)/;
+
+const role = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case Postgres role name')
+  .refine((name) => !RESERVED.test(name), { message: 'is a reserved role (postgres, pg_*): rekey never changes it' });
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 export const postgresSchema = z
   .object({
@@ -24,7 +34,19 @@ export const postgresSchema = z
      * never inline. It needs CREATEROLE (or superuser) on the cluster.
      */
     admin: z.object({ store: storeSchema }).strict(),
-    connectTimeout: durationSchema.default('5s'),
+    /**
+     * TLS to the server: verify-full (the default for any host but loopback) checks the server's
+     * certificate and name against `ca` (a PEM file) or the system's CAs; require encrypts only.
+     */
+    ssl: z
+      .object({ mode: z.enum(['disable', 'require', 'verify-full']), ca: z.string().min(1).optional() })
+      .strict()
+      .optional(),
+    /** End the old role's sessions when it is revoked (always in an emergency). */
+    terminateSessions: z.boolean().default(true),
+    /** Run with the new credential at verify, e.g. "SELECT 1 FROM orders LIMIT 1": it must succeed. */
+    verifyQuery: z.string().min(1).max(10_000).optional(),
+    connectTimeout: durationBetween('100ms', '5m').default('5s'),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -38,11 +60,25 @@ export const postgresSchema = z
         ctx.addIssue({ code: 'custom', path: ['users'], message: 'must name two different roles' });
       }
     }
+    if (spec.ssl?.mode === 'disable' && !LOOPBACK.has(spec.host)) {
+      ctx.addIssue({ code: 'custom', path: ['ssl', 'mode'], message: `disable sends the admin credential in the open to ${spec.host}: only allowed for loopback hosts` });
+    }
   });
 export type PostgresSpec = z.infer<typeof postgresSchema>;
 
 // SQLSTATEs for "wrong password", "no such role / login not allowed".
 const AUTH_FAILURES = new Set(['28P01', '28000']);
+
+/**
+ * SASLprep as node-postgres applies it at login (non-ASCII spaces to spaces, "mapped to nothing"
+ * characters removed, NFKC): a verifier made without it does not match the password a client sends.
+ */
+export function saslprep(password: string): string {
+  return password
+    .replace(/[\u00A0\u1680\u2000-\u200B\u202F\u205F\u3000]/g, ' ')
+    .replace(/[\u00AD\u034F\u1806\u180B\u180C\u180D\u200C\u200D\u2060\uFE00-\uFE0F\uFEFF]/g, '')
+    .normalize('NFKC');
+}
 
 /**
  * A SCRAM-SHA-256 verifier, so ALTER ROLE never carries the cleartext password: a statement log
@@ -51,35 +87,101 @@ const AUTH_FAILURES = new Set(['28P01', '28000']);
 export function scramVerifier(password: string): string {
   const salt = randomBytes(16);
   const iterations = 4096;
-  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const salted = pbkdf2Sync(saslprep(password), salt, iterations, 32, 'sha256');
   const clientKey = createHmac('sha256', salted).update('Client Key').digest();
   const storedKey = createHash('sha256').update(clientKey).digest();
   const serverKey = createHmac('sha256', salted).update('Server Key').digest();
   return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
 }
 
+/** Refused, never retried: a stored value or a setting asks for something the manifest does not allow. */
+function refusal(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, 'TargetRefused');
+}
+
+/** The attributes, settings, memberships and direct privileges that make two roles equivalent. */
+const TWIN_FACETS = `
+  SELECT 'attribute' AS facet, a.k || '=' || a.v AS value FROM pg_roles r,
+    LATERAL (VALUES ('superuser', r.rolsuper::text), ('inherit', r.rolinherit::text), ('createrole', r.rolcreaterole::text),
+                    ('createdb', r.rolcreatedb::text), ('replication', r.rolreplication::text), ('bypassrls', r.rolbypassrls::text),
+                    ('connection limit', r.rolconnlimit::text)) AS a(k, v)
+   WHERE r.rolname = $1
+  UNION ALL SELECT 'setting', unnest(r.rolconfig) FROM pg_roles r WHERE r.rolname = $1
+  UNION ALL SELECT 'member of', g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1
+  UNION ALL SELECT 'privilege', 'database ' || d.datname || ': ' || x.privilege_type FROM pg_database d, aclexplode(d.datacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+  UNION ALL SELECT 'privilege', 'schema ' || n.nspname || ': ' || x.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+  UNION ALL SELECT 'privilege', 'relation ' || c.oid::regclass::text || ': ' || x.privilege_type FROM pg_class c, aclexplode(c.relacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+  UNION ALL SELECT 'privilege', 'column ' || c.oid::regclass::text || '.' || a.attname || ': ' || x.privilege_type FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+  UNION ALL SELECT 'privilege', 'function ' || p.oid::regprocedure::text || ': ' || x.privilege_type FROM pg_proc p, aclexplode(p.proacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)`;
+
 export function postgres(spec: PostgresSpec): Target {
   const connectTimeoutMillis = parseDuration(spec.connectTimeout);
+  const allowed = new Set(spec.strategy === 'single-user' ? [spec.user!] : spec.users!);
+  const mode = spec.ssl?.mode ?? (LOOPBACK.has(spec.host) ? 'disable' : 'verify-full');
+  const ssl = mode === 'disable' ? false : { rejectUnauthorized: mode === 'verify-full', ...(spec.ssl?.ca ? { ca: readFileSync(spec.ssl.ca, 'utf8') } : {}) };
 
+  /** A role name read from a stored value is data: it is acted on only if the manifest names it. */
+  function ownRole(credential: Credential, which: string): string {
+    const name = credential.username;
+    if (typeof name !== 'string' || !allowed.has(name)) {
+      throw refusal(`the ${which} credential names role ${JSON.stringify(String(name).slice(0, 63))}, which is not one this manifest rotates (${[...allowed].join(', ')}); nothing was changed`);
+    }
+    return name;
+  }
+
+  function passwordOf(credential: Credential, which: string): string {
+    const password = textOf(credential, 'password');
+    if (!password) throw refusal(`the ${which} credential has no password (text) field`);
+    return password;
+  }
+
+  /**
+   * A client that will not hand a password to a server asking for it in clear text or as md5
+   * (either can be replayed or captured), and binds SCRAM to the TLS channel when there is one.
+   */
   function clientFor(user: string, password: string): Client {
-    return new Client({
+    const client = new Client({
       host: spec.host,
       port: spec.port,
       database: spec.database,
       user,
       password,
+      ssl,
+      enableChannelBinding: ssl !== false,
       connectionTimeoutMillis: connectTimeoutMillis,
       application_name: 'rekey',
     });
+    const refuse = (how: string) =>
+      function (this: { connection: { emit(event: string, err: Error): void } }) {
+        this.connection.emit('error', new Error(`${spec.host}:${spec.port} asked for the password ${how}; rekey only authenticates with SCRAM`));
+      };
+    // node-postgres answers these by sending the password; the instance hooks are replaced before connect.
+    Object.assign(client, { _handleAuthCleartextPassword: refuse('in clear text'), _handleAuthMD5Password: refuse('as md5') });
+    return client;
+  }
+
+  /** Connect; a server that fails TLS verification or asks for a weak password exchange is refused, not retried. */
+  async function connect(db: Client): Promise<void> {
+    try {
+      await db.connect();
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (/^(SELF_SIGNED|DEPTH_ZERO|UNABLE_TO_|CERT_|ERR_TLS_CERT)/.test(e.code ?? '') || /rekey only authenticates with SCRAM/.test(e.message)) {
+        throw refusal(`${spec.host}:${spec.port}: ${e.message}`);
+      }
+      throw err;
+    }
   }
 
   async function asAdmin<T>(work: (db: Client) => Promise<T>): Promise<T> {
     const admin = await readCurrent(spec.admin.store);
-    if (!admin.username || !admin.password) {
-      throw new Error(`admin credential ${describeStore(spec.admin.store)} must hold username and password`);
+    const [username, password] = [textOf(admin, 'username'), textOf(admin, 'password')];
+    if (!username || !password) {
+      throw refusal(`admin credential ${describeStore(spec.admin.store)} must hold username and password as text`);
     }
-    const db = clientFor(admin.username, admin.password);
-    await db.connect();
+    if (allowed.has(username)) throw refusal(`the admin credential is role ${username}, one of the roles this manifest rotates: use a separate admin role`);
+    const db = clientFor(username, password);
+    await connect(db);
     try {
       return await work(db);
     } finally {
@@ -99,7 +201,7 @@ export function postgres(spec: PostgresSpec): Target {
     if (exists.rowCount) await db.query(`ALTER ROLE ${escapeIdentifier(user)} WITH NOLOGIN PASSWORD NULL`);
   }
 
-  /** Give `user` every role and database privilege `model` has, so the two alternating users are twins. */
+  /** Give `user` every role `model` is a member of (a twin created by rekey starts with none). */
   async function cloneMemberships(db: Client, model: string, user: string): Promise<void> {
     const roles = await db.query<{ rolname: string }>(
       `SELECT g.rolname FROM pg_auth_members m
@@ -112,6 +214,13 @@ export function postgres(spec: PostgresSpec): Target {
     }
   }
 
+  /** How two roles differ in what they may do, as readable lines ("- only in a: ...", "+ only in b: ..."). */
+  async function twinDiff(db: Client, a: string, b: string): Promise<string[]> {
+    const facets = async (name: string) => new Set((await db.query<{ facet: string; value: string }>(TWIN_FACETS, [name])).rows.map((r) => `${r.facet} ${r.value}`));
+    const [fa, fb] = [await facets(a), await facets(b)];
+    return [...[...fa].filter((f) => !fb.has(f)).map((f) => `- only ${a}: ${f}`), ...[...fb].filter((f) => !fa.has(f)).map((f) => `+ only ${b}: ${f}`)].sort();
+  }
+
   return {
     nextCredential(current, material) {
       const base: Credential = {
@@ -120,40 +229,65 @@ export function postgres(spec: PostgresSpec): Target {
         port: String(spec.port),
         dbname: spec.database,
       };
-      if (spec.strategy === 'single-user') return { ...base, username: spec.user!, password: material };
+      if (spec.strategy === 'single-user') {
+        ownRole(current, 'current');
+        return { ...base, username: spec.user!, password: material };
+      }
       const [a, b] = spec.users!;
-      return { ...base, username: current.username === a ? b : a, password: material };
+      return { ...base, username: ownRole(current, 'current') === a ? b : a, password: material };
     },
 
     async prepare(next, current) {
+      const [nextRole, currentRole] = [ownRole(next, 'new'), ownRole(current, 'current')];
       await asAdmin(async (db) => {
-        await setPassword(db, next.username, next.password);
-        if (spec.strategy === 'alternating-users' && current.username && current.username !== next.username) {
-          await cloneMemberships(db, current.username, next.username);
+        await setPassword(db, nextRole, passwordOf(next, 'new'));
+        if (spec.strategy === 'alternating-users' && currentRole !== nextRole) {
+          await cloneMemberships(db, currentRole, nextRole);
+          // Both roles must be able to do exactly the same: otherwise the app breaks after the switch.
+          const diff = await twinDiff(db, currentRole, nextRole);
+          if (diff.length) {
+            throw refusal(`roles ${currentRole} and ${nextRole} are not twins, so the application would lose or gain rights when it switches:\n  ${diff.join('\n  ')}\nGrant both the same (ideally through one group role), then rotate again`);
+          }
         }
       });
     },
 
     async undo(next, current) {
+      const [nextRole, currentRole] = [ownRole(next, 'new'), ownRole(current, 'current')];
       await asAdmin(async (db) => {
-        if (spec.strategy === 'single-user' || next.username === current.username) {
-          await setPassword(db, current.username, current.password);
+        if (spec.strategy === 'single-user' || nextRole === currentRole) {
+          await setPassword(db, currentRole, passwordOf(current, 'current'));
         } else {
-          await disableLogin(db, next.username);
+          await disableLogin(db, nextRole);
         }
       });
     },
 
-    async revoke(old, next) {
-      if (old.username === next.username) return; // single-user: prepare already replaced the password
-      await asAdmin((db) => disableLogin(db, old.username));
+    async revoke(old, next, options = {}) {
+      const [oldRole, nextRole] = [ownRole(old, 'old'), ownRole(next, 'new')];
+      if (oldRole === nextRole) return { sessionsEnded: 0 }; // single-user: prepare already replaced the password
+      return asAdmin(async (db) => {
+        await disableLogin(db, oldRole);
+        if (!(options.emergency || spec.terminateSessions)) return { sessionsEnded: 0 };
+        // NOLOGIN stops new sessions; the ones opened with the old credential end here.
+        const ended = await db.query<{ n: string }>('SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE usename = $1', [oldRole]);
+        return { sessionsEnded: Number(ended.rows[0].n) };
+      });
     },
 
-    async accepts(credential): Promise<Acceptance> {
-      const db = clientFor(credential.username, credential.password);
+    async accepts(credential, options = {}): Promise<Acceptance> {
+      const db = clientFor(String(credential.username), passwordOf(credential, 'checked'));
       try {
-        await db.connect();
+        await connect(db);
         await db.query('SELECT 1');
+        if (options.thorough && spec.verifyQuery) {
+          try {
+            await db.query(spec.verifyQuery);
+          } catch (err) {
+            const e = err as { code?: string; message?: string };
+            return { accepted: false, reason: `verifyQuery failed as ${credential.username}: ${e.message ?? 'error'}${e.code ? ` (SQLSTATE ${e.code})` : ''}` };
+          }
+        }
         return { accepted: true };
       } catch (err) {
         const code = (err as { code?: string }).code;
@@ -164,6 +298,18 @@ export function postgres(spec: PostgresSpec): Target {
       } finally {
         await db.end().catch(() => undefined);
       }
+    },
+
+    async preflight(current) {
+      if (spec.strategy !== 'alternating-users') return [];
+      const currentRole = ownRole(current, 'current');
+      const idle = spec.users!.find((u) => u !== currentRole)!;
+      return asAdmin(async (db) => {
+        const exists = await db.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [idle]);
+        if (!exists.rowCount) return [`the idle role ${idle} does not exist yet: rekey creates it and gives it ${currentRole}'s memberships; direct grants must be given by hand`];
+        // Memberships the idle role lacks are granted at prepare; everything else must match already.
+        return (await twinDiff(db, currentRole, idle)).filter((line) => !line.startsWith(`- only ${currentRole}: member of `));
+      });
     },
   };
 }

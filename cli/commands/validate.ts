@@ -1,9 +1,11 @@
 import { loadManifests, selectSecrets } from '../../lib/manifest';
-import { EXIT, UsageError, err, out, parse } from '../common';
+import { createTarget } from '../../activities/targets';
+import { readCurrent } from '../../activities/stores';
+import { EXIT, UsageError, err, out, parse, plain } from '../common';
 
 export async function validate(args: string[]): Promise<number> {
-  const { values } = parse(args, { file: { type: 'string', short: 'f' } }, []);
-  if (!values.file) throw new UsageError('validate needs -f DIR');
+  const { values } = parse(args, { file: { type: 'string', short: 'f' }, 'check-targets': { type: 'boolean' } }, []);
+  if (!values.file) throw new UsageError('validate needs -f DIR [--check-targets]');
   const manifests = await loadManifests(values.file as string);
   for (const [name, m] of manifests.secrets) {
     out(`${name}  ${m.specHash}  ${m.spec.store.type}  ${m.spec.target?.type ?? 'no target'}  ${m.spec.consumers.length} consumer(s)  (${m.source})`);
@@ -15,6 +17,21 @@ export async function validate(args: string[]): Promise<number> {
   const { people, breakGlass } = manifests.settings;
   if (people.size) out(`people: ${[...people.values()].map((p) => `${p.name} (${p.keys.length} key${p.keys.length === 1 ? '' : 's'})`).join(', ')}; break-glass: ${breakGlass.map((p) => p.name).join(', ') || 'nobody'}`);
   err(`${manifests.secrets.size} secret(s) and ${manifests.schedules.size} schedule(s) valid`);
-  return EXIT.ok;
+  if (!values['check-targets']) return EXIT.ok;
+  // What a rotation would meet at each target, asked without changing anything.
+  let problems = 0;
+  for (const [name, m] of manifests.secrets) {
+    const target = m.spec.target ? createTarget(m.spec.target) : undefined;
+    if (!target?.preflight) continue;
+    try {
+      const found = await target.preflight(await readCurrent(m.spec.store));
+      problems += found.length;
+      out(found.length ? `${name}: ${found.length} problem(s) a rotation would meet:\n  ${found.map((f) => plain(f)).join('\n  ')}` : `${name}: target ready`);
+    } catch (e) {
+      problems++;
+      out(`${name}: cannot check the target: ${plain((e as Error).message, 'indent')}`);
+    }
+  }
+  return problems ? EXIT.rolledBack : EXIT.ok;
 }
 

@@ -1,0 +1,202 @@
+// The Postgres target against a real PostgreSQL 15 (the stack's scram cluster, which also serves
+// TLS from a throwaway CA): each test is named for what it stops.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { Client as PgClient, escapeIdentifier } from 'pg';
+import { postgres, postgresSchema } from '../activities/targets/postgres';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import {
+  adminDb,
+  canLogin,
+  databaseFixture,
+  failureOf,
+  labelled,
+  manifests,
+  postgresSpec,
+  sm,
+  stack,
+  tempDir,
+  temporalClient,
+  testPassword,
+  uniqueId,
+  withWorker,
+  type DatabaseFixture,
+} from './helpers';
+
+const ROOT = join(__dirname, '..');
+
+async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string }> {
+  const trusted = await manifests({ [secret]: spec });
+  return withWorker(
+    async (taskQueue) => {
+      const result = (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] });
+      return result.then(
+        (report) => ({ report }),
+        async () => ({ failure: await failureOf(result) }),
+      );
+    },
+    { manifestDirs: [trusted.dir] },
+  );
+}
+
+async function memberships(role: string): Promise<string[]> {
+  return adminDb(async (db) =>
+    (
+      await db.query<{ rolname: string }>(
+        'SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1 ORDER BY 1',
+        [role],
+      )
+    ).rows.map((r) => r.rolname),
+  );
+}
+
+/** Store `value` as the secret's current version (as someone with write access to the store could). */
+async function storeCurrent(fx: DatabaseFixture, value: Record<string, string>): Promise<void> {
+  await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify(value), VersionStages: ['AWSCURRENT'] }));
+}
+
+describe('the Postgres target', () => {
+  it('a role name read from the store is acted on only if the manifest names it: a stored dba role gets no grants and keeps its login', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const dba = `${fx.id}_dba`;
+    const password = testPassword();
+    await adminDb(async (db) => {
+      await db.query(`CREATE ROLE ${escapeIdentifier(dba)} LOGIN PASSWORD '${password}'`);
+      await db.query(`GRANT pg_read_all_data TO ${escapeIdentifier(dba)}`);
+    });
+    await storeCurrent(fx, { username: dba, password });
+    const { failure } = await rotate(fx.id, postgresSpec(fx, 'alternating-users'));
+    assert.match(failure ?? '', new RegExp(`the current credential names role "${dba}", which is not one this manifest rotates .* nothing was changed`));
+    assert.equal(await canLogin(dba, password), true, "the DBA's login still works");
+    assert.deepEqual(await memberships(fx.users[1]).catch(() => []), [], 'the idle app role inherited nothing');
+    assert.equal(await labelled(fx.secretId, 'AWSPENDING'), undefined);
+  });
+
+  it('an admin credential that is one of the rotated roles is refused (a failed rotation would lock rekey out)', async () => {
+    const fx = await databaseFixture('single-user');
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.adminSecretId, SecretString: JSON.stringify({ username: fx.users[0], password: fx.initialPassword }) }));
+    const { report } = await rotate(fx.id, postgresSpec(fx, 'single-user'));
+    // Prepare changed nothing; undo is refused for the same reason, so the rotation says what is left.
+    assert.equal(report?.outcome, 'rollback-incomplete');
+    assert.match(report!.failure!.message, /the admin credential is role .*, one of the roles this manifest rotates/);
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+  });
+
+  it('alternating users that are not twins are refused at prepare with a readable diff, and the app keeps working on the old one', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const table = `${fx.id}_orders`;
+    await adminDb(async (db) => {
+      // The idle role exists already, with a different connection limit, search_path, and no table grant.
+      await db.query(`CREATE ROLE ${escapeIdentifier(fx.users[1])} NOLOGIN CONNECTION LIMIT 3`);
+      await db.query(`ALTER ROLE ${escapeIdentifier(fx.users[1])} SET search_path = elsewhere`);
+      await db.query(`CREATE TABLE ${escapeIdentifier(table)} (id int)`);
+      await db.query(`GRANT SELECT ON ${escapeIdentifier(table)} TO ${escapeIdentifier(fx.users[0])}`);
+    });
+    const spec = postgresSpec(fx, 'alternating-users');
+    const { report } = await rotate(fx.id, spec);
+    assert.equal(report?.outcome, 'rolled-back');
+    const message = report!.failure!.message;
+    assert.match(message, new RegExp(`roles ${fx.users[0]} and ${fx.users[1]} are not twins`));
+    assert.match(message, /\+ only .*: attribute connection limit=3/);
+    assert.match(message, /\+ only .*: setting search_path=elsewhere/);
+    assert.match(message, new RegExp(`- only ${fx.users[0]}: privilege relation ${table}: SELECT`));
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+
+    // rekey validate --check-targets says the same before anyone rotates.
+    const trusted = await manifests({ [fx.id]: spec });
+    const checked = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', trusted.dir, '--check-targets'], { cwd: ROOT }).then(
+      (r) => ({ code: 0, out: r.stdout + r.stderr }),
+      (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
+    );
+    assert.equal(checked.code, 1, checked.out);
+    assert.match(checked.out, /connection limit=3/);
+  });
+
+  it('verifyQuery runs with the new credential at verify: a rotation the application could not use rolls back', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const table = `${fx.id}_private`;
+    await adminDb((db) => db.query(`CREATE TABLE ${escapeIdentifier(table)} (id int)`));
+    const { report } = await rotate(fx.id, postgresSpec(fx, 'alternating-users', { target: { ...(postgresSpec(fx, 'alternating-users').target as object), verifyQuery: `SELECT count(*) FROM ${table}` } }));
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, /verifyQuery failed as .*: permission denied for table .* \(SQLSTATE 42501\)/);
+  });
+
+  it('revoke ends the sessions opened with the old credential (and says how many); with terminateSessions: false they stay', async () => {
+    for (const terminateSessions of [true, false]) {
+      const fx = await databaseFixture('alternating-users');
+      const session = new PgClient({ host: stack.pgHost, port: stack.pgPort, user: fx.users[0], password: fx.initialPassword, database: 'postgres' });
+      await session.connect();
+      session.on('error', () => undefined);
+      try {
+        const base = postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s' } });
+        const { report } = await rotate(fx.id, { ...base, target: { ...(base.target as object), terminateSessions } });
+        assert.equal(report?.outcome, 'rotated');
+        if (terminateSessions) {
+          assert.equal(report!.sessionsEnded, 1);
+          await assert.rejects(session.query('SELECT 1'), 'the old session was ended');
+        } else {
+          assert.equal(report!.sessionsEnded, 0);
+          assert.equal((await session.query('SELECT 1 AS one')).rows[0].one, 1);
+        }
+      } finally {
+        await session.end().catch(() => undefined);
+      }
+    }
+  });
+
+  it('TLS: verify-full against the cluster\'s CA rotates; another CA is refused before the admin password is sent', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const base = postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s', timeouts: { prepare: '5s' } } });
+    const tls = (ca: string) => ({ ...base, target: { ...(base.target as object), ssl: { mode: 'verify-full', ca } } });
+    const { report } = await rotate(fx.id, tls(process.env.REKEY_PG_CA_FILE!));
+    assert.equal(report?.outcome, 'rotated', JSON.stringify(report?.failure));
+
+    const dir = await tempDir();
+    await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=not the cluster CA', '-keyout', join(dir, 'k'), '-out', join(dir, 'ca.crt')]);
+    const other = await rotate(fx.id, tls(join(dir, 'ca.crt')));
+    // Neither prepare nor undo can reach the server safely: nothing changed there, and the report says what is left.
+    assert.equal(other.report?.outcome, 'rollback-incomplete');
+    assert.match(other.report!.failure!.message, /self[- ]signed|unable to verify|certificate/i);
+  });
+
+  it('a server asking for the password in clear text or as md5 never gets it', async () => {
+    for (const [role, encryption] of [['rekey_cleartext_probe', 'scram-sha-256'], ['rekey_md5_probe', 'md5']] as const) {
+      const password = testPassword();
+      await adminDb(async (db) => {
+        await db.query(`SET password_encryption = '${encryption}'`);
+        await db.query(`DO $$ BEGIN CREATE ROLE ${role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+        await db.query(`ALTER ROLE ${role} WITH LOGIN PASSWORD '${password}'`);
+      });
+      const target = postgres(postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: role, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }));
+      await assert.rejects(target.accepts({ username: role, password }), new RegExp(`asked for the password ${encryption === 'md5' ? 'as md5' : 'in clear text'}; rekey only authenticates with SCRAM`));
+    }
+  });
+
+  it('a password that SASLprep changes (a soft hyphen) still works after a rollback restores it', async () => {
+    const fx = await databaseFixture('single-user');
+    const password = `${testPassword()}\u00ADx`;
+    // Set as Postgres itself would: the server applies SASLprep to the cleartext.
+    await adminDb((db) => db.query(`ALTER ROLE ${escapeIdentifier(fx.users[0])} PASSWORD '${password}'`));
+    await storeCurrent(fx, { engine: 'postgres', host: stack.pgHost, port: String(stack.pgPort), dbname: 'postgres', username: fx.users[0], password });
+    assert.equal(await canLogin(fx.users[0], password), true);
+    const dir = await tempDir();
+    const { report } = await rotate(fx.id, postgresSpec(fx, 'single-user', { consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }], policy: { timeouts: { verify: '1s' } } }));
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.equal(await canLogin(fx.users[0], password), true, 'the restored password logs in');
+  });
+
+  it('manifests: reserved roles, an admin that is the secret itself, and TLS disabled to a remote host are refused', async () => {
+    const fx = { id: uniqueId(), users: ['a_x', 'b_x'] as [string, string], adminSecretId: 'adm', secretId: 'own', initialPassword: '' };
+    const bad = [
+      [postgresSpec(fx, 'alternating-users', { target: { ...(postgresSpec(fx, 'alternating-users').target as object), users: ['postgres', 'b_x'] } }), /spec\.target\.users\[0\]: is a reserved role/],
+      [postgresSpec({ ...fx, adminSecretId: 'own' }, 'single-user'), /spec\.target\.admin\.store: is the secret's own store/],
+      [postgresSpec(fx, 'single-user', { target: { ...(postgresSpec(fx, 'single-user').target as object), host: 'db.example.com', ssl: { mode: 'disable' } } }), /spec\.target\.ssl\.mode: disable sends the admin credential in the open to db\.example\.com/],
+    ] as const;
+    for (const [spec, problem] of bad) await assert.rejects(manifests({ [fx.id]: spec }), problem);
+  });
+});
+
