@@ -2,8 +2,17 @@
 // targets/ or consumers/, plus one line in registry.ts. Workflows never see these types' values:
 // they pass secret names and version ids, and activities build providers from the manifest spec.
 
-/** A stored secret value: a flat JSON object such as {username, password, host, port, dbname}. */
-export type Credential = Record<string, string>;
+/**
+ * A stored secret value: a JSON object such as {username, password, host, port, dbname}. Fields a
+ * provider does not use are kept as they are (numbers and nested values included).
+ */
+export type Credential = Record<string, unknown>;
+
+/** A text field of a credential, or undefined when it is missing or not text. */
+export function textOf(credential: Credential, field: string): string | undefined {
+  const value = credential[field];
+  return typeof value === 'string' ? value : undefined;
+}
 
 /** Which version carries each staging label. Version ids only, never values. */
 export interface StoreVersions {
@@ -52,10 +61,18 @@ export interface Target {
   prepare(next: Credential, current: Credential): Promise<void>;
   /** Reverse prepare: the target accepts exactly what it accepted before. */
   undo(next: Credential, current: Credential): Promise<void>;
-  /** Make the old credential stop working, leaving the new one untouched. */
-  revoke(old: Credential, next: Credential): Promise<void>;
-  /** Try to authenticate with `credential`. Throws only when the target cannot be reached. */
-  accepts(credential: Credential): Promise<Acceptance>;
+  /**
+   * Make the old credential stop working, leaving the new one untouched; in an emergency (or by
+   * the target's policy) also end the sessions opened with it. Says how many were ended.
+   */
+  revoke(old: Credential, next: Credential, options?: { emergency?: boolean }): Promise<{ sessionsEnded?: number } | void>;
+  /**
+   * Try to authenticate with `credential` (thorough: also what the manifest asks to check, such as
+   * a verify query). Throws only when the target cannot be reached.
+   */
+  accepts(credential: Credential, options?: { thorough?: boolean }): Promise<Acceptance>;
+  /** Problems a rotation would meet, found without changing anything (rekey validate --check-targets). */
+  preflight?(current: Credential): Promise<string[]>;
 }
 
 /** What a consumer is told about a version: where to find it, never the value itself. */
@@ -71,10 +88,14 @@ export interface Health {
   detail: string;
 }
 
+/**
+ * How a version reaches a service. `signal` is the activity's cancellation: a cancelled rotation
+ * rolls back only once the step it cancelled has stopped (its command killed, its request aborted).
+ */
 export interface Consumer {
   readonly name: string;
   /** Hand the version to the consumer and ask it to reload. Idempotent. */
-  deploy(ref: VersionRef, credential: Credential): Promise<void>;
+  deploy(ref: VersionRef, credential: Credential, signal?: AbortSignal): Promise<void>;
   /** One health probe: is the consumer healthy and using `ref.versionId`? */
-  health(ref: VersionRef): Promise<Health>;
+  health(ref: VersionRef, signal?: AbortSignal): Promise<Health>;
 }

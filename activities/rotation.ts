@@ -61,7 +61,7 @@ export interface ConsumerStep extends RotationRef {
 }
 
 /** What verify hands to promote: the worker's signed word that it checked each consumer and the target. */
-export type Receipts = Record<string, string>;
+export type Receipts = Record<string, string | undefined>;
 
 export interface Verified {
   detail: string;
@@ -173,6 +173,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
       deploy: ms(policy.timeouts.deploy),
       verify: ms(policy.timeouts.verify),
       revoke: ms(policy.timeouts.revoke),
+      rollback: ms(policy.timeouts.rollback),
     },
     approval: {
       required: policy.approval.required,
@@ -325,7 +326,8 @@ export function createActivities(options: ActivityOptions = {}) {
         const current = await store.read(versions.current);
         const material = createGenerator(spec.generator).generate();
         const target = targetOf(spec);
-        const next: Credential = target ? target.nextCredential(current, material) : { value: material };
+        // Without a target the value is the material; every other field of the stored value stays.
+        const next: Credential = target ? target.nextCredential(current, material) : { ...current, value: material };
         const { versionId, created } = await store.putPending(token, next);
         log.info('stored pending version', { secret: ref.secret, versionId, created });
         return { currentVersionId: versions.current, pendingVersionId: versionId, created, discardedStaleVersionId };
@@ -367,7 +369,7 @@ export function createActivities(options: ActivityOptions = {}) {
       if (!target) return { detail: 'no target configured', receipt };
       return withHeartbeat(async () => {
         const next = await openStore(spec.store).read(ref.pendingVersionId);
-        const verdict = await target.accepts(next);
+        const verdict = await target.accepts(next, { thorough: true });
         if (!verdict.accepted) {
           throw ApplicationFailure.nonRetryable(`target rejected the new credential: ${verdict.reason}`, NON_RETRYABLE.targetRejected);
         }
@@ -385,7 +387,7 @@ export function createActivities(options: ActivityOptions = {}) {
         if (step.rollback) await requireCurrent(store, step.versionId, `roll ${step.consumer} back`);
         const consumer = createConsumer(consumerSpec(entry, step.consumer));
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        await consumer.deploy(ref, await store.read(step.versionId));
+        await consumer.deploy(ref, await store.read(step.versionId), Context.current().cancellationSignal);
       });
       // A consumer without a health check is "healthy" at once: this receipt says it really got the version.
       return step.rollback ? {} : { receipt: await receiptFor(audit, thisRotation().rotationId, `deployed:${step.consumer}`, step.versionId) };
@@ -399,7 +401,9 @@ export function createActivities(options: ActivityOptions = {}) {
       const consumer = createConsumer(consumerSpec(entry, step.consumer));
       const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
       for (let probe = 1; ; probe++) {
-        const health = await consumer.health(ref);
+        // A probe may take longer than the heartbeat timeout: keep heartbeating while it runs.
+        const health = await withHeartbeat(() => consumer.health(ref, Context.current().cancellationSignal));
+        if (Context.current().cancellationSignal.aborted) throw new Error('cancelled');
         heartbeat({ probe, detail: health.detail });
         if (health.healthy) return { detail: health.detail, receipt: await receiptFor(audit, thisRotation().rotationId, `consumer:${step.consumer}`, step.versionId) };
         if (Date.now() + healthPollMs > step.deadline) {
@@ -498,11 +502,11 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<AuditHead | undefined> {
+    async revokeOldCredential(step: RevokeStep): Promise<{ head?: AuditHead; sessionsEnded?: number }> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
-      if (!target) return undefined;
+      if (!target) return {};
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
         const { current, previous } = await store.versions();
@@ -528,8 +532,9 @@ export function createActivities(options: ActivityOptions = {}) {
           versions: { current: step.newVersionId },
           detail: `version ${step.oldVersionId} revoked at the target${current !== step.newVersionId ? ' before promote (revoke-first emergency)' : ''}`,
         });
-        await target.revoke(old, next);
-        return head;
+        const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined });
+        if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
+        return { head, sessionsEnded: outcome?.sessionsEnded };
       });
     },
 
@@ -549,7 +554,7 @@ export function createActivities(options: ActivityOptions = {}) {
       requireOwnVersion(step.newVersionId, 'post-verify');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
-      if (!target) return { oldRejected: true, newAccepted: true, detail: 'no target configured' };
+      if (!target) return { oldRejected: true, newAccepted: true, detail: 'not applicable: no target checks this credential' };
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
         const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);

@@ -1,6 +1,9 @@
 // What every rekey subcommand shares: argument parsing, output, exit codes, UI links.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { plain } from '../lib/report';
 import { temporalSettings } from '../lib/temporal';
+
+export { plain };
 
 export const EXIT = { ok: 0, rolledBack: 1, usage: 2, conflict: 3, unavailable: 4 } as const;
 
@@ -57,5 +60,6 @@ export async function follow(result: Promise<unknown>, probe: () => Promise<stri
 export function rootCause(e: Error): string {
   let cause: Error = e;
   while ((cause as { cause?: Error }).cause) cause = (cause as { cause?: Error }).cause!;
-  return cause.message;
+  return plain(cause.message, 'indent');
 }
+

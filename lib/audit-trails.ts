@@ -388,7 +388,7 @@ export async function loadAuditSigner(key: string | undefined): Promise<AuditSig
   const store = /^aws-secrets-manager:(.+)$/.exec(key);
   if (store) {
     const value = await readCurrent({ type: 'aws-secrets-manager', secretId: store[1] });
-    if (!value.privateKey) throw new Error(`${key}: the stored value has no privateKey field`);
+    if (typeof value.privateKey !== 'string') throw new Error(`${key}: the stored value has no privateKey field`);
     return auditSignerFrom(value.privateKey, key);
   }
   let pem: string;

@@ -25,6 +25,7 @@ export type AuditEventKind =
   | 'revoked'
   | 'post-verified'
   | 'rolled-back'
+  | 'rollback-incomplete'
   | 'failed'
   | 'superseded';
 

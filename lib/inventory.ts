@@ -3,7 +3,7 @@
 // memory, so a secret changed by hand shows up too.
 import { ScheduleNotFoundError, type Client } from '@temporalio/client';
 import { currentAge } from '../activities/rotation';
-import { openStore } from '../activities/stores';
+import { isMissingSecret, openStore } from '../activities/stores';
 import { scheduleId } from '../schedules/plan';
 import { OUTCOME_ATTRIBUTE, rotationWorkflowId } from '../workflows/messages';
 import { selectSecrets, type ManifestSet } from './manifest';
@@ -21,6 +21,8 @@ export interface InventoryRow {
   nextRotation?: string;
   nextRotationBy?: string;
   lastOutcome?: string;
+  /** The store has no such secret. */
+  missing: boolean;
 }
 
 export async function inventory(client: Client, set: ManifestSet, now = Date.now()): Promise<InventoryRow[]> {
@@ -37,7 +39,12 @@ export async function inventory(client: Client, set: ManifestSet, now = Date.now
   const rows: InventoryRow[] = [];
   for (const [name, manifest] of [...set.secrets].sort(([a], [b]) => a.localeCompare(b))) {
     const { spec, metadata } = manifest;
-    const age = await currentAge(spec, now).catch(() => ({ overdue: false }) as Awaited<ReturnType<typeof currentAge>>);
+    // A store entry that does not exist is worth saying so: the secret was never stored, or was deleted.
+    let missing = false;
+    const age = await currentAge(spec, now).catch((err) => {
+      missing = isMissingSecret(err);
+      return { overdue: false } as Awaited<ReturnType<typeof currentAge>>;
+    });
     let next: { at: Date; by: string } | undefined;
     for (const [scheduleName, schedule] of set.schedules) {
       const at = nextBySchedule.get(scheduleName);
@@ -61,6 +68,7 @@ export async function inventory(client: Client, set: ManifestSet, now = Date.now
       nextRotation: next?.at.toISOString(),
       nextRotationBy: next?.by,
       lastOutcome,
+      missing,
     });
   }
   return rows;
@@ -75,7 +83,7 @@ function days(ms: number): string {
 export function formatInventory(rows: InventoryRow[]): string[] {
   const table = [['SECRET', 'OWNER', 'CLASS', 'STORE', 'CONSUMERS', 'AGE / MAX', 'NEXT ROTATION', 'LAST OUTCOME']];
   for (const r of rows) {
-    const age = r.ageMs === undefined ? 'unknown' : `${days(r.ageMs)} / ${r.maxAge ?? '-'}${r.overdue ? ' OVERDUE' : ''}`;
+    const age = r.missing ? 'MISSING in the store' : r.ageMs === undefined ? 'unknown' : `${days(r.ageMs)} / ${r.maxAge ?? '-'}${r.overdue ? ' OVERDUE' : ''}`;
     table.push([
       r.secret,
       r.owner ?? '-',

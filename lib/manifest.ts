@@ -7,9 +7,9 @@ import { z } from 'zod';
 import { consumerEnvironment, consumerSchema } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
-import { targetSchema } from '../activities/targets';
+import { targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
-import { durationSchema } from './schema';
+import { durationBetween } from './schema';
 import type { Person } from './signed';
 import { parsePublicKey } from './sshsig';
 
@@ -29,11 +29,13 @@ const metadataSchema = z
 
 const timeoutsSchema = z
   .object({
-    generate: durationSchema.default('1m'),
-    prepare: durationSchema.default('2m'),
-    deploy: durationSchema.default('2m'),
-    verify: durationSchema.default('2m'),
-    revoke: durationSchema.default('2m'),
+    generate: durationBetween('1s', '24h').default('1m'),
+    prepare: durationBetween('1s', '24h').default('2m'),
+    deploy: durationBetween('1s', '24h').default('2m'),
+    verify: durationBetween('1s', '24h').default('2m'),
+    revoke: durationBetween('1s', '24h').default('2m'),
+    /** How long rollback keeps retrying a step before it gives up and reports what is left (rollback-incomplete). */
+    rollback: durationBetween('1s', '24h').default('10m'),
   })
   .strict();
 
@@ -55,7 +57,7 @@ const publicKeyText = z.string().transform((text, ctx) => {
 export const personSchema = z
   .object({
     name: personName,
-    keys: z.array(publicKeyText).min(1, 'must list at least one key ("ssh-ed25519 AAAA...")'),
+    keys: z.array(publicKeyText).min(1, 'must list at least one key ("ssh-ed25519 AAAA...")').max(20),
   })
   .strict();
 
@@ -66,7 +68,7 @@ export const approvalSchema = z
      * Who may decide: names of people declared in a Settings manifest, or {name, keys} inline.
      * A decision counts only when signed by one of their keys; the requester's keys never count.
      */
-    approvers: z.array(z.union([personName, personSchema])).default([]),
+    approvers: z.array(z.union([personName, personSchema])).max(100).default([]),
     minApprovals: z.number().int().min(1).default(1),
     /**
      * Refuse a rotation whose request is not signed (rekey rotate --key), so the two-person rule
@@ -74,10 +76,10 @@ export const approvalSchema = z
      */
     requireSignedRequest: z.boolean().default(false),
     /** How long to wait for a decision before onTimeout applies. */
-    timeout: durationSchema.default('1h'),
+    timeout: durationBetween('1s', '30d').default('1h'),
     /** abort: roll back. escalate: alert and keep waiting until escalationLimit, then roll back. */
     onTimeout: z.enum(['abort', 'escalate']).default('abort'),
-    escalationLimit: durationSchema.default('24h'),
+    escalationLimit: durationBetween('1s', '90d').default('24h'),
   })
   .strict()
   .superRefine((approval, ctx) => {
@@ -92,9 +94,9 @@ export const approvalSchema = z
 export const policySchema = z
   .object({
     /** How long old and new both work after promote, while old connections drain. */
-    overlap: durationSchema.default('30s'),
+    overlap: durationBetween('0s', '7d').default('30s'),
     /** Oldest the current version may get before it counts as overdue. */
-    maxAge: durationSchema.optional(),
+    maxAge: durationBetween('1s', '3650d').optional(),
     /** How many consumers are deployed and verified at once. */
     maxParallelConsumers: z.number().int().min(1).max(64).default(4),
     timeouts: timeoutsSchema.default(timeoutsSchema.parse({})),
@@ -109,7 +111,7 @@ export const secretSpecSchema = z
     generator: generatorSchema,
     /** The system that checks the credential; omit it for values only consumers use. */
     target: targetSchema.optional(),
-    consumers: z.array(consumerSchema).default([]),
+    consumers: z.array(consumerSchema).max(64).default([]),
     policy: policySchema.default(policySchema.parse({})),
   })
   .strict()
@@ -166,19 +168,19 @@ export const scheduleSpecSchema = z
       })
       .strict()
       .optional(),
-    every: durationSchema.optional(),
+    every: durationBetween('1m', '365d').optional(),
     timezone: z.string().default('UTC').refine(isTimeZone, { message: 'is not an IANA time zone (e.g. Asia/Tokyo, Europe/Berlin, UTC)' }),
     /** Each run starts up to this much later, so many schedules do not hit the same minute. */
-    jitter: durationSchema.optional(),
+    jitter: durationBetween('0s', '7d').optional(),
     /** Runs missed while Temporal was unavailable are made up within this window. */
-    catchupWindow: durationSchema.default('1h'),
+    catchupWindow: durationBetween('1s', '365d').default('1h'),
     overlap: z.enum(['skip', 'buffer-one', 'buffer-all', 'cancel-other', 'terminate-other', 'allow-all']).default('skip'),
     pauseOnFailure: z.boolean().default(false),
     paused: z.boolean().default(false),
     /** Which secrets a run rotates: names, labels (all must match), and optionally only overdue ones. */
     select: z
       .object({
-        names: z.array(z.string()).default([]),
+        names: z.array(z.string()).max(20_000).default([]),
         labels: z.record(z.string(), z.string()).default({}),
         overdueOnly: z.boolean().default(false),
       })
@@ -225,10 +227,10 @@ const envName = z
 export const settingsSpecSchema = z
   .object({
     /** Variables `${NAME}` may use, besides REKEY_*. Everything else in the worker's environment stays out. */
-    env: z.array(envName).default([]),
-    people: z.array(personSchema).default([]),
+    env: z.array(envName).max(200).default([]),
+    people: z.array(personSchema).max(1000).default([]),
     /** Names of people whose signature authorises an emergency rotation (rekey revoke --emergency). */
-    breakGlass: z.array(personName).default([]),
+    breakGlass: z.array(personName).max(100).default([]),
   })
   .strict();
 
@@ -292,7 +294,11 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     return `unknown or missing "${issue.discriminator}"`;
   }
   if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
-  if (issue.code === 'invalid_type' && issue.input === undefined) return `is required (expected ${issue.expected})`;
+  if (issue.code === 'invalid_type') {
+    // zod reports what it received in its message only ("..., received string").
+    const got = /received (\w+)/.exec(issue.message)?.[1];
+    return got === undefined || got === 'undefined' ? `is required (expected ${issue.expected})` : `expected ${issue.expected}, got ${got}`;
+  }
   if (issue.code === 'invalid_value') return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   return issue.message;
 }
@@ -339,6 +345,9 @@ export async function yamlFiles(path: string): Promise<string[]> {
   }
   return out;
 }
+
+/** Manifests are reviewed text: 4 MiB holds thousands of secrets, and bounds what a typo can cost. */
+const MAX_FILE_BYTES = 4 * 1024 * 1024;
 
 /** The hash a requester names: sha256 of the spec's canonical JSON, as written in the manifest. */
 export function specHashOf(rawSpec: unknown): string {
@@ -402,6 +411,11 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
     if (files.length === 0) issues.push({ source: root, path: '', message: 'no .yaml or .yml files found' });
     for (const file of files) {
       const shown = relative(process.cwd(), file) || file;
+      const size = (await stat(file)).size;
+      if (size > MAX_FILE_BYTES) {
+        issues.push({ source: shown, path: '', message: `is ${size} bytes; a manifest file may be at most ${MAX_FILE_BYTES} (split it)` });
+        continue;
+      }
       const text = await readFile(file, 'utf8');
       const parsed = parseAllDocuments(text);
       const list = Array.isArray(parsed) ? parsed : [parsed];
@@ -414,9 +428,16 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
           issues.push({ source, path: '', message: `invalid YAML: ${message}${hint}` });
           return;
         }
-        const value = doc.toJS();
+        let value: unknown;
+        try {
+          // yaml refuses alias bombs ("billion laughs") here; that is a bad manifest like any other.
+          value = doc.toJS({ maxAliasCount: 1000 });
+        } catch (err) {
+          issues.push({ source, path: '', message: `invalid YAML: ${(err as Error).message}` });
+          return;
+        }
         if (value === null || value === undefined) return;
-        docs.push({ source, value });
+        docs.push({ source, value: value as Record<string, unknown> });
       });
     }
   }
@@ -487,6 +508,12 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
       if (owner) {
         issues.push({ source, path: 'spec.store', message: `${identity} is already rotated by secret "${owner.metadata.name}" (${owner.source}); a stored secret belongs to exactly one manifest` });
         return;
+      }
+      // A target whose admin login is the secret itself would change the credential it logs in with.
+      for (const { path, store } of manifest.spec.target ? targetStores(manifest.spec.target) : []) {
+        if (storeIdentity(store) === identity) {
+          issues.push({ source, path: `spec.target.${path}`, message: "is the secret's own store: the admin credential must be a different secret, or a failed rotation locks rekey out" });
+        }
       }
       owners.set(identity, entry);
       set.secrets.set(name, entry);

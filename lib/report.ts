@@ -2,6 +2,15 @@
 import type { Progress, RotationReport } from '../workflows/messages';
 import { formatDuration } from './duration';
 
+/**
+ * Text from outside (a reason, a comment, a failure message) as it may be printed: control and
+ * direction characters escaped, so nothing recorded can rewrite a terminal or reorder a line.
+ */
+export function plain(text: string, newlines: 'escape' | 'indent' = 'escape'): string {
+  const kept = newlines === 'indent' ? text.replace(/\n/g, '\n      ') : text;
+  return kept.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|\n(?! {6})/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function formatReport(report: RotationReport): string {
   const lines = [
     `${report.emergency ? 'EMERGENCY ' : ''}rotation of ${report.secret}: ${report.outcome.toUpperCase()}`,
@@ -27,13 +36,15 @@ export function formatReport(report: RotationReport): string {
     lines.push('  consumers:');
     for (const c of report.consumers) lines.push(`    ${c.name.padEnd(20)} ${c.state}${c.detail ? `: ${c.detail}` : ''}`);
   }
+  if (report.sessionsEnded !== undefined) lines.push(`  revoke ended ${report.sessionsEnded} session(s) of the old credential`);
   if (report.postVerify) lines.push(`  post-verify: ${report.postVerify.detail}`);
   for (const w of report.warnings ?? []) lines.push(`  WARNING ${w}`);
   if (report.auditHead) lines.push(`  audit: record ${report.auditHead.seq} of ${report.auditHead.trail}`);
-  return lines.join('\n');
+  // A multi-line message (a twin diff) stays readable, indented so no line can pass for the report's own.
+  return lines.map((line) => plain(line, 'indent')).join('\n');
 }
 
 export function formatProgress(progress: Progress): string {
   const consumers = progress.consumers.map((c) => `${c.name}=${c.state}`).join(' ');
-  return `${progress.stage}${consumers ? `  [${consumers}]` : ''}`;
+  return plain(`${progress.stage}${consumers ? `  [${consumers}]` : ''}`);
 }

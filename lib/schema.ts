@@ -1,5 +1,22 @@
 import { z } from 'zod';
-import { isDuration } from './duration';
+import { formatDuration, isDuration, parseDuration } from './duration';
 
-/** A manifest duration field: validated as text, converted with parseDuration where it is used. */
-export const durationSchema = z.string().refine(isDuration, { message: 'expected a duration such as 30s, 5m or 1h30m' });
+/**
+ * A manifest duration field between `min` and `max`: validated as text (so a reviewer reads "5m"),
+ * converted with parseDuration where it is used. Zero where zero makes no sense, and absurd
+ * lengths (99999999999999999999d), are errors.
+ */
+export function durationBetween(min: string, max: string) {
+  const [lo, hi] = [parseDuration(min), parseDuration(max)];
+  return z.string().superRefine((text, ctx) => {
+    if (!isDuration(text)) {
+      ctx.addIssue({ code: 'custom', message: 'expected a duration such as 30s, 5m or 1h30m' });
+    } else {
+      const ms = parseDuration(text);
+      if (!(ms >= lo && ms <= hi)) ctx.addIssue({ code: 'custom', message: `must be from ${min} to ${max} (got ${ms > hi ? `more than ${formatDuration(hi)}` : text})` });
+    }
+  });
+}
+
+/** Any duration up to ten years: for fields with no tighter sense of scale. */
+export const durationSchema = durationBetween('0ms', '3650d');

@@ -48,7 +48,7 @@ function forgedPlan(specHash: string, approval: Partial<RotationPlan['approval']
     hasTarget: true,
     overlapMs: 0,
     maxParallelConsumers: 4,
-    timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000 },
+    timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000, rollback: 60_000 },
     approval: { required: false, minApprovals: 1, requireSignedRequest: false, timeoutMs: 60_000, onTimeout: 'abort', escalationLimitMs: 60_000, approvers: [], ...approval },
     breakGlass: [],
     people: [],
@@ -316,7 +316,10 @@ describe('the trust boundary', () => {
           { workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId },
           { currentVersionId: first.versions.after, pendingVersionId: first.versions.before, created: false },
         );
-        assert.match(await failureOf(handle.result()), /version .* is not the one this rotation wrote/);
+        // Prepare refuses the version; so does every rollback step, so nothing moves either way.
+        const report: RotationReport = await handle.result();
+        assert.equal(report.outcome, 'rollback-incomplete');
+        assert.match(report.failure!.message, /version .* is not the one this rotation wrote/);
       },
       { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, createPendingVersion: () => sleep(120_000) }) },
     );

@@ -11,10 +11,25 @@ export interface RekeyWorkerOptions extends ActivityOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
 }
 
+/**
+ * A worker started before Temporal (a reboot, a rolling deploy) waits for it and says so, instead
+ * of exiting with a transport error.
+ */
+async function connectPatiently(options: Parameters<typeof NativeConnection.connect>[0] & { address: string }): Promise<NativeConnection> {
+  for (let waitMs = 1_000; ; waitMs = Math.min(waitMs * 2, 30_000)) {
+    try {
+      return await NativeConnection.connect(options);
+    } catch (err) {
+      console.error(`rekey worker: waiting for Temporal at ${options.address} (${(err as Error).message.split('\n')[0]}); retrying in ${waitMs / 1000}s`);
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+}
+
 /** The rekey worker: the rotation workflows plus every provider's activities. */
 export async function createRekeyWorker(options: RekeyWorkerOptions = {}): Promise<Worker> {
   const { config, namespace, address } = temporalSettings();
-  const connection = options.connection ?? (await NativeConnection.connect({ ...config.connectionOptions, address }));
+  const connection = options.connection ?? (await connectPatiently({ ...config.connectionOptions, address }));
   const dataConverter = rekeyDataConverter();
   if (!dataConverter) console.error('rekey worker: REKEY_CODEC_KEYRING is not set, so payloads in Temporal are NOT encrypted');
   return Worker.create({

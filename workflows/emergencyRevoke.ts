@@ -4,7 +4,7 @@
 // before anything is cancelled; the rotation itself keeps the id `rotation/<name>`, so every tool
 // that follows rotations finds it.
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import { executeChild, getExternalWorkflowHandle, log, sleep, workflowInfo } from '@temporalio/workflow';
+import { ParentClosePolicy, executeChild, getExternalWorkflowHandle, log, sleep, workflowInfo } from '@temporalio/workflow';
 import { authorize } from './authorize';
 import { Evidence } from './evidence';
 import { checkEmergencyInput, refuse } from './input';
@@ -41,7 +41,8 @@ export async function emergencyRevoke(untrusted: EmergencyInput): Promise<Rotati
   const giveUpAt = Date.now() + TAKEOVER_LIMIT_MS;
   for (;;) {
     try {
-      return await executeChild(rotateSecret, { workflowId: rotationId, args: [rotation] });
+      // Abandoned, not terminated, if this workflow ends first: a rotation past revoke must finish.
+      return await executeChild(rotateSecret, { workflowId: rotationId, args: [rotation], parentClosePolicy: ParentClosePolicy.ABANDON });
     } catch (err) {
       // The superseded rotation is still rolling back; the id frees up when it closes.
       if (err instanceof WorkflowExecutionAlreadyStartedError && Date.now() < giveUpAt) {

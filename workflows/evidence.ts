@@ -71,7 +71,7 @@ export class Evidence {
 
   /** A record a stage activity wrote itself (promote, revoke, post-verify): its head counts too. */
   note(head: AuditHead | undefined): void {
-    if (head) this.writes.push(Promise.resolve(head));
+    if (wellFormed(head)) this.writes.push(Promise.resolve(head));
   }
 
   /**

@@ -65,7 +65,7 @@ export interface RotationPlan {
   hasTarget: boolean;
   overlapMs: number;
   maxParallelConsumers: number;
-  timeoutsMs: { generate: number; prepare: number; deploy: number; verify: number; revoke: number };
+  timeoutsMs: { generate: number; prepare: number; deploy: number; verify: number; revoke: number; rollback: number };
   approval: {
     required: boolean;
     minApprovals: number;
@@ -138,7 +138,8 @@ export interface Progress {
   stages: StageTiming[];
 }
 
-export type Outcome = 'rotated' | 'rolled-back';
+/** rollback-incomplete: something could not be undone; the report's warnings say what a person must finish. */
+export type Outcome = 'rotated' | 'rolled-back' | 'rollback-incomplete';
 
 export interface RotationReport {
   secret: string;
@@ -161,6 +162,8 @@ export interface RotationReport {
   emergency: boolean;
   /** When the target stopped accepting the old credential (ISO 8601), for time-to-revoke. */
   revokedAt?: string;
+  /** Sessions opened with the old credential that revoke ended. */
+  sessionsEnded?: number;
   /** Problems that could not roll anything back (after promote, or after a revoke-first). */
   warnings?: string[];
   /** Where this rotation left the audit trail: `rekey audit verify` finds a trail cut short of it. */

@@ -44,6 +44,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const evidence = new Evidence(rotationId, secret, () => progress.state.versions);
   const warnings: string[] = [];
   let revokedAt: string | undefined;
+  let sessionsEnded: number | undefined;
   upsertSearchAttributes([{ key: SECRET_ATTRIBUTE, value: secret }]);
 
   const { plan, requester, emergency } = await authorize(input, evidence);
@@ -67,7 +68,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   // 1. generate + store-dual: the new value sits next to the old one as the pending version.
   progress.enter('generate');
   try {
-    versions = await act.generate.createPendingVersion(ref);
+    // Activity results can be forged (anyone may complete an activity): read them defensively;
+    // the worker checks every id it is handed again.
+    versions = { ...(await act.generate.createPendingVersion(ref)) };
   } catch (err) {
     evidence.record('failed', 'rekey', { detail: causeOf(err) });
     const head = await evidence.settle();
@@ -82,7 +85,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
   /** The worker records the revoke in the audit trail itself, before the target changes. */
   async function revokeOld(): Promise<void> {
-    evidence.note(await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed }));
+    const revoked = (await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed })) ?? {};
+    evidence.note(revoked.head);
+    sessionsEnded = revoked.sessionsEnded;
     revokedAt = new Date().toISOString();
   }
 
@@ -115,7 +120,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       const deployed = await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${pair.pendingVersionId} to ${name}`), [
         { ...ref, consumer: name, versionId: pair.pendingVersionId },
       ]);
-      if (deployed.receipt) receipts[`deployed:${name}`] = deployed.receipt;
+      if (deployed?.receipt) receipts[`deployed:${name}`] = deployed.receipt;
       progress.setConsumer(name, 'deployed');
     });
 
@@ -127,10 +132,10 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       const verified = await act.verify.awaitConsumerHealthy.executeWithOptions(act.withSummary('verify', `wait until ${name} is healthy on the new version`), [
         { ...ref, consumer: name, versionId: pair.pendingVersionId, deadline },
       ]);
-      receipts[`consumer:${name}`] = verified.receipt;
-      progress.setConsumer(name, 'verified', verified.detail);
+      receipts[`consumer:${name}`] = verified?.receipt;
+      progress.setConsumer(name, 'verified', String(verified?.detail ?? ''));
     });
-    receipts.target = (await act.verify.verifyTarget(pair)).receipt;
+    receipts.target = (await act.verify.verifyTarget(pair))?.receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
     if (approvalRequired) await approvals.decided();
@@ -152,13 +157,17 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       await promote();
     } else {
       // Compensation must run to the end even when the rotation itself was cancelled.
-      await CancellationScope.nonCancellable(() => rollback());
-      const report = finish('rolled-back', {
+      const incomplete = await CancellationScope.nonCancellable(() => rollback());
+      if (incomplete) {
+        warnings.push(`ROLLBACK INCOMPLETE: ${incomplete}`);
+        log.error('rollback incomplete: a person must finish it', { secret, detail: incomplete });
+      }
+      const report = finish(incomplete ? 'rollback-incomplete' : 'rolled-back', {
         stage: failedStage,
         message: cancelled ? 'rotation cancelled' : message,
         consumer: err instanceof ConsumerFailure ? err.consumer : undefined,
       });
-      evidence.record('rolled-back', 'rekey', { detail: report.failure!.message });
+      evidence.record(incomplete ? 'rollback-incomplete' : 'rolled-back', 'rekey', { detail: incomplete ? `${report.failure!.message}; ${incomplete}` : report.failure!.message });
       await CancellationScope.nonCancellable(() => settle(report));
       if (cancelled) throw err;
       return report;
@@ -179,7 +188,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     progress.enter('post-verify');
-    const { head, ...check } = await act.forward.postVerify(old);
+    const { head, ...check } = (await act.forward.postVerify(old)) ?? { oldRejected: false, newAccepted: false, detail: 'no verdict' };
     evidence.note(head);
     if (!check.oldRejected || !check.newAccepted) {
       warnings.push(`post-verify: ${check.detail}`);
@@ -208,10 +217,15 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     }
   }
 
-  async function rollback(): Promise<void> {
+  /**
+   * Reverse order: consumers back to the current version, then the target, then the store. A step
+   * that cannot be undone stops the rollback there (undoing the target under a consumer that still
+   * holds the new credential would break it): what is left, the pending version included, stays for
+   * a person to finish. Says what could not be undone, or nothing.
+   */
+  async function rollback(): Promise<string | undefined> {
     progress.enter('rollback');
-    // Reverse order: consumers back to the current version, then the target, then the store.
-    await forEachLimited([...touched], plan.maxParallelConsumers, async (name) => {
+    const results = await forEachLimited([...touched], plan.maxParallelConsumers, async (name) => {
       const failedDetail = progress.consumer(name).state === 'failed' ? progress.consumer(name).detail : undefined;
       progress.setConsumer(name, 'rolling-back', failedDetail);
       await act.rollback.deployToConsumer.executeWithOptions(act.withSummary('rollback', `roll ${name} back to ${pair.currentVersionId}`), [
@@ -219,8 +233,23 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       ]);
       progress.setConsumer(name, 'rolled-back', failedDetail);
     });
-    await act.rollback.undoTarget(pair);
-    await act.rollback.discardPendingVersion({ ...ref, pendingVersionId: pair.pendingVersionId });
+    const stuck = [...touched].filter((_, i) => results[i].status === 'rejected');
+    if (stuck.length) {
+      const why = causeOf((results[[...touched].indexOf(stuck[0])] as PromiseRejectedResult).reason);
+      stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback failed: ${why}`));
+      return `could not roll back consumer(s) ${stuck.join(', ')} (${why}); the target and the pending version ${pair.pendingVersionId} were left as they are`;
+    }
+    try {
+      await act.rollback.undoTarget(pair);
+    } catch (err) {
+      return `could not undo the target (${causeOf(err)}); the pending version ${pair.pendingVersionId} was left in place`;
+    }
+    try {
+      await act.rollback.discardPendingVersion({ ...ref, pendingVersionId: pair.pendingVersionId });
+    } catch (err) {
+      return `could not discard the pending version ${pair.pendingVersionId} (${causeOf(err)})`;
+    }
+    return undefined;
   }
 
   function finish(outcome: RotationReport['outcome'], failure?: RotationReport['failure'], postVerify?: RotationReport['postVerify']): RotationReport {
@@ -248,6 +277,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       approval: progress.approval,
       emergency: emergency !== undefined,
       revokedAt,
+      sessionsEnded,
       warnings: warnings.length ? warnings : undefined,
     };
   }

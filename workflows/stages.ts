@@ -1,6 +1,6 @@
 // How the runbook calls its activities: per-stage timeouts and retries from the worker's plan,
 // and a bounded fan-out over consumers. The runbook itself is workflows/rotateSecret.ts.
-import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
 import type { RotationActivities } from '../activities/rotation';
 import type { RotationPlan } from './messages';
 
@@ -16,6 +16,8 @@ const NON_RETRYABLE_TYPES = [
   'ForeignPendingVersion',
   'ExternalRotation',
   'NotAuthorized',
+  'TargetRefused',
+  'AuditUnavailable',
 ];
 
 /** Activity options for one stage: its manifest timeout bounds the stage, retries included. */
@@ -34,17 +36,18 @@ export function activitiesFor(plan: RotationPlan) {
   const t = plan.timeoutsMs;
   const options = {
     generate: stageOptions(t.generate),
-    prepare: stageOptions(t.prepare),
-    deploy: stageOptions(t.deploy),
+    // What rollback undoes must have stopped before rollback starts: a cancelled step is waited for.
+    prepare: stageOptions(t.prepare, { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED }),
+    deploy: stageOptions(t.deploy, { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED }),
     // The health poll runs until its own deadline; the activity gets a little more to report it.
-    verify: stageOptions(t.verify + 30_000),
+    verify: stageOptions(t.verify + 30_000, { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED }),
     // After promote there is no way back: retry until it works, however long that takes.
     forward: stageOptions(t.revoke, {
       scheduleToCloseTimeout: undefined,
       retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: NON_RETRYABLE_TYPES },
     }),
     // Rollback must finish too, but it cannot wait forever: it is bounded generously.
-    rollback: stageOptions(60_000, { scheduleToCloseTimeout: '10m', retry: { maximumInterval: '30s' } }),
+    rollback: stageOptions(Math.min(60_000, t.rollback), { scheduleToCloseTimeout: t.rollback, retry: { maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE_TYPES } }),
   };
   const proxy = (o: ActivityOptions) => proxyActivities<RotationActivities>(o);
   return {

@@ -61,7 +61,7 @@ function parseCredential(secretId: string, versionId: string, text: string | und
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new Error(`${secretId} version ${versionId} is not a JSON object`);
   }
-  return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, String(v)]));
+  return parsed as Credential;
 }
 
 export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
@@ -72,9 +72,13 @@ export function awsSecretsManager(spec: AwsSecretsManagerSpec): SecretStore {
     const out: StoreVersions = { all: [] };
     let nextToken: string | undefined;
     do {
-      const page = await client.send(
-        new ListSecretVersionIdsCommand({ SecretId: secretId, IncludeDeprecated: true, NextToken: nextToken }),
-      );
+      const page = await client
+        .send(new ListSecretVersionIdsCommand({ SecretId: secretId, IncludeDeprecated: true, NextToken: nextToken }))
+        .catch(async (err) => {
+          // Some endpoints (moto) answer a missing secret here with a 500; DescribeSecret says it plainly.
+          await client.send(new DescribeSecretCommand({ SecretId: secretId }));
+          throw err;
+        });
       for (const v of page.Versions ?? []) {
         if (!v.VersionId) continue;
         out.all.push(v.VersionId);

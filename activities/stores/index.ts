@@ -2,7 +2,10 @@
 // beside this one, its schema in the union and its entry in the map.
 import { z } from 'zod';
 import type { Credential, SecretStore } from '../provider';
-import { awsSecretsManager, awsSecretsManagerIdentity, awsSecretsManagerSchema } from './aws-secrets-manager';
+import { awsSecretsManager, awsSecretsManagerIdentity, awsSecretsManagerSchema, isNotFound } from './aws-secrets-manager';
+
+/** The store has no such secret (as opposed to being unreachable). */
+export const isMissingSecret = isNotFound;
 
 export const storeSchema = z.discriminatedUnion('type', [awsSecretsManagerSchema]);
 export type StoreSpec = z.infer<typeof storeSchema>;

@@ -8,7 +8,7 @@ import { auditSettingsFromEnv, initAuditTable, loadAuditSigner, openAuditTrail, 
 import { loadManifests } from '../../lib/manifest';
 import { connectClient } from '../../lib/temporal';
 import { AUDIT_TRAIL_ATTRIBUTE, type RotationReport } from '../../workflows/messages';
-import { EXIT, UsageError, err, out, parse } from '../common';
+import { EXIT, UsageError, err, out, parse, plain } from '../common';
 
 const TAMPERED = 5;
 /** Intact as far as it goes, but its end could not be checked against any rotation's head. */
@@ -52,7 +52,7 @@ function formatRecord(r: AuditRecord): string {
   const versions = r.versions?.pending ? ` ${r.versions.current ?? '?'} -> ${r.versions.pending}` : '';
   const why = [r.reason, r.detail].filter(Boolean).join('; ');
   const key = r.signed ? ` [signed ${r.signed.fingerprint}]` : '';
-  return `${r.at}  ${r.secret.padEnd(20)} ${r.event.padEnd(16)} ${r.actor.padEnd(12)}${key}${versions}${why ? `  ${why}` : ''}`;
+  return plain(`${r.at}  ${r.secret.padEnd(20)} ${r.event.padEnd(16)} ${r.actor.padEnd(12)}${key}${versions}${why ? `  ${why}` : ''}`);
 }
 
 /** The audit public keys to trust: --public-key files, REKEY_AUDIT_PUBLIC_KEY, else the public half of REKEY_AUDIT_KEY. */

@@ -1,7 +1,7 @@
 import { formatDuration } from '../../lib/duration';
 import { connectClient } from '../../lib/temporal';
 import { progressQuery } from '../../workflows/messages';
-import { EXIT, err, out, parse, uiLink, withDeadline } from '../common';
+import { EXIT, err, out, parse, plain, uiLink, withDeadline } from '../common';
 
 /** `rekey pending`: every rotation waiting for a decision, found by its RekeyStage search attribute. */
 export async function pending(args: string[]): Promise<number> {
@@ -42,8 +42,10 @@ export async function pending(args: string[]): Promise<number> {
   for (const r of rows) {
     const waited = r.waitingSince ? formatDuration(Date.now() - Date.parse(r.waitingSince)) : '?';
     out(
-      `${r.secret}  requested by ${r.requestedBy ?? 'unknown'}  ${r.approvals.length}/${r.needed} approvals` +
-        `  waiting ${waited} for ${r.waitingFor.join(', ') || 'nobody eligible'}${r.escalated ? '  ESCALATED' : ''}`,
+      plain(
+        `${r.secret}  requested by ${r.requestedBy ?? 'unknown'}  ${r.approvals.length}/${r.needed} approvals` +
+          `  waiting ${waited} for ${r.waitingFor.join(', ') || 'nobody eligible'}${r.escalated ? '  ESCALATED' : ''}`,
+      ),
     );
     out(`  ${uiLink(r.workflowId, r.runId)}`);
   }
