@@ -7,6 +7,8 @@ import { promisify } from 'node:util';
 import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { postgres, postgresSchema } from '../activities/targets/postgres';
+import type { BreakGlassDocument } from '../lib/signed';
+import { newKey, people, sign, validFor } from './keys';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import {
@@ -145,6 +147,29 @@ describe('the Postgres target', () => {
       } finally {
         await session.end().catch(() => undefined);
       }
+    }
+  });
+
+  it('in an emergency, revoke ends the old sessions even where terminateSessions is false', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const oncall = await newKey('oncall');
+    const base = postgresSpec(fx, 'alternating-users');
+    const trusted = await manifests({ [fx.id]: { ...base, target: { ...(base.target as object), terminateSessions: false } } }, people([oncall], ['oncall']));
+    const session = new PgClient({ host: stack.pgHost, port: stack.pgPort, user: fx.users[0], password: fx.initialPassword, database: 'postgres' });
+    await session.connect();
+    session.on('error', () => undefined);
+    try {
+      const doc: BreakGlassDocument = { kind: 'rekey.dev/break-glass', namespace: 'default', secret: fx.id, revokeFirst: false, reason: 'leak', ...validFor(600_000) };
+      const report: RotationReport = await withWorker(
+        async (taskQueue) =>
+          (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id, { emergency: await sign(oncall, doc) })] }),
+        { manifestDirs: [trusted.dir] },
+      );
+      assert.equal(report.outcome, 'rotated');
+      assert.equal(report.sessionsEnded, 1);
+      await assert.rejects(session.query('SELECT 1'));
+    } finally {
+      await session.end().catch(() => undefined);
     }
   });
 
