@@ -10,12 +10,11 @@ import {
   progressQuery,
   rejectSignal,
   rotationWorkflowId,
-  type Progress,
   type RotationReport,
 } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { decisionFor, newKey, people, sign, validFor, type TestKey } from './keys';
-import { canLogin, databaseFixture, labelled, manifests, postgresSpec, tempDir, temporalClient, withWorker, type DatabaseFixture, type Manifests } from './helpers';
+import { canLogin, databaseFixture, labelled, manifests, postgresSpec, tempDir, temporalClient, withWorker, type DatabaseFixture, type Manifests, untilProgress } from './helpers';
 
 const ROOT = join(__dirname, '..');
 let alice: TestKey, bob: TestKey, carol: TestKey, mallory: TestKey;
@@ -42,14 +41,7 @@ async function startAwaitingApproval(taskQueue: string, trusted: Manifests, secr
   return { handle, progress };
 }
 
-async function until(handle: WorkflowHandle, ok: (p: Progress) => boolean): Promise<Progress> {
-  for (let i = 0; i < 300; i++) {
-    const p = await handle.query(progressQuery).catch(() => undefined);
-    if (p && ok(p)) return p;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the rotation never reached the expected state');
-}
+const until = untilProgress;
 
 const decision = decisionFor;
 

@@ -8,12 +8,11 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
-import type { WorkflowHandle } from '@temporalio/client';
 import { createCodecServer } from '../cli/commands/codec-server';
 import { AesGcmCodec, loadKeyring } from '../lib/codec';
-import { progressQuery, rotationWorkflowId, type Progress, type RotationReport } from '../workflows/messages';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { manifests, sm, stack, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { manifests, sm, stack, tempDir, temporalClient, uniqueId, withWorker, untilProgress } from './helpers';
 import { newKey, people } from './keys';
 
 const TEMPORAL = join(__dirname, '..', '.tools', 'venv', 'bin', 'temporal');
@@ -35,14 +34,7 @@ async function cheapSpec(extraPolicy: Record<string, unknown> = {}) {
 /** The CLI's JSON output with every payload's data (base64 there) also spelled out as text. */
 const readable = (out: string) => out + [...out.matchAll(/"data":\s*"([A-Za-z0-9+/=]*)"/g)].map((m) => Buffer.from(m[1], 'base64').toString('utf8')).join('\n');
 
-async function until(handle: WorkflowHandle, ok: (p: Progress) => boolean): Promise<Progress> {
-  for (let i = 0; i < 300; i++) {
-    const p = await handle.query(progressQuery).catch(() => undefined);
-    if (p && ok(p)) return p;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the rotation never reached the expected state');
-}
+const until = untilProgress;
 
 describe('the temporal CLI through the codec server', () => {
   const token = randomBytes(24).toString('base64url');

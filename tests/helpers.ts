@@ -18,7 +18,7 @@ import { stringify } from 'yaml';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
 import { rekeyDataConverter } from '../lib/codec';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
-import type { RotationInput } from '../workflows/messages';
+import { progressQuery, type Progress, type RotationInput } from '../workflows/messages';
 
 export const stack = {
   temporalAddress: process.env.TEMPORAL_ADDRESS!,
@@ -219,4 +219,14 @@ export async function failureOf(result: Promise<unknown>): Promise<string> {
   let cause: Error | undefined = (err as { cause?: Error }).cause;
   while (cause && (cause as { cause?: Error }).cause) cause = (cause as { cause?: Error }).cause;
   return cause?.message ?? '';
+}
+
+/** Query a rotation's progress until `ok` holds (or fail after 30 s). */
+export async function untilProgress(handle: { query: (q: typeof progressQuery) => Promise<Progress> }, ok: (p: Progress) => boolean): Promise<Progress> {
+  for (let i = 0; i < 300; i++) {
+    const p = await handle.query(progressQuery).catch(() => undefined);
+    if (p && ok(p)) return p;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the rotation never reached the expected state');
 }
