@@ -55,6 +55,11 @@ export interface Acceptance {
 }
 
 export interface Target {
+  /**
+   * Whether the old and the new credential both work once prepare is done (two accounts, two
+   * keys). Decides what a rollback that cannot reach every consumer does with the target.
+   */
+  readonly acceptsBoth: boolean;
   /** The credential the next version holds, built from the current one and fresh material. */
   nextCredential(current: Credential, material: string): Credential;
   /** Teach the target the next credential; where the strategy allows it, the current keeps working. */
@@ -65,7 +70,7 @@ export interface Target {
    * Make the old credential stop working, leaving the new one untouched; in an emergency (or by
    * the target's policy) also end the sessions opened with it. Says how many were ended.
    */
-  revoke(old: Credential, next: Credential, options?: { emergency?: boolean }): Promise<{ sessionsEnded?: number } | void>;
+  revoke(old: Credential, next: Credential, options?: { emergency?: boolean }): Promise<{ sessionsEnded?: number; warning?: string } | void>;
   /**
    * Try to authenticate with `credential` (thorough: also what the manifest asks to check, such as
    * a verify query). Throws only when the target cannot be reached.

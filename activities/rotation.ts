@@ -165,6 +165,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
     specHash: entry.specHash,
     consumers: entry.spec.consumers.map((c) => c.name),
     hasTarget: entry.spec.target !== undefined,
+    targetAcceptsBoth: entry.spec.target ? createTarget(entry.spec.target).acceptsBoth : true,
     overlapMs: ms(policy.overlap),
     maxParallelConsumers: policy.maxParallelConsumers,
     timeoutsMs: {
@@ -502,7 +503,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<{ head?: AuditHead; sessionsEnded?: number }> {
+    async revokeOldCredential(step: RevokeStep): Promise<{ head?: AuditHead; sessionsEnded?: number; warning?: string }> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
@@ -534,7 +535,8 @@ export function createActivities(options: ActivityOptions = {}) {
         });
         const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined });
         if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
-        return { head, sessionsEnded: outcome?.sessionsEnded };
+        if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
+        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning };
       });
     },
 

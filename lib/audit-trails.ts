@@ -6,6 +6,7 @@ import { link, mkdir, open, readFile, rename, rm, stat, truncate } from 'node:fs
 import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Pool, type Client as PgClient } from 'pg';
+import { ScramOnlyClient } from './pg-strict';
 import { readCurrent } from '../activities/stores';
 import { auditSignerFrom, nextRecord, type AuditEvent, type AuditRecord, type AuditSigner, type AuditTrail } from './audit';
 
@@ -282,6 +283,8 @@ export class PostgresAuditTrail implements AuditTrail {
     if (!pool) {
       const passwordFile = this.passwordFile;
       pool = new Pool({
+        // SCRAM only: the writer's password is never sent in clear text or as md5.
+        Client: ScramOnlyClient,
         ...this.connection,
         // Read at each connect, so the password file can be rotated like any other credential.
         ...(passwordFile ? { password: () => readFileSync(passwordFile, 'utf8').trim() } : {}),

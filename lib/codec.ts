@@ -4,7 +4,7 @@
 // data, so relabelling a payload's metadata makes it undecodable rather than misread. A second
 // layer: nothing in rekey's payloads is a secret value in the first place.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { z } from 'zod';
@@ -47,14 +47,17 @@ export function parseKeyring(source: string, json: unknown): Keyring {
 export function readKeyringFile(path: string): KeyringFile {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // Not through a symlink (it could be pointed at any file), and read from the file checked.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (err) {
     throw new Error(`cannot read the codec keyring ${path} (REKEY_CODEC_KEYRING): ${(err as Error).message}`);
   }
   let content: string;
   try {
-    const mode = fstatSync(fd).mode & 0o777;
+    const info = fstatSync(fd);
+    const mode = info.mode & 0o777;
     if (mode & 0o077) throw new Error(`the codec keyring ${path} has mode ${mode.toString(8).padStart(4, '0')}: group or others may access it; run: chmod 600 ${path}`);
+    if (info.uid !== 0 && info.uid !== process.getuid?.()) throw new Error(`the codec keyring ${path} is owned by another user (uid ${info.uid}); it must be this user's or root's`);
     content = readFileSync(fd, 'utf8');
   } finally {
     closeSync(fd);

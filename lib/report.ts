@@ -7,8 +7,8 @@ import { formatDuration } from './duration';
  * direction characters escaped, so nothing recorded can rewrite a terminal or reorder a line.
  */
 export function plain(text: string, newlines: 'escape' | 'indent' = 'escape'): string {
-  const kept = newlines === 'indent' ? text.replace(/\n/g, '\n      ') : text;
-  return kept.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|\n(?! {6})/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const escaped = text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return newlines === 'indent' ? escaped.replace(/\n/g, '\n      ') : escaped.replace(/\n/g, '\\u000a');
 }
 
 export function formatReport(report: RotationReport): string {

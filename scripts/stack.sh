@@ -45,7 +45,8 @@ if [[ "$(id -u)" == 0 ]]; then
       [[ -d "$pg_home" && "$(stat -c %U "$pg_home")" == postgres && "$(stat -c %a "$pg_home")" == 700 ]] ||
         die "$pg_home exists but is not a folder owned by postgres with mode 700; refusing to use it (remove it, or set REKEY_PG_HOME)"
     else
-      mkdir -m 700 "$pg_home" && chown postgres "$pg_home"
+      mkdir -m 700 "$pg_home" || die "cannot create $pg_home (did someone create it meanwhile?)"
+      chown postgres "$pg_home"
     fi
   fi
 fi
@@ -222,16 +223,18 @@ ensure_postgres_tls() {
   install -m 644 "$tls/ca.crt" "$data/postgres/ca.crt"
 }
 
-# Two roles the tests use to check that rekey never answers a server asking for a password in
-# clear text or as md5: only they get those methods, everyone else scram-sha-256.
+# Probe roles the tests use to check that rekey never answers a server asking for a password in
+# clear text or as md5, nor trusts one that asks for none: only they get those methods.
 ensure_probe_roles_auth() {
-  local hba="$pgdata/pg_hba.conf"
-  if ! grep -q rekey_cleartext_probe "$hba"; then
-    local probes='host all rekey_cleartext_probe 127.0.0.1/32 password
-host all rekey_md5_probe 127.0.0.1/32 md5'
-    as_postgres sh -c "{ printf '%s\n' \"\$1\"; cat \"\$2\"; } > \"\$2.new\" && mv \"\$2.new\" \"\$2\"" sh "$probes" "$hba"
-    as_postgres "$pg_bin/pg_ctl" -D "$pgdata" reload >/dev/null 2>&1 || true
-  fi
+  local hba="$pgdata/pg_hba.conf" changed=
+  for probe in 'rekey_cleartext_probe password' 'rekey_md5_probe md5' 'rekey_trust_probe trust'; do
+    set -- $probe
+    if ! grep -q "$1" "$hba"; then
+      as_postgres sh -c 'printf "%s\n" "$1" | cat - "$2" > "$2.new" && mv "$2.new" "$2"' sh "host all $1 127.0.0.1/32 $2" "$hba"
+      changed=1
+    fi
+  done
+  if [[ -n "$changed" ]]; then as_postgres "$pg_bin/pg_ctl" -D "$pgdata" reload >/dev/null 2>&1 || true; fi
 }
 
 start_postgres() {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, lstat, readFile, readdir, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, readFile, readdir, readlink, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -109,13 +109,40 @@ describe('the command consumer', () => {
     assert.equal(existsSync(marker), false);
   });
 
-  it('a folder reached through a symlink is refused, naming it, and nothing is written', async () => {
+  it('a folder reached through a symlink someone else owns is refused, naming it, and nothing is written; one root owns is followed', async () => {
     const real = await privateDir();
     const link = join(await privateDir(), 'link');
     await symlink(real, link);
+    await lchown(link, 65534, 65534); // nobody's: it could be pointed anywhere
     const message = await rejection(fileConsumer(join(link, 'app.json')).deploy(ref(), { password: testPassword() }));
-    assert.match(message, new RegExp(`folder ${link} is reached through a symlink`));
+    assert.match(message, new RegExp(`folder ${link} is reached through a symlink someone else owns`));
     assert.deepEqual(await readdir(real), []);
+    // Like Debian's /var/run -> /run: a link the worker's user or root owns leads to a folder that is checked too.
+    await lchown(link, process.getuid!(), process.getgid!());
+    await fileConsumer(join(link, 'app.json')).deploy(ref(), { password: testPassword() });
+    assert.deepEqual(await readdir(real), ['app.json']);
+  });
+
+  it('a folder owned by another user, or below a folder others may write to, is refused', async () => {
+    const stranger = await privateDir();
+    await chown(stranger, 65534, 65534);
+    assert.match(await rejection(fileConsumer(join(stranger, 'app.json')).deploy(ref(), { password: testPassword() })), /is owned by another user/);
+    const open = await privateDir();
+    await chmod(open, 0o777); // writable by all, and not sticky: a subfolder could be swapped
+    const below = join(open, 'svc');
+    assert.match(await rejection(fileConsumer(join(below, 'app.json')).deploy(ref(), { password: testPassword() })), new RegExp(`is below ${open}, which others may write to`));
+  });
+
+  it('an env file never sets what a loader or shell acts on (LD_PRELOAD, PATH, BASH_ENV...) from the store; fields chooses what is written', async () => {
+    const dir = await privateDir();
+    const file = join(dir, 'app.env');
+    const hostile = { value: testPassword(), ld_preload: '/tmp/evil.so', Path: '/tmp/evil' };
+    assert.match(await rejection(fileConsumer(file, { format: 'env' }).deploy(ref(), hostile)), /credential key "ld_preload" would set LD_PRELOAD for whatever loads the env file/);
+    assert.equal(existsSync(file), false);
+    await fileConsumer(file, { format: 'env', fields: ['value'] }).deploy(ref(), hostile);
+    const written = await readFile(file, 'utf8');
+    assert.match(written, /^VALUE='/m);
+    assert.ok(!/LD_PRELOAD|PATH=/.test(written), written);
   });
 
   it('missing folders are created 0700', async () => {

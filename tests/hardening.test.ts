@@ -13,7 +13,7 @@ import { emergencyWorkflowId, progressQuery, rotationWorkflowId, type RotationRe
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { decisionFor, newKey, people, sign, validFor } from './keys';
-import { labelled, manifests, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { labelled, manifests, settled, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 
@@ -89,15 +89,18 @@ describe('hardening', () => {
     // Deploying the new version works; the consumer refuses the old one back (its folder turned unsafe).
     const s = await storeOnly({ value: 'old' }, { health: 'exit 1' }, { timeouts: { verify: '1s', rollback: '3s' } });
     const trusted = await manifests({ [s.name]: s.spec });
-    const report: RotationReport = await withWorker(
+    const { report: settledReport, failure } = await withWorker(
       async (taskQueue) => {
         const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(s.name), args: [trusted.input(s.name)] });
         await until(async () => (await handle.query(progressQuery)).stage === 'verify', 'verifying');
         await chmod(s.dir, 0o777);
-        return handle.result();
+        return settled(handle.result());
       },
       { manifestDirs: [trusted.dir] },
     );
+    // The run fails (schedules pause, fleets count it), with the report in the failure's details.
+    assert.match(failure ?? '', /^rollback incomplete: could not roll back consumer\(s\) app/);
+    const report = settledReport!;
     assert.equal(report.outcome, 'rollback-incomplete');
     assert.match(report.warnings?.join(' ') ?? '', /ROLLBACK INCOMPLETE: could not roll back consumer\(s\) app .*writable by group or others.*pending version .* left/);
     assert.equal((await labelled(s.secretId, 'AWSPENDING'))?.versionId, report.versions.pending, 'the pending version is still there');

@@ -18,7 +18,7 @@ import { stringify } from 'yaml';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
 import { rekeyDataConverter } from '../lib/codec';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
-import { progressQuery, type Progress, type RotationInput } from '../workflows/messages';
+import { progressQuery, type Progress, type RotationInput, type RotationReport } from '../workflows/messages';
 
 export const stack = {
   temporalAddress: process.env.TEMPORAL_ADDRESS!,
@@ -229,4 +229,17 @@ export async function untilProgress(handle: { query: (q: typeof progressQuery) =
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('the rotation never reached the expected state');
+}
+
+/**
+ * How a rotation ended: its report (from its result, or from its failure's details when its
+ * rollback was incomplete) and, when it failed, the innermost message.
+ */
+export async function settled(result: Promise<unknown>): Promise<{ report?: RotationReport; failure?: string }> {
+  try {
+    return { report: (await result) as RotationReport };
+  } catch (err) {
+    const details = ((err as { cause?: { details?: unknown[] } }).cause?.details ?? []) as RotationReport[];
+    return { report: details[0], failure: await failureOf(Promise.reject(err)) };
+  }
 }

@@ -2,6 +2,7 @@
 // TLS from a throwaway CA): each test is named for what it stops.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
@@ -15,10 +16,10 @@ import {
   adminDb,
   canLogin,
   databaseFixture,
-  failureOf,
   labelled,
   manifests,
   postgresSpec,
+  settled,
   sm,
   stack,
   tempDir,
@@ -35,11 +36,7 @@ async function rotate(secret: string, spec: object): Promise<{ report?: Rotation
   const trusted = await manifests({ [secret]: spec });
   return withWorker(
     async (taskQueue) => {
-      const result = (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] });
-      return result.then(
-        (report) => ({ report }),
-        async () => ({ failure: await failureOf(result) }),
-      );
+      return settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] }));
     },
     { manifestDirs: [trusted.dir] },
   );
@@ -150,6 +147,25 @@ describe('the Postgres target', () => {
     }
   });
 
+  it('an admin that may not end sessions (CREATEROLE, no pg_signal_backend) still revokes, and the report says the sessions were not ended', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const admin = `${fx.id}_admin`;
+    const password = testPassword();
+    await adminDb((db) => db.query(`CREATE ROLE ${escapeIdentifier(admin)} LOGIN CREATEROLE PASSWORD '${password}'`));
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.adminSecretId, SecretString: JSON.stringify({ username: admin, password }) }));
+    const session = new PgClient({ host: stack.pgHost, port: stack.pgPort, user: fx.users[0], password: fx.initialPassword, database: 'postgres' });
+    await session.connect();
+    session.on('error', () => undefined);
+    try {
+      const { report } = await rotate(fx.id, postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s' } }));
+      assert.equal(report?.outcome, 'rotated', JSON.stringify(report?.failure));
+      assert.match(report!.warnings?.join(' ') ?? '', /sessions of .* were not ended: the admin role needs pg_signal_backend/);
+      assert.equal(await canLogin(fx.users[0], fx.initialPassword), false, 'the old credential is revoked all the same');
+    } finally {
+      await session.end().catch(() => undefined);
+    }
+  });
+
   it('in an emergency, revoke ends the old sessions even where terminateSessions is false', async () => {
     const fx = await databaseFixture('alternating-users');
     const oncall = await newKey('oncall');
@@ -173,6 +189,32 @@ describe('the Postgres target', () => {
     }
   });
 
+  it('single user, a consumer that cannot be rolled back: the target is undone anyway, so the consumers that were rolled back keep working', async () => {
+    const fx = await databaseFixture('single-user');
+    const [good, stuck] = [await tempDir(), join(await tempDir(), 'stuck')];
+    const spec = postgresSpec(fx, 'single-user', {
+      consumers: [
+        { type: 'command', name: 'good', file: join(good, 'db.json') },
+        { type: 'command', name: 'stuck', file: join(stuck, 'db.json'), health: 'exit 1' },
+      ],
+      policy: { timeouts: { verify: '2s', rollback: '3s' } },
+    });
+    const trusted = await manifests({ [fx.id]: spec });
+    const { report } = await withWorker(
+      async (taskQueue) => {
+        const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+        for (let i = 0; i < 200 && (await handle.query('progress').catch(() => undefined) as { stage?: string } | undefined)?.stage !== 'verify'; i++) await new Promise((r) => setTimeout(r, 100));
+        await chmod(stuck, 0o777); // the stuck consumer's folder turns unsafe: it cannot be given the old version back
+        return settled(handle.result());
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal(report?.outcome, 'rollback-incomplete');
+    assert.match(report!.warnings!.join(' '), /the target was undone for the others/);
+    assert.equal(JSON.parse(await readFile(join(good, 'db.json'), 'utf8')).rekey_version_id, report!.versions.before);
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true, 'the rolled-back consumer\'s password works again');
+  });
+
   it('TLS: verify-full against the cluster\'s CA rotates; another CA is refused before the admin password is sent', async () => {
     const fx = await databaseFixture('alternating-users');
     const base = postgresSpec(fx, 'alternating-users', { policy: { overlap: '0s', timeouts: { prepare: '5s' } } });
@@ -188,7 +230,10 @@ describe('the Postgres target', () => {
     assert.match(other.report!.failure!.message, /self[- ]signed|unable to verify|certificate/i);
   });
 
-  it('a server asking for the password in clear text or as md5 never gets it', async () => {
+  it('a server asking for the password in clear text or as md5 never gets it, and one that asks for none (trust) is not believed', async () => {
+    const target = (role: string) => postgres(postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: role, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }));
+    await adminDb((db) => db.query(`DO $$ BEGIN CREATE ROLE rekey_trust_probe LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`));
+    await assert.rejects(target('rekey_trust_probe').accepts({ username: 'rekey_trust_probe', password: 'definitely-wrong' }), /let rekey in without a SCRAM password exchange/);
     for (const [role, encryption] of [['rekey_cleartext_probe', 'scram-sha-256'], ['rekey_md5_probe', 'md5']] as const) {
       const password = testPassword();
       await adminDb(async (db) => {
@@ -196,8 +241,7 @@ describe('the Postgres target', () => {
         await db.query(`DO $$ BEGIN CREATE ROLE ${role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
         await db.query(`ALTER ROLE ${role} WITH LOGIN PASSWORD '${password}'`);
       });
-      const target = postgres(postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: role, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }));
-      await assert.rejects(target.accepts({ username: role, password }), new RegExp(`asked for the password ${encryption === 'md5' ? 'as md5' : 'in clear text'}; rekey only authenticates with SCRAM`));
+      await assert.rejects(target(role).accepts({ username: role, password }), new RegExp(`asked for the password ${encryption === 'md5' ? 'as md5' : 'in clear text'}; rekey only authenticates with SCRAM`));
     }
   });
 

@@ -16,7 +16,7 @@ import { rotateFleet } from '../workflows/rotateFleet';
 import { rotateSecret } from '../workflows/rotateSecret';
 import type { RequestDocument } from '../lib/signed';
 import { decisionFor, newKey, people, sign, validFor } from './keys';
-import { canLogin, databaseFixture, failureOf, labelled, manifests, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { canLogin, databaseFixture, failureOf, labelled, manifests, settled, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 /** Activity types the run scheduled, in order. */
 async function activitiesOf(handle: WorkflowHandle): Promise<string[]> {
@@ -46,6 +46,7 @@ function forgedPlan(specHash: string, approval: Partial<RotationPlan['approval']
     specHash,
     consumers: [],
     hasTarget: true,
+    targetAcceptsBoth: true,
     overlapMs: 0,
     maxParallelConsumers: 4,
     timeoutsMs: { generate: 60_000, prepare: 60_000, deploy: 60_000, verify: 60_000, revoke: 60_000, rollback: 60_000 },
@@ -317,9 +318,9 @@ describe('the trust boundary', () => {
           { currentVersionId: first.versions.after, pendingVersionId: first.versions.before, created: false },
         );
         // Prepare refuses the version; so does every rollback step, so nothing moves either way.
-        const report: RotationReport = await handle.result();
-        assert.equal(report.outcome, 'rollback-incomplete');
-        assert.match(report.failure!.message, /version .* is not the one this rotation wrote/);
+        const { report } = await settled(handle.result());
+        assert.equal(report?.outcome, 'rollback-incomplete');
+        assert.match(report!.failure!.message, /version .* is not the one this rotation wrote/);
       },
       { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, createPendingVersion: () => sleep(120_000) }) },
     );

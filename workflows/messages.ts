@@ -63,6 +63,8 @@ export interface RotationPlan {
   specHash: string;
   consumers: string[];
   hasTarget: boolean;
+  /** The target accepts old and new at once after prepare (see Target.acceptsBoth). */
+  targetAcceptsBoth: boolean;
   overlapMs: number;
   maxParallelConsumers: number;
   timeoutsMs: { generate: number; prepare: number; deploy: number; verify: number; revoke: number; rollback: number };

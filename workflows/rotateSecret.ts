@@ -88,6 +88,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     const revoked = (await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed })) ?? {};
     evidence.note(revoked.head);
     sessionsEnded = revoked.sessionsEnded;
+    if (typeof revoked.warning === 'string') warnings.push(`revoke: ${revoked.warning.slice(0, 500)}`);
     revokedAt = new Date().toISOString();
   }
 
@@ -169,6 +170,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       });
       evidence.record(incomplete ? 'rollback-incomplete' : 'rolled-back', 'rekey', { detail: incomplete ? `${report.failure!.message}; ${incomplete}` : report.failure!.message });
       await CancellationScope.nonCancellable(() => settle(report));
+      // An incomplete rollback fails the run (schedules with pauseOnFailure stop, fleets count it
+      // failed, the UI shows it red); the report rides in the failure's details.
+      if (incomplete) throw ApplicationFailure.create({ type: 'RollbackIncomplete', nonRetryable: true, message: `rollback incomplete: ${incomplete}`, details: [report] });
       if (cancelled) throw err;
       return report;
     }
@@ -237,7 +241,16 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     if (stuck.length) {
       const why = causeOf((results[[...touched].indexOf(stuck[0])] as PromiseRejectedResult).reason);
       stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback failed: ${why}`));
-      return `could not roll back consumer(s) ${stuck.join(', ')} (${why}); the target and the pending version ${pair.pendingVersionId} were left as they are`;
+      const what = `could not roll back consumer(s) ${stuck.join(', ')} (${why})`;
+      // Where old and new both work, leaving the target alone keeps every consumer working. Where
+      // only one can (one account, one password), the consumers rolled back need the old one back.
+      if (plan.targetAcceptsBoth) return `${what}; the target and the pending version ${pair.pendingVersionId} were left as they are`;
+      try {
+        await act.rollback.undoTarget(pair);
+      } catch (err) {
+        return `${what}, nor undo the target (${causeOf(err)}); the pending version ${pair.pendingVersionId} was left in place`;
+      }
+      return `${what}; the target was undone for the others, and the pending version ${pair.pendingVersionId} was left in place`;
     }
     try {
       await act.rollback.undoTarget(pair);

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readlink, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, parse, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
@@ -15,6 +15,8 @@ export const commandConsumerSchema = z
     /** Where the credential is written (mode 0600, replaced atomically). */
     file: z.string().min(1),
     format: z.enum(['json', 'env']).default('json'),
+    /** The fields of the stored value written to the file (default: all of them). */
+    fields: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a field name')).min(1).max(100).optional(),
     /**
      * Run after the file is written, with a minimal environment: PATH, HOME, REKEY_FILE,
      * REKEY_SECRET, REKEY_VERSION_ID and the variables `env` names; never the worker's credentials.
@@ -29,7 +31,14 @@ export const commandConsumerSchema = z
   .strict();
 export type CommandConsumerSpec = z.infer<typeof commandConsumerSchema>;
 
-function render(spec: CommandConsumerSpec, ref: VersionRef, credential: Credential): string {
+/**
+ * Names a shell, a dynamic loader or a runtime acts on when an env file is loaded (`set -a; .`,
+ * systemd EnvironmentFile): whoever can write the store must not choose them.
+ */
+const ACTIVE_NAMES = /^(LD_.*|PATH|BASH_ENV|ENV|IFS|PS4|SHELLOPTS|BASHOPTS|CDPATH|GLOBIGNORE|NODE_OPTIONS|NODE_PATH|PYTHON.*|PERL5.*|PERLLIB|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|GCONV_PATH|HOSTALIASES|LOCALDOMAIN|RES_OPTIONS|TMPDIR)$/;
+
+function render(spec: CommandConsumerSpec, ref: VersionRef, stored: Credential): string {
+  const credential = spec.fields ? Object.fromEntries(spec.fields.filter((f) => f in stored).map((f) => [f, stored[f]])) : stored;
   const withVersion = { ...credential, rekey_version_id: ref.versionId };
   if (spec.format === 'json') return `${JSON.stringify(withVersion, null, 2)}\n`;
   return Object.entries(withVersion)
@@ -39,6 +48,9 @@ function render(spec: CommandConsumerSpec, ref: VersionRef, credential: Credenti
       if (!/^[A-Z_][A-Z0-9_]*$/.test(key)) {
         throw new Error(`consumer ${spec.name}: credential key ${JSON.stringify(k)} is not an environment variable name, so the env file cannot hold it`);
       }
+      if (ACTIVE_NAMES.test(key)) {
+        throw new Error(`consumer ${spec.name}: credential key ${JSON.stringify(k)} would set ${key} for whatever loads the env file; list the fields to write (fields: [...])`);
+      }
       // Nested values are written as JSON text; every value is single-quoted, so nothing in it runs.
       const text = typeof v === 'string' ? v : JSON.stringify(v);
       return `${key}='${text.replaceAll("'", `'\\''`)}'\n`;
@@ -46,23 +58,40 @@ function render(spec: CommandConsumerSpec, ref: VersionRef, credential: Credenti
     .join('');
 }
 
+/** Who may own a folder on the way to a credential: the worker's user or root. */
+const trustedOwner = (uid: number) => uid === 0 || uid === process.getuid?.();
+
 /**
- * Create the folder (0700) if missing and refuse one that someone else could swap or fill: reached
- * through a symlink (its target can be changed under us) or writable by group or others.
+ * Create the folder (0700) if missing and refuse one that someone else could swap or fill: owned
+ * by another user, writable by group or others, below a folder others may write to (unless it is
+ * sticky, as /tmp is), or reached through a symlink someone other than root or the worker owns.
+ * Symlinks root owns (Debian's /var/run -> /run) are followed and their target checked the same way.
  */
-async function privateFolder(consumer: string, folder: string): Promise<void> {
-  const parts = folder.slice(parse(folder).root.length).split(sep).filter(Boolean);
-  let path = parse(folder).root;
-  for (const part of parts) {
+async function privateFolder(consumer: string, folder: string, depth = 0): Promise<void> {
+  if (depth > 8) throw new Error(`consumer ${consumer}: folder ${folder} is reached through too many symlinks`);
+  const root = parse(folder).root;
+  const parts = folder.slice(root.length).split(sep).filter(Boolean);
+  let path = root;
+  for (const [i, part] of parts.entries()) {
+    const parentStat = await lstat(path);
     path = join(path, part);
     let stat = await lstat(path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
     if (!stat) {
       await mkdir(path, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
       stat = await lstat(path);
     }
-    if (stat.isSymbolicLink()) throw new Error(`consumer ${consumer}: folder ${folder} is reached through a symlink (${path}); use the real path`);
+    // Anyone who may write to the parent may replace this entry, unless the parent is sticky.
+    if (parentStat.mode & 0o002 && !(parentStat.mode & 0o1000)) {
+      throw new Error(`consumer ${consumer}: folder ${folder} is below ${dirname(path)}, which others may write to`);
+    }
+    if (stat.isSymbolicLink()) {
+      if (!trustedOwner(stat.uid)) throw new Error(`consumer ${consumer}: folder ${folder} is reached through a symlink someone else owns (${path})`);
+      const rest = parts.slice(i + 1);
+      return privateFolder(consumer, join(resolve(dirname(path), await readlink(path)), ...rest), depth + 1);
+    }
     if (!stat.isDirectory()) throw new Error(`consumer ${consumer}: ${path} in the path of folder ${folder} is not a folder`);
-    if (path === folder && stat.mode & 0o022) {
+    if (!trustedOwner(stat.uid)) throw new Error(`consumer ${consumer}: ${path} is owned by another user (uid ${stat.uid})`);
+    if (i === parts.length - 1 && stat.mode & 0o022) {
       throw new Error(`consumer ${consumer}: folder ${folder} is writable by group or others; make it 0700 or 0755`);
     }
   }

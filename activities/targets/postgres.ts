@@ -1,7 +1,8 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ApplicationFailure } from '@temporalio/common';
-import { Client, escapeIdentifier } from 'pg';
+import { escapeIdentifier, type Client } from 'pg';
+import { ScramOnlyClient } from '../../lib/pg-strict';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
 import { durationBetween } from '../../lib/schema';
@@ -99,26 +100,58 @@ function refusal(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'TargetRefused');
 }
 
-/** The attributes, settings, memberships and direct privileges that make two roles equivalent. */
+/**
+ * Everything that makes two roles equivalent for an application, in the target database and the
+ * cluster: attributes, settings (global and per database), memberships (with admin option),
+ * ownership, direct privileges (with grant option) on databases, schemas, relations, columns,
+ * functions, types, languages, foreign data, tablespaces and large objects, default privileges,
+ * and row-level security policies that name the role. Twins must match on all of it.
+ */
 const TWIN_FACETS = `
+  WITH me AS (SELECT oid FROM pg_roles WHERE rolname = $1),
+  acl(kind, name, acl) AS (
+    SELECT 'database', datname::text, datacl FROM pg_database
+    UNION ALL SELECT 'schema', nspname::text, nspacl FROM pg_namespace
+    UNION ALL SELECT 'relation', oid::regclass::text, relacl FROM pg_class
+    UNION ALL SELECT 'function', oid::regprocedure::text, proacl FROM pg_proc
+    UNION ALL SELECT 'type', oid::regtype::text, typacl FROM pg_type
+    UNION ALL SELECT 'language', lanname::text, lanacl FROM pg_language
+    UNION ALL SELECT 'foreign data wrapper', fdwname::text, fdwacl FROM pg_foreign_data_wrapper
+    UNION ALL SELECT 'foreign server', srvname::text, srvacl FROM pg_foreign_server
+    UNION ALL SELECT 'tablespace', spcname::text, spcacl FROM pg_tablespace
+    UNION ALL SELECT 'large object', oid::text, lomacl FROM pg_largeobject_metadata
+  )
   SELECT 'attribute' AS facet, a.k || '=' || a.v AS value FROM pg_roles r,
     LATERAL (VALUES ('superuser', r.rolsuper::text), ('inherit', r.rolinherit::text), ('createrole', r.rolcreaterole::text),
                     ('createdb', r.rolcreatedb::text), ('replication', r.rolreplication::text), ('bypassrls', r.rolbypassrls::text),
-                    ('connection limit', r.rolconnlimit::text)) AS a(k, v)
+                    ('connection limit', r.rolconnlimit::text), ('valid until', coalesce(r.rolvaliduntil::text, 'always'))) AS a(k, v)
    WHERE r.rolname = $1
-  UNION ALL SELECT 'setting', unnest(r.rolconfig) FROM pg_roles r WHERE r.rolname = $1
-  UNION ALL SELECT 'member of', g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = $1
-  UNION ALL SELECT 'privilege', 'database ' || d.datname || ': ' || x.privilege_type FROM pg_database d, aclexplode(d.datacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
-  UNION ALL SELECT 'privilege', 'schema ' || n.nspname || ': ' || x.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
-  UNION ALL SELECT 'privilege', 'relation ' || c.oid::regclass::text || ': ' || x.privilege_type FROM pg_class c, aclexplode(c.relacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
-  UNION ALL SELECT 'privilege', 'column ' || c.oid::regclass::text || '.' || a.attname || ': ' || x.privilege_type FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
-  UNION ALL SELECT 'privilege', 'function ' || p.oid::regprocedure::text || ': ' || x.privilege_type FROM pg_proc p, aclexplode(p.proacl) x WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)`;
+  UNION ALL SELECT 'setting', coalesce(d.datname || ': ', '') || unnest(s.setconfig) FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE s.setrole = (SELECT oid FROM me)
+  UNION ALL SELECT 'member of', g.rolname || CASE WHEN m.admin_option THEN ' with admin option' ELSE '' END FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = (SELECT oid FROM me)
+  UNION ALL SELECT 'privilege', acl.kind || ' ' || acl.name || ': ' || x.privilege_type || CASE WHEN x.is_grantable THEN ' with grant option' ELSE '' END FROM acl, aclexplode(acl.acl) x WHERE x.grantee = (SELECT oid FROM me)
+  UNION ALL SELECT 'privilege', 'column ' || c.oid::regclass::text || '.' || a.attname || ': ' || x.privilege_type FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x WHERE x.grantee = (SELECT oid FROM me)
+  UNION ALL SELECT 'owner of', 'relation ' || oid::regclass::text FROM pg_class WHERE relowner = (SELECT oid FROM me)
+  UNION ALL SELECT 'owner of', 'schema ' || nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM me)
+  UNION ALL SELECT 'owner of', 'function ' || oid::regprocedure::text FROM pg_proc WHERE proowner = (SELECT oid FROM me)
+  UNION ALL SELECT 'owner of', 'database ' || datname FROM pg_database WHERE datdba = (SELECT oid FROM me)
+  UNION ALL SELECT 'default privileges', 'set by it: ' || defaclobjtype::text || ' ' || coalesce(defaclnamespace::regnamespace::text, 'all schemas') FROM pg_default_acl WHERE defaclrole = (SELECT oid FROM me)
+  UNION ALL SELECT 'default privileges', 'granted to it: ' || defaclobjtype::text || ' ' || x.privilege_type FROM pg_default_acl, aclexplode(defaclacl) x WHERE x.grantee = (SELECT oid FROM me)
+  UNION ALL SELECT 'row security policy', polname || ' on ' || polrelid::regclass::text FROM pg_policy WHERE (SELECT oid FROM me) = ANY (polroles)`;
 
 export function postgres(spec: PostgresSpec): Target {
   const connectTimeoutMillis = parseDuration(spec.connectTimeout);
   const allowed = new Set(spec.strategy === 'single-user' ? [spec.user!] : spec.users!);
   const mode = spec.ssl?.mode ?? (LOOPBACK.has(spec.host) ? 'disable' : 'verify-full');
-  const ssl = mode === 'disable' ? false : { rejectUnauthorized: mode === 'verify-full', ...(spec.ssl?.ca ? { ca: readFileSync(spec.ssl.ca, 'utf8') } : {}) };
+  const ca = spec.ssl?.ca ? readFileSync(spec.ssl.ca, 'utf8') : undefined;
+  // require with a CA checks the chain (verify-ca); verify-full also checks the name.
+  const ssl =
+    mode === 'disable'
+      ? false
+      : mode === 'verify-full'
+        ? { rejectUnauthorized: true, ...(ca ? { ca } : {}) }
+        : ca
+          ? { rejectUnauthorized: true, ca, checkServerIdentity: () => undefined }
+          : { rejectUnauthorized: false };
 
   /** A role name read from a stored value is data: it is acted on only if the manifest names it. */
   function ownRole(credential: Credential, which: string): string {
@@ -135,29 +168,22 @@ export function postgres(spec: PostgresSpec): Target {
     return password;
   }
 
-  /**
-   * A client that will not hand a password to a server asking for it in clear text or as md5
-   * (either can be replayed or captured), and binds SCRAM to the TLS channel when there is one.
-   */
+  /** A SCRAM-only client (lib/pg-strict.ts), bound to the TLS channel when there is one. */
   function clientFor(user: string, password: string): Client {
-    const client = new Client({
-      host: spec.host,
-      port: spec.port,
-      database: spec.database,
-      user,
-      password,
-      ssl,
-      enableChannelBinding: ssl !== false,
-      connectionTimeoutMillis: connectTimeoutMillis,
-      application_name: 'rekey',
-    });
-    const refuse = (how: string) =>
-      function (this: { connection: { emit(event: string, err: Error): void } }) {
-        this.connection.emit('error', new Error(`${spec.host}:${spec.port} asked for the password ${how}; rekey only authenticates with SCRAM`));
-      };
-    // node-postgres answers these by sending the password; the instance hooks are replaced before connect.
-    Object.assign(client, { _handleAuthCleartextPassword: refuse('in clear text'), _handleAuthMD5Password: refuse('as md5') });
-    return client;
+    return new ScramOnlyClient(
+      {
+        host: spec.host,
+        port: spec.port,
+        database: spec.database,
+        user,
+        password,
+        ssl,
+        enableChannelBinding: ssl !== false,
+        connectionTimeoutMillis: connectTimeoutMillis,
+        application_name: 'rekey',
+      },
+      `${spec.host}:${spec.port}`,
+    );
   }
 
   /** Connect; a server that fails TLS verification or asks for a weak password exchange is refused, not retried. */
@@ -166,7 +192,7 @@ export function postgres(spec: PostgresSpec): Target {
       await db.connect();
     } catch (err) {
       const e = err as Error & { code?: string };
-      if (/^(SELF_SIGNED|DEPTH_ZERO|UNABLE_TO_|CERT_|ERR_TLS_CERT)/.test(e.code ?? '') || /rekey only authenticates with SCRAM/.test(e.message)) {
+      if (/^(SELF_SIGNED|DEPTH_ZERO|UNABLE_TO_|CERT_|ERR_TLS_CERT)/.test(e.code ?? '') || /rekey only authenticates with SCRAM|without a SCRAM password exchange/.test(e.message)) {
         throw refusal(`${spec.host}:${spec.port}: ${e.message}`);
       }
       throw err;
@@ -222,6 +248,8 @@ export function postgres(spec: PostgresSpec): Target {
   }
 
   return {
+    acceptsBoth: spec.strategy === 'alternating-users',
+
     nextCredential(current, material) {
       const base: Credential = {
         engine: 'postgres',
@@ -269,20 +297,37 @@ export function postgres(spec: PostgresSpec): Target {
       return asAdmin(async (db) => {
         await disableLogin(db, oldRole);
         if (!(options.emergency || spec.terminateSessions)) return { sessionsEnded: 0 };
-        // NOLOGIN stops new sessions; the ones opened with the old credential end here.
-        const ended = await db.query<{ n: string }>('SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE usename = $1', [oldRole]);
-        return { sessionsEnded: Number(ended.rows[0].n) };
+        // NOLOGIN stops new sessions; the ones opened with the old credential end here. A login
+        // already past authentication can still appear, so it is repeated until none is left.
+        let ended = 0;
+        try {
+          for (let round = 0; round < 10; round++) {
+            const result = await db.query<{ n: string }>('SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE usename = $1', [oldRole]);
+            ended += Number(result.rows[0].n);
+            const left = await db.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE usename = $1', [oldRole]);
+            if (Number(left.rows[0].n) === 0) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        } catch (err) {
+          // The revoke itself is done; an admin without pg_signal_backend cannot end sessions.
+          if ((err as { code?: string }).code !== '42501') throw err;
+          return { sessionsEnded: ended, warning: `sessions of ${oldRole} were not ended: the admin role needs pg_signal_backend (or superuser)` };
+        }
+        return { sessionsEnded: ended };
       });
     },
 
     async accepts(credential, options = {}): Promise<Acceptance> {
-      const db = clientFor(String(credential.username), passwordOf(credential, 'checked'));
+      const db = clientFor(ownRole(credential, 'checked'), passwordOf(credential, 'checked'));
       try {
         await connect(db);
         await db.query('SELECT 1');
         if (options.thorough && spec.verifyQuery) {
           try {
+            // Read only, and rolled back: a check must not change the data it checks.
+            await db.query('BEGIN READ ONLY');
             await db.query(spec.verifyQuery);
+            await db.query('ROLLBACK');
           } catch (err) {
             const e = err as { code?: string; message?: string };
             return { accepted: false, reason: `verifyQuery failed as ${credential.username}: ${e.message ?? 'error'}${e.code ? ` (SQLSTATE ${e.code})` : ''}` };

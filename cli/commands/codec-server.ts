@@ -97,6 +97,11 @@ function payloadsOf(raw: string): Payload[] {
   // The temporal CLI sends {} for an empty list (proto3 JSON leaves empty lists out), e.g. for a query without arguments.
   const payloads = isObject(body) ? (body.payloads ?? []) : undefined;
   if (!Array.isArray(payloads) || !payloads.every(isObject)) throw new HttpError(400, 'body must be {"payloads": [{"metadata": {...}, "data": "..."}, ...]}');
+  // Only base64 text: Buffer.from({length: 3e8}) would allocate whatever a caller asks for.
+  const text = (v: unknown) => v === undefined || typeof v === 'string';
+  if (!payloads.every((p) => text(p.data) && (p.metadata === undefined || (isObject(p.metadata) && Object.values(p.metadata).every((v) => typeof v === 'string'))))) {
+    throw new HttpError(400, 'payload data and metadata values must be base64 strings');
+  }
   return payloads.map((p) => toPayload(p as JsonPayload));
 }
 
