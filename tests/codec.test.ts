@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, readFile, symlink, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
@@ -173,6 +173,13 @@ describe('the codec keyring file', () => {
     assert.equal(await readFile(path, 'utf8'), content);
     await chmod(path, 0o600);
     assert.equal(loadKeyring(path)!.activeId, 'k1');
+    // Owned by someone else, or reached through a symlink (which could be pointed at any file): refused.
+    await chown(path, 65534, 65534);
+    assert.throws(() => loadKeyring(path), /is owned by another user \(uid 65534\)/);
+    await chown(path, process.getuid!(), process.getgid!());
+    const link = join(dirname(path), 'link.json');
+    await symlink(path, link);
+    assert.throws(() => loadKeyring(link), /cannot read the codec keyring .*link\.json/);
   });
 
   it('codec-key new replaces the keyring whole, mode 0600: a reader of the old file still sees it complete, and no temporary file is left', async () => {
@@ -274,6 +281,15 @@ describe('the codec server against hostile requests', () => {
     assert.equal(answer.status, 200);
     assert.deepEqual(await answer.json(), { payloads: [] });
     for (const bad of ['{"payloads": "all"}', '{"payloads": [null]}', 'null', '[]']) assert.equal((await decode(bearer, bad)).status, 400, bad);
+  });
+
+  it('payload fields that are not base64 strings get 400 (an object with a huge "length" would make Buffer.from allocate it)', async () => {
+    const { decode, bearer } = await codecServer();
+    for (const bad of ['{"payloads": [{"data": {"length": 300000000}}]}', '{"payloads": [{"metadata": {"encoding": {"length": 300000000}}, "data": ""}]}', '{"payloads": [{"data": 7}]}']) {
+      const answer = await decode(bearer, bad);
+      assert.equal(answer.status, 400, bad);
+      assert.match(((await answer.json()) as { error: string }).error, /must be base64 strings/);
+    }
   });
 
   it('the login cookie is a random session that ends after 12 hours, never the token: a cookie holding the token itself is refused', async () => {
