@@ -51,6 +51,19 @@ async function storedToken(value: Record<string, string>): Promise<string> {
   return secretId;
 }
 
+/** An http consumer of `svc` that sends header `name` from field `token` of the stored secret `secretId`. */
+function storedHeaderConsumer(svc: { base: string }, name: string, secretId: string) {
+  return httpConsumer(
+    httpConsumerSchema.parse({
+      type: 'http',
+      name: 'svc',
+      reloadUrl: `${svc.base}/reload`,
+      healthUrl: `${svc.base}/health`,
+      headers: { [name]: { store: { type: 'aws-secrets-manager', secretId }, field: 'token' } },
+    }),
+  );
+}
+
 describe('the command consumer', () => {
   it('a symlink planted at the old predictable temp name, or at a plausible temp path, never receives the value', async () => {
     const dir = await privateDir();
@@ -226,15 +239,7 @@ describe('the http consumer', () => {
     const secretId = await storedToken({ other });
     const svc = await service((res) => res.end('ok'));
     try {
-      const consumer = httpConsumer(
-        httpConsumerSchema.parse({
-          type: 'http',
-          name: 'svc',
-          reloadUrl: `${svc.base}/reload`,
-          healthUrl: `${svc.base}/health`,
-          headers: { Authorization: { store: { type: 'aws-secrets-manager', secretId }, field: 'token' } },
-        }),
-      );
+      const consumer = storedHeaderConsumer(svc, 'Authorization', secretId);
       const message = await rejection(consumer.deploy(ref(), {}));
       assert.match(message, new RegExp(`header Authorization of consumer svc: aws-secrets-manager:.*${secretId} has no field token`));
       const { healthy, detail } = await consumer.health(ref());
@@ -251,15 +256,7 @@ describe('the http consumer', () => {
     const secretId = await storedToken({ token: `${token}\r\nX-Injected: 1` });
     const svc = await service((res) => res.end('ok'));
     try {
-      const consumer = httpConsumer(
-        httpConsumerSchema.parse({
-          type: 'http',
-          name: 'svc',
-          reloadUrl: `${svc.base}/reload`,
-          healthUrl: `${svc.base}/health`,
-          headers: { 'X-Api-Key': { store: { type: 'aws-secrets-manager', secretId }, field: 'token' } },
-        }),
-      );
+      const consumer = storedHeaderConsumer(svc, 'X-Api-Key', secretId);
       const message = await rejection(consumer.deploy(ref(), {}));
       assert.match(message, /header X-Api-Key of consumer svc is not a valid HTTP header/);
       const { detail } = await consumer.health(ref());
@@ -276,15 +273,7 @@ describe('the http consumer', () => {
     const elsewhere = await service((res) => res.end('ok'));
     const svc = await service((res, url) => res.writeHead(307, { location: `${elsewhere.base}${url}` }).end());
     try {
-      const consumer = httpConsumer(
-        httpConsumerSchema.parse({
-          type: 'http',
-          name: 'svc',
-          reloadUrl: `${svc.base}/reload`,
-          healthUrl: `${svc.base}/health`,
-          headers: { 'X-Api-Key': { store: { type: 'aws-secrets-manager', secretId }, field: 'token' } },
-        }),
-      );
+      const consumer = storedHeaderConsumer(svc, 'X-Api-Key', secretId);
       assert.equal(await rejection(consumer.deploy(ref(), {})), 'reload of consumer svc answered HTTP 307');
       assert.equal((await consumer.health(ref())).healthy, false);
       assert.equal(svc.seen.length, 2);
