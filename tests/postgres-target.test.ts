@@ -42,6 +42,14 @@ async function rotate(secret: string, spec: object): Promise<{ report?: Rotation
   );
 }
 
+/** `rekey validate --check-targets` on a folder of manifests: its exit code and everything it printed. */
+function checkTargets(dir: string): Promise<{ code: number; out: string }> {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', dir, '--check-targets'], { cwd: ROOT }).then(
+    (r) => ({ code: 0, out: r.stdout + r.stderr }),
+    (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
+  );
+}
+
 async function memberships(role: string): Promise<string[]> {
   return adminDb(async (db) =>
     (
@@ -107,12 +115,42 @@ describe('the Postgres target', () => {
 
     // rekey validate --check-targets says the same before anyone rotates.
     const trusted = await manifests({ [fx.id]: spec });
-    const checked = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', trusted.dir, '--check-targets'], { cwd: ROOT }).then(
-      (r) => ({ code: 0, out: r.stdout + r.stderr }),
-      (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
-    );
+    const checked = await checkTargets(trusted.dir);
     assert.equal(checked.code, 1, checked.out);
     assert.match(checked.out, /connection limit=3/);
+  });
+
+  it('the twin check also compares ownership, default privileges, row security policies, expiry, per-database settings and grant options', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const [current, idle] = fx.users.map(escapeIdentifier);
+    const [owned, shared] = [`${fx.id}_owned`, `${fx.id}_shared`].map(escapeIdentifier);
+    await adminDb(async (db) => {
+      await db.query(`CREATE ROLE ${idle} NOLOGIN IN ROLE ${escapeIdentifier(`${fx.id}_app`)}`);
+      await db.query(`CREATE TABLE ${owned} (id int)`);
+      await db.query(`ALTER TABLE ${owned} OWNER TO ${current}`);
+      await db.query(`CREATE TABLE ${shared} (id int)`);
+      await db.query(`GRANT SELECT ON ${shared} TO ${current}`);
+      await db.query(`GRANT SELECT ON ${shared} TO ${idle} WITH GRANT OPTION`);
+      await db.query(`CREATE POLICY only_current ON ${shared} TO ${current} USING (true)`);
+      await db.query(`ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ${current}`);
+      await db.query(`ALTER ROLE ${current} VALID UNTIL 'infinity'`);
+      await db.query(`ALTER ROLE ${current} IN DATABASE postgres SET work_mem = '8MB'`);
+    });
+    const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users') });
+    const checked = await checkTargets(trusted.dir);
+    assert.equal(checked.code, 1, checked.out);
+    const a = fx.users[0];
+    for (const line of [
+      `- only ${a}: owner of relation ${fx.id}_owned`,
+      `- only ${a}: default privileges granted to it: r SELECT`,
+      `- only ${a}: row security policy only_current on ${fx.id}_shared`,
+      `- only ${a}: attribute valid until=infinity`,
+      `- only ${a}: setting postgres: work_mem=8MB`,
+      `+ only ${fx.users[1]}: privilege relation ${fx.id}_shared: SELECT with grant option`,
+    ]) {
+      assert.ok(checked.out.includes(line), `${line}\n${checked.out}`);
+    }
+    await adminDb((db) => db.query(`DROP POLICY only_current ON ${shared}; DROP TABLE ${owned}, ${shared}; ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM ${current}`));
   });
 
   it('verifyQuery runs with the new credential at verify: a rotation the application could not use rolls back', async () => {
