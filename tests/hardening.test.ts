@@ -12,6 +12,7 @@ import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyWorkflowId, progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
+import { plain } from '../lib/report';
 import { decisionFor, newKey, people, sign, validFor } from './keys';
 import { labelled, manifests, settled, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
@@ -145,6 +146,11 @@ describe('hardening', () => {
     assert.equal(listed.code, 0, listed.out);
     assert.ok(!listed.out.includes('\u001b'), 'no raw escape reaches the terminal');
     assert.match(listed.out, /ok\\u001b\[2J\\u001b\[31m approved by everyone/);
+  });
+
+  it('printed text from outside never breaks a line or reorders one: newlines, U+2028/2029 and direction marks are escaped', () => {
+    assert.equal(plain('a\nb\rc\u2028d\u2029e\u061cf\u202eg'), 'a\\u000ab\\u000dc\\u2028d\\u2029e\\u061cf\\u202eg');
+    assert.equal(plain('failed:\ndetail', 'indent'), 'failed:\n      detail');
   });
 
   it('rekey inventory says MISSING for a secret whose store entry does not exist', async () => {

@@ -268,6 +268,35 @@ describe('the Postgres target', () => {
     assert.match(other.report!.failure!.message, /self[- ]signed|unable to verify|certificate/i);
   });
 
+  it('TLS require with a CA checks the chain: the cluster\'s CA is accepted, another is refused before the password is sent', async () => {
+    const fx = await databaseFixture('single-user');
+    const dir = await tempDir();
+    await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=not the cluster CA', '-keyout', join(dir, 'k'), '-out', join(dir, 'ca.crt')]);
+    const target = (ca: string) =>
+      postgres(postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: fx.users[0], ssl: { mode: 'require', ca }, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }));
+    const credential = { username: fx.users[0], password: fx.initialPassword };
+    assert.deepEqual(await target(process.env.REKEY_PG_CA_FILE!).accepts(credential), { accepted: true });
+    await assert.rejects(target(join(dir, 'ca.crt')).accepts(credential), /self[- ]signed|unable to verify|certificate/i);
+  });
+
+  it('verifyQuery runs read only: one that would delete rows fails the check and deletes nothing', async () => {
+    const fx = await databaseFixture('single-user');
+    const table = escapeIdentifier(`${fx.id}_orders`);
+    await adminDb(async (db) => {
+      await db.query(`CREATE TABLE ${table} (id int)`);
+      await db.query(`INSERT INTO ${table} VALUES (1), (2)`);
+      await db.query(`GRANT SELECT, DELETE ON ${table} TO ${escapeIdentifier(fx.users[0])}`);
+    });
+    const target = postgres(
+      postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: fx.users[0], verifyQuery: `DELETE FROM ${table}`, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }),
+    );
+    const verdict = await target.accepts({ username: fx.users[0], password: fx.initialPassword }, { thorough: true });
+    assert.equal(verdict.accepted, false);
+    assert.match(verdict.reason ?? '', /read-only transaction \(SQLSTATE 25006\)/);
+    assert.equal(await adminDb(async (db) => (await db.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n), 2);
+    await adminDb((db) => db.query(`DROP TABLE ${table}`));
+  });
+
   it('a server asking for the password in clear text or as md5 never gets it, and one that asks for none (trust) is not believed', async () => {
     const target = (role: string) => postgres(postgresSchema.parse({ type: 'postgres', port: stack.pgPort, database: 'postgres', strategy: 'single-user', user: role, admin: { store: { type: 'aws-secrets-manager', secretId: 'unused' } } }));
     await adminDb((db) => db.query(`DO $$ BEGIN CREATE ROLE rekey_trust_probe LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`));
