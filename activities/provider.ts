@@ -43,9 +43,16 @@ export interface SecretStore {
   discardPending(versionId: string): Promise<void>;
 }
 
+/** Fresh secret material: the secret value, and public parts stored beside it (an SSH public key). */
+export interface Material {
+  value: string;
+  /** Fields stored next to the value in the same version, e.g. {publicKey}. Not secret, still never logged. */
+  beside?: Record<string, string>;
+}
+
 export interface Generator {
   /** Fresh secret material; callers must never log or return it. */
-  generate(): string;
+  generate(): Material;
 }
 
 export interface Acceptance {
@@ -61,16 +68,16 @@ export interface Target {
    */
   readonly acceptsBoth: boolean;
   /** The credential the next version holds, built from the current one and fresh material. */
-  nextCredential(current: Credential, material: string): Credential;
+  nextCredential(current: Credential, material: Material): Credential;
   /** Teach the target the next credential; where the strategy allows it, the current keeps working. */
-  prepare(next: Credential, current: Credential): Promise<void>;
+  prepare(next: Credential, current: Credential, context: TargetContext): Promise<void>;
   /** Reverse prepare: the target accepts exactly what it accepted before. */
-  undo(next: Credential, current: Credential): Promise<void>;
+  undo(next: Credential, current: Credential, context: TargetContext): Promise<void>;
   /**
    * Make the old credential stop working, leaving the new one untouched; in an emergency (or by
    * the target's policy) also end the sessions opened with it. Says how many were ended.
    */
-  revoke(old: Credential, next: Credential, options?: { emergency?: boolean }): Promise<{ sessionsEnded?: number; warning?: string } | void>;
+  revoke(old: Credential, next: Credential, options: { emergency?: boolean; context: TargetContext }): Promise<{ sessionsEnded?: number; warning?: string } | void>;
   /**
    * Try to authenticate with `credential` (thorough: also what the manifest asks to check, such as
    * a verify query). Throws only when the target cannot be reached.
@@ -80,17 +87,41 @@ export interface Target {
   preflight?(current: Credential): Promise<string[]>;
 }
 
+/**
+ * Which rotation a target step belongs to: a target that labels what it creates (a deploy key's
+ * title) uses it to find its own work again, and never touches what it did not create.
+ */
+export interface TargetContext {
+  secret: string;
+  currentVersionId: string;
+  nextVersionId: string;
+}
+
 /** What a consumer is told about a version: where to find it, never the value itself. */
 export interface VersionRef {
   secret: string;
   storeRef: string;
   versionId: string;
+  /** When the store wrote this version (ISO 8601), for consumers that can only see write times. */
+  createdAt?: string;
 }
 
 export interface Health {
   healthy: boolean;
   /** Short description safe to log and to show in reports. */
   detail: string;
+  /** The answer cannot change by asking again (a verify workflow concluded "failure"): stop probing. */
+  final?: boolean;
+}
+
+export interface DeployOptions {
+  /** The activity's cancellation. */
+  signal?: AbortSignal;
+  /**
+   * Also accept this version (`keys: current-and-previous`): set while a rotation overlaps two
+   * keys, e.g. webhook receivers during the switch of their sender. Absent: this version alone.
+   */
+  previous?: { ref: VersionRef; credential: Credential };
 }
 
 /**
@@ -100,7 +131,16 @@ export interface Health {
 export interface Consumer {
   readonly name: string;
   /** Hand the version to the consumer and ask it to reload. Idempotent. */
-  deploy(ref: VersionRef, credential: Credential, signal?: AbortSignal): Promise<void>;
+  deploy(ref: VersionRef, credential: Credential, options?: DeployOptions): Promise<void>;
   /** One health probe: is the consumer healthy and using `ref.versionId`? */
   health(ref: VersionRef, signal?: AbortSignal): Promise<Health>;
+  /**
+   * Optional phases, for consumers that produce the secret rather than use it (a webhook sender):
+   * commit runs at promote, after every consumer is verified and approvals are given, and switches
+   * the producer to `ref`, proving it end to end (a ping each receiver answered 2xx). Idempotent.
+   * Says what it proved, in words safe to log.
+   */
+  commit?(ref: VersionRef, credential: Credential, signal?: AbortSignal): Promise<string>;
+  /** Undo commit (also after a commit that may have half happened): the producer back on `current`. Idempotent. */
+  abort?(current: VersionRef, credential: Credential, signal?: AbortSignal): Promise<void>;
 }

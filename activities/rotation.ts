@@ -19,8 +19,9 @@ export { isRekeyVersionId, versionTokenFor };
 import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
+import { configureGitHubClients, type GitHubClientSettings } from './github';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
-import type { Credential, SecretStore, Target, VersionRef } from './provider';
+import type { Credential, DeployOptions, SecretStore, Target, TargetContext, VersionRef } from './provider';
 import { openStore } from './stores';
 import { createTarget } from './targets';
 
@@ -105,6 +106,8 @@ export interface ActivityOptions {
   healthPollMs?: number;
   /** Where the audit trail is and which key signs it (default: the REKEY_AUDIT_* environment). */
   audit?: AuditSettings;
+  /** How the GitHub providers pace and retry their calls (tests: no spacing, quick polls). */
+  github?: Partial<GitHubClientSettings>;
 }
 
 /**
@@ -152,6 +155,19 @@ function consumerSpec(entry: SecretEntry, name: string): ConsumerSpec {
   return spec;
 }
 
+const contextOf = (ref: VersionPair): TargetContext => ({ secret: ref.secret, currentVersionId: ref.currentVersionId, nextVersionId: ref.pendingVersionId });
+
+/** Consumers with work at promote (commit) and at revoke (finalize): the plan tells the workflow which. */
+function phasesOf(spec: SecretSpec): RotationPlan['phases'] {
+  return {
+    commit: spec.consumers.filter((c) => createConsumer(c).commit).map((c) => c.name),
+    finalize: spec.consumers.filter((c) => holdsTwo(c)).map((c) => c.name),
+  };
+}
+
+/** A consumer that holds the version being replaced beside the new one until revoke. */
+const holdsTwo = (spec: ConsumerSpec) => 'keys' in spec && spec.keys === 'current-and-previous';
+
 function targetOf(spec: SecretSpec): Target | undefined {
   return spec.target ? createTarget(spec.target) : undefined;
 }
@@ -164,6 +180,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
   return {
     specHash: entry.specHash,
     consumers: entry.spec.consumers.map((c) => c.name),
+    phases: phasesOf(entry.spec),
     hasTarget: entry.spec.target !== undefined,
     targetAcceptsBoth: entry.spec.target ? createTarget(entry.spec.target).acceptsBoth : true,
     overlapMs: ms(policy.overlap),
@@ -192,6 +209,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
 
 export function createActivities(options: ActivityOptions = {}) {
   const healthPollMs = options.healthPollMs ?? 1_000;
+  if (options.github) configureGitHubClients(options.github);
   const manifests = new WorkerManifests(options.manifestDirs ?? []);
   const audit: AuditContext = auditContext(options.audit);
   const { recordAuditEvent } = createAuditActivities(audit);
@@ -238,6 +256,60 @@ export function createActivities(options: ActivityOptions = {}) {
   };
   const refuseAfterRevoke = async (what: string) => {
     if (await revokedHere()) throw refused(`${what}: this rotation already revoked the old credential; going back would restore a revoked credential`);
+  };
+
+  /**
+   * What must hold before anything irreversible or visible to the world happens (commit, promote):
+   * the version is the one this rotation wrote, every consumer and the target were verified by a
+   * rekey worker (receipts; for promote also every commit), and the policy is met (enough signed
+   * approvals of this very run, never by the signed requester, or a break-glass authorisation this
+   * rotation claimed). Whatever the workflow was told, nothing unverified or unapproved passes.
+   */
+  const beyondReturn = async (what: 'promote' | 'commit', step: PromoteStep, entry: SecretEntry) => {
+    const run = thisRotation();
+    requireOwnVersion(step.pendingVersionId, what);
+    const { settings } = await manifests.set();
+    const binding = step.binding;
+    if (binding.workflowId !== run.workflowId || binding.runId !== run.runId || binding.secret !== step.secret || binding.pendingVersionId !== step.pendingVersionId || binding.specHash !== step.specHash) {
+      throw refused(`${what} refused: the approvals are bound to another rotation`);
+    }
+    const breakGlass = step.emergency ? checkBreakGlass(step.emergency, settings.breakGlass, { namespace: binding.namespace, secret: step.secret, specHash: step.specHash }, {}) : undefined;
+    if (breakGlass && !breakGlass.ok) throw refused(`${what} refused: the break-glass authorisation does not hold: ${breakGlass.reason}`);
+    if (breakGlass?.ok && (await claimedBy(step.emergency!.document)) !== run.rotationId) throw refused(`${what} refused: the break-glass authorisation was not claimed by this rotation`);
+
+    // Verification: a receipt per consumer and for the target, unless a revoke-first emergency
+    // already cut the old credential off (then the rotation must go forward, verified or not).
+    if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
+      const committing = what === 'promote' ? (phasesOf(entry.spec)?.commit ?? []).map((name) => `committed:${name}`) : [];
+      const needed = [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target', ...committing];
+      for (const receipt of needed) {
+        if (!(await receiptHolds(audit, step.receipts?.[receipt], run.rotationId, receipt, step.pendingVersionId))) {
+          throw refused(`${what} refused: ${receipt} was not verified on ${step.pendingVersionId} by a rekey worker`);
+        }
+      }
+    }
+
+    const approval = entry.spec.policy.approval;
+    let approvedWith: { signed: SignedDocument; signer: Signer }[] = [];
+    if (!breakGlass?.ok && approval.required) {
+      let requester: Signer | undefined;
+      if (step.request) {
+        const people = [...settings.people.values(), ...entry.approvers, ...settings.breakGlass];
+        const request = checkRequest(step.request, people, { namespace: binding.namespace, workflowId: run.workflowId, secret: step.secret, specHash: step.specHash }, {});
+        if (!request.ok || (await claimedBy(step.request.document)) !== run.rotationId) throw refused(`${what} refused: the signed request does not hold`);
+        requester = request.signer;
+      } else if (approval.requireSignedRequest) {
+        throw refused(`${what} refused: ${step.secret} requires a signed request`);
+      }
+      const { accepted, problems } = validApprovals(step.approvals, entry.approvers, binding, requester);
+      if (accepted.length < approval.minApprovals) {
+        throw refused(
+          `${what} refused: ${accepted.length} valid signed approval(s) of ${approval.minApprovals} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
+        );
+      }
+      approvedWith = accepted;
+    }
+    return { breakGlass, approvedWith };
   };
 
   const readPair = async (ref: VersionPair, store: SecretStore) =>
@@ -327,8 +399,8 @@ export function createActivities(options: ActivityOptions = {}) {
         const current = await store.read(versions.current);
         const material = createGenerator(spec.generator).generate();
         const target = targetOf(spec);
-        // Without a target the value is the material; every other field of the stored value stays.
-        const next: Credential = target ? target.nextCredential(current, material) : { ...current, value: material };
+        // Without a target the value is the material (and what goes beside it); every other field of the stored value stays.
+        const next: Credential = target ? target.nextCredential(current, material) : { ...current, ...material.beside, value: material.value };
         const { versionId, created } = await store.putPending(token, next);
         log.info('stored pending version', { secret: ref.secret, versionId, created });
         return { currentVersionId: versions.current, pendingVersionId: versionId, created, discardedStaleVersionId };
@@ -344,7 +416,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const store = openStore(spec.store);
         await requireCurrent(store, ref.currentVersionId, 'prepare');
         const [current, next] = await readPair(ref, store);
-        await target.prepare(next, current);
+        await target.prepare(next, current, contextOf(ref));
       });
     },
 
@@ -358,7 +430,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const store = openStore(spec.store);
         await requireCurrent(store, ref.currentVersionId, 'undo');
         const [current, next] = await readPair(ref, store);
-        await target.undo(next, current);
+        await target.undo(next, current, contextOf(ref));
       });
     },
 
@@ -386,9 +458,16 @@ export function createActivities(options: ActivityOptions = {}) {
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
         if (step.rollback) await requireCurrent(store, step.versionId, `roll ${step.consumer} back`);
-        const consumer = createConsumer(consumerSpec(entry, step.consumer));
+        const spec = consumerSpec(entry, step.consumer);
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        await consumer.deploy(ref, await store.read(step.versionId), Context.current().cancellationSignal);
+        const options: DeployOptions = { signal: Context.current().cancellationSignal };
+        // Before promote the store's current version is the one being replaced: a consumer that
+        // holds two keeps accepting it until finalize. A rollback deploys the current one alone.
+        if (holdsTwo(spec) && !step.rollback) {
+          const { current } = await store.versions();
+          if (current && current !== step.versionId) options.previous = { ref: { ...ref, versionId: current }, credential: await store.read(current) };
+        }
+        await createConsumer(spec).deploy(ref, await store.read(step.versionId), options);
       });
       // A consumer without a health check is "healthy" at once: this receipt says it really got the version.
       return step.rollback ? {} : { receipt: await receiptFor(audit, thisRotation().rotationId, `deployed:${step.consumer}`, step.versionId) };
@@ -400,14 +479,14 @@ export function createActivities(options: ActivityOptions = {}) {
       const entry = await entryFor(step, 'started-with');
       const store = openStore(entry.spec.store);
       const consumer = createConsumer(consumerSpec(entry, step.consumer));
-      const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
+      const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId, createdAt: await store.createdAt(step.versionId) };
       for (let probe = 1; ; probe++) {
         // A probe may take longer than the heartbeat timeout: keep heartbeating while it runs.
         const health = await withHeartbeat(() => consumer.health(ref, Context.current().cancellationSignal));
         if (Context.current().cancellationSignal.aborted) throw new Error('cancelled');
         heartbeat({ probe, detail: health.detail });
         if (health.healthy) return { detail: health.detail, receipt: await receiptFor(audit, thisRotation().rotationId, `consumer:${step.consumer}`, step.versionId) };
-        if (Date.now() + healthPollMs > step.deadline) {
+        if (health.final || Date.now() + healthPollMs > step.deadline) {
           throw ApplicationFailure.nonRetryable(
             `consumer ${step.consumer} not healthy on version ${step.versionId} after ${probe} probes: ${health.detail}`,
             NON_RETRYABLE.consumerUnhealthy,
@@ -419,56 +498,12 @@ export function createActivities(options: ActivityOptions = {}) {
 
     /**
      * The point of no return. Before moving the label, the worker checks, with its own manifests
-     * and its own key, that everything promote stands on is real: the version is the one this
-     * rotation wrote, every consumer and the target were verified by a rekey worker (receipts), and
-     * the policy is met (enough signed approvals of this very run, never by the signed requester,
-     * or a break-glass authorisation this rotation claimed). Whatever the workflow was told,
-     * nothing unverified or unapproved is promoted.
+     * and its own key, that everything promote stands on is real (see beyondReturn), commits included.
      */
     async promoteVersion(step: PromoteStep): Promise<AuditHead> {
-      const run = thisRotation();
       requireOwnVersion(step.pendingVersionId, 'promote');
       const entry = await entryFor(step, 'started-with');
-      const { settings } = await manifests.set();
-      const binding = step.binding;
-      if (binding.workflowId !== run.workflowId || binding.runId !== run.runId || binding.secret !== step.secret || binding.pendingVersionId !== step.pendingVersionId || binding.specHash !== step.specHash) {
-        throw refused('promote refused: the approvals are bound to another rotation');
-      }
-      const breakGlass = step.emergency ? checkBreakGlass(step.emergency, settings.breakGlass, { namespace: binding.namespace, secret: step.secret, specHash: step.specHash }, {}) : undefined;
-      if (breakGlass && !breakGlass.ok) throw refused(`promote refused: the break-glass authorisation does not hold: ${breakGlass.reason}`);
-      if (breakGlass?.ok && (await claimedBy(step.emergency!.document)) !== run.rotationId) throw refused('promote refused: the break-glass authorisation was not claimed by this rotation');
-
-      // Verification: a receipt per consumer and for the target, unless a revoke-first emergency
-      // already cut the old credential off (then the rotation must go forward, verified or not).
-      if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
-        const needed = [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target'];
-        for (const what of needed) {
-          if (!(await receiptHolds(audit, step.receipts?.[what], run.rotationId, what, step.pendingVersionId))) {
-            throw refused(`promote refused: ${what} was not verified on ${step.pendingVersionId} by a rekey worker`);
-          }
-        }
-      }
-
-      const approval = entry.spec.policy.approval;
-      let approvedWith: { signed: SignedDocument; signer: Signer }[] = [];
-      if (!breakGlass?.ok && approval.required) {
-        let requester: Signer | undefined;
-        if (step.request) {
-          const people = [...settings.people.values(), ...entry.approvers, ...settings.breakGlass];
-          const request = checkRequest(step.request, people, { namespace: binding.namespace, workflowId: run.workflowId, secret: step.secret, specHash: step.specHash }, {});
-          if (!request.ok || (await claimedBy(step.request.document)) !== run.rotationId) throw refused('promote refused: the signed request does not hold');
-          requester = request.signer;
-        } else if (approval.requireSignedRequest) {
-          throw refused(`promote refused: ${step.secret} requires a signed request`);
-        }
-        const { accepted, problems } = validApprovals(step.approvals, entry.approvers, binding, requester);
-        if (accepted.length < approval.minApprovals) {
-          throw refused(
-            `promote refused: ${accepted.length} valid signed approval(s) of ${approval.minApprovals} needed${problems.length ? ` (${problems.slice(0, 3).join('; ')})` : ''}`,
-          );
-        }
-        approvedWith = accepted;
-      }
+      const { breakGlass, approvedWith } = await beyondReturn('promote', step, entry);
       return withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
         const { pending, current } = await store.versions();
@@ -490,6 +525,68 @@ export function createActivities(options: ActivityOptions = {}) {
         await store.promote(step.pendingVersionId);
         return head;
       });
+    },
+
+    /**
+     * Commit one consumer (a webhook sender switches to the new key and proves every receiver
+     * accepts it) just before promote, under the same checks as promote: switching a producer is
+     * visible to the world, so it waits for the same verification and approvals.
+     */
+    async commitConsumer(step: PromoteStep & { consumer: string }): Promise<Verified> {
+      requireOwnVersion(step.pendingVersionId, `commit ${step.consumer}`);
+      const entry = await entryFor(step, 'started-with');
+      await beyondReturn('commit', step, entry);
+      const consumer = createConsumer(consumerSpec(entry, step.consumer));
+      if (!consumer.commit) throw refused(`consumer ${step.consumer} has nothing to commit`);
+      const detail = await withHeartbeat(async () => {
+        const store = openStore(entry.spec.store);
+        const { pending } = await store.versions();
+        if (pending !== step.pendingVersionId) throw refused(`commit ${step.consumer}: ${step.pendingVersionId} is not pending in ${store.ref}`);
+        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.pendingVersionId };
+        return consumer.commit!(ref, await store.read(step.pendingVersionId), Context.current().cancellationSignal);
+      });
+      return { detail, receipt: await receiptFor(audit, thisRotation().rotationId, `committed:${step.consumer}`, step.pendingVersionId) };
+    },
+
+    /** Undo a commit that happened or may have half happened: the producer back on the current version. */
+    async abortConsumer(step: ConsumerStep): Promise<void> {
+      await refuseAfterRevoke(`abort ${step.consumer}`);
+      const entry = await entryFor(step, 'finish');
+      const consumer = createConsumer(consumerSpec(entry, step.consumer));
+      if (!consumer.abort) return;
+      await withHeartbeat(async () => {
+        const store = openStore(entry.spec.store);
+        await requireCurrent(store, step.versionId, `abort ${step.consumer}`);
+        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
+        await consumer.abort!(ref, await store.read(step.versionId), Context.current().cancellationSignal);
+      });
+    },
+
+    /**
+     * After revoke: a consumer that held two versions gets the new one alone, and must be healthy
+     * on it by `deadline`. Only once the new version is current: before that, the old one is what
+     * everyone still needs.
+     */
+    async finalizeConsumer(step: ConsumerStep & { deadline: number }): Promise<{ detail: string }> {
+      requireOwnVersion(step.versionId, `finalize ${step.consumer}`);
+      const entry = await entryFor(step, 'finish');
+      const spec = consumerSpec(entry, step.consumer);
+      if (!holdsTwo(spec)) return { detail: 'nothing to finalize' };
+      const store = openStore(entry.spec.store);
+      const consumer = createConsumer(spec);
+      const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
+      await withHeartbeat(async () => {
+        await requireCurrent(store, step.versionId, `finalize ${step.consumer}`);
+        await consumer.deploy(ref, await store.read(step.versionId), { signal: Context.current().cancellationSignal });
+      });
+      for (;;) {
+        const health = await withHeartbeat(() => consumer.health(ref, Context.current().cancellationSignal));
+        if (health.healthy) return { detail: `holds ${step.versionId} alone; ${health.detail}` };
+        if (health.final || Date.now() + healthPollMs > step.deadline) {
+          throw ApplicationFailure.nonRetryable(`consumer ${step.consumer} not healthy on ${step.versionId} alone: ${health.detail}`, NON_RETRYABLE.consumerUnhealthy);
+        }
+        await sleep(healthPollMs);
+      }
     },
 
     async discardPendingVersion(ref: RotationRef & { pendingVersionId: string }): Promise<void> {
@@ -533,7 +630,8 @@ export function createActivities(options: ActivityOptions = {}) {
           versions: { current: step.newVersionId },
           detail: `version ${step.oldVersionId} revoked at the target${current !== step.newVersionId ? ' before promote (revoke-first emergency)' : ''}`,
         });
-        const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined });
+        const context = { secret: step.secret, currentVersionId: step.oldVersionId, nextVersionId: step.newVersionId };
+        const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined, context });
         if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
         if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
         return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning };

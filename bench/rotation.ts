@@ -38,13 +38,14 @@ async function rotateDirectly(spec: SecretSpec): Promise<void> {
   const current = await store.read(versions.current!);
   const next = target.nextCredential(current, createGenerator(spec.generator).generate());
   const { versionId } = await store.putPending(versionTokenFor(randomUUID()), next);
-  await target.prepare(next, current);
+  const context = { secret: 'bench', currentVersionId: versions.current!, nextVersionId: versionId };
+  await target.prepare(next, current, context);
   const ref = (c: { name: string }) => ({ secret: 'bench', storeRef: store.ref, versionId, consumer: c.name });
   await Promise.all(consumers.map((c) => c.deploy(ref(c), next)));
   await Promise.all(consumers.map((c) => c.health(ref(c))));
   if (!(await target.accepts(next)).accepted) throw new Error('direct rotation: new credential rejected');
   await store.promote(versionId);
-  await target.revoke(current, next);
+  await target.revoke(current, next, { context });
   if ((await target.accepts(current)).accepted) throw new Error('direct rotation: old credential still accepted');
 }
 

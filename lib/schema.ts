@@ -20,3 +20,10 @@ export function durationBetween(min: string, max: string) {
 
 /** Any duration up to ten years: for fields with no tighter sense of scale. */
 export const durationSchema = durationBetween('0ms', '3650d');
+
+/**
+ * Which versions a consumer holds while a rotation runs. `current-and-previous` keeps the version
+ * being replaced beside the new one until revoke (webhook receivers while their sender switches);
+ * at revoke the consumer is redeployed with the new version alone.
+ */
+export const consumerKeysSchema = z.enum(['current', 'current-and-previous']).default('current');

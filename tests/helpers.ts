@@ -16,7 +16,8 @@ import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSo
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { stringify } from 'yaml';
 import { createActivities, type ActivityOptions } from '../activities/rotation';
-import { rekeyDataConverter } from '../lib/codec';
+import type { Payload } from '@temporalio/common';
+import { AesGcmCodec, loadKeyring, rekeyDataConverter } from '../lib/codec';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
 import { progressQuery, type Progress, type RotationInput, type RotationReport } from '../workflows/messages';
 
@@ -242,4 +243,34 @@ export async function settled(result: Promise<unknown>): Promise<{ report?: Rota
     const details = ((err as { cause?: { details?: unknown[] } }).cause?.details ?? []) as RotationReport[];
     return { report: details[0], failure: await failureOf(Promise.reject(err)) };
   }
+}
+
+/**
+ * Every string and byte array inside `value`, bytes decoded as UTF-8, so a value hidden in a payload
+ * would be found. (JSON.stringify would not do: Temporal's protos encode bytes as base64.)
+ */
+export function allText(value: unknown, out: string[] = [], seen = new Set<unknown>()): string {
+  if (value instanceof Uint8Array) out.push(Buffer.from(value).toString('utf8'));
+  else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') out.push(String(value));
+  else if (value && typeof value === 'object' && !seen.has(value)) {
+    seen.add(value);
+    for (const item of Object.values(value)) allText(item, out, seen);
+  }
+  return out.join('\n');
+}
+
+/** Every payload anywhere in `value`, decrypted with the worker's codec, as text. */
+export async function decodedPayloadText(value: unknown): Promise<string> {
+  const payloads: Payload[] = [];
+  const walk = (v: unknown, seen: Set<unknown>) => {
+    if (!v || typeof v !== 'object' || v instanceof Uint8Array || seen.has(v)) return;
+    seen.add(v);
+    const o = v as Record<string, unknown>;
+    if (o.metadata && typeof o.metadata === 'object' && 'data' in o) payloads.push(o as Payload);
+    Object.values(o).forEach((child) => walk(child, seen));
+  };
+  walk(value, new Set());
+  const keyring = loadKeyring();
+  const decoded = keyring ? await new AesGcmCodec(keyring).decode(payloads) : payloads;
+  return allText(decoded);
 }

@@ -5,42 +5,10 @@ import { promisify } from 'node:util';
 import { auditSettingsFromEnv, openAuditTrail } from '../lib/audit-trails';
 import { rotationWorkflowId } from '../workflows/messages';
 import { newKey, people } from './keys';
-import type { Payload } from '@temporalio/common';
-import { AesGcmCodec, loadKeyring } from '../lib/codec';
 import { workerLog } from './setup';
-import { databaseFixture, manifests, postgresSpec, stack, storeVersions, tempDir, temporalClient, withWorker } from './helpers';
+import { allText, databaseFixture, decodedPayloadText, manifests, postgresSpec, stack, storeVersions, tempDir, temporalClient, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
-
-/**
- * Every string and byte array inside `value`, bytes decoded as UTF-8, so a value hidden in a payload
- * would be found. (JSON.stringify would not do: Temporal's protos encode bytes as base64.)
- */
-function allText(value: unknown, out: string[] = [], seen = new Set<unknown>()): string {
-  if (value instanceof Uint8Array) out.push(Buffer.from(value).toString('utf8'));
-  else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') out.push(String(value));
-  else if (value && typeof value === 'object' && !seen.has(value)) {
-    seen.add(value);
-    for (const item of Object.values(value)) allText(item, out, seen);
-  }
-  return out.join('\n');
-}
-
-/** Every payload anywhere in `value`, decrypted with the worker's codec, as text. */
-async function decodedPayloadText(value: unknown): Promise<string> {
-  const payloads: Payload[] = [];
-  const walk = (v: unknown, seen: Set<unknown>) => {
-    if (!v || typeof v !== 'object' || v instanceof Uint8Array || seen.has(v)) return;
-    seen.add(v);
-    const o = v as Record<string, unknown>;
-    if (o.metadata && typeof o.metadata === 'object' && 'data' in o) payloads.push(o as Payload);
-    Object.values(o).forEach((child) => walk(child, seen));
-  };
-  walk(value, new Set());
-  const keyring = loadKeyring();
-  const decoded = keyring ? await new AesGcmCodec(keyring).decode(payloads) : payloads;
-  return allText(decoded);
-}
 
 describe('secret values never leave the store', () => {
   it('no generated or admin password appears in history, the worker log, the audit log or any CLI output of an approved rotation', async () => {

@@ -62,6 +62,11 @@ export function emergencyWorkflowId(secret: string): string {
 export interface RotationPlan {
   specHash: string;
   consumers: string[];
+  /**
+   * Consumers with a phase beyond deploy and verify: `commit` ones switch at promote (a webhook
+   * sender), `finalize` ones hold two versions until revoke and are then redeployed with the new one alone.
+   */
+  phases?: { commit: string[]; finalize: string[] };
   hasTarget: boolean;
   /** The target accepts old and new at once after prepare (see Target.acceptsBoth). */
   targetAcceptsBoth: boolean;
@@ -85,7 +90,7 @@ export interface RotationPlan {
 export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'approve', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
 export type Stage = (typeof STAGES)[number];
 
-export type ConsumerState = 'waiting' | 'deploying' | 'deployed' | 'verifying' | 'verified' | 'failed' | 'rolling-back' | 'rolled-back';
+export type ConsumerState = 'waiting' | 'deploying' | 'deployed' | 'verifying' | 'verified' | 'committing' | 'committed' | 'finalizing' | 'finalized' | 'failed' | 'aborting' | 'rolling-back' | 'rolled-back';
 
 export interface ConsumerProgress {
   name: string;

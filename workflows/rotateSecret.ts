@@ -1,12 +1,14 @@
 // The rotation runbook as a durable workflow. Read it top to bottom:
 //   authorize -> generate + store-dual -> prepare target -> deploy to consumers -> verify
-//   -> approve (if asked) -> promote (point of no return) -> overlap -> revoke -> post-verify
+//   -> approve (if asked) -> commit producers + promote (point of no return) -> overlap -> revoke
+//   -> finalize consumers -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
 import { ApplicationFailure, CancellationScope, isCancellation, log, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { PendingVersion, Receipts } from '../activities/rotation';
 import type { RunBinding } from '../lib/authority';
 import { ApprovalFailure, Approvals } from './approvals';
 import { authorize, causeOf, unverified } from './authorize';
+import { ConsumerFailure, ConsumerPhases } from './consumers';
 import { Evidence } from './evidence';
 import { checkRotationInput, refuse } from './input';
 import {
@@ -18,17 +20,10 @@ import {
   type RotationReport,
 } from './messages';
 import { RotationProgress } from './progress';
-import { activitiesFor, forEachLimited } from './stages';
+import { activitiesFor } from './stages';
 
 /** The audit trail could not take the rotation's evidence: it does not promote. */
 class AuditFailure extends Error {}
-
-/** A stage failed and a consumer is to blame; the report names it. */
-class ConsumerFailure extends Error {
-  constructor(readonly consumer: string, message: string) {
-    super(message);
-  }
-}
 
 export async function rotateSecret(untrusted: RotationInput): Promise<RotationReport> {
   // 0. authorize: nothing in the input is trusted; the spec, the approvers and the break-glass
@@ -79,9 +74,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   progress.state.versions = { current: versions.currentVersionId, pending: versions.pendingVersionId };
   const pair = { ...ref, currentVersionId: versions.currentVersionId, pendingVersionId: versions.pendingVersionId };
   const old = { ...ref, oldVersionId: pair.currentVersionId, newVersionId: pair.pendingVersionId };
-  const touched = new Set<string>();
-  /** The worker's signed word for each verification; promote will not move without them. */
+  /** The worker's signed word for each verification; commit and promote will not move without them. */
   const receipts: Receipts = {};
+  const consumers = new ConsumerPhases(plan, act, progress, ref, pair, receipts);
 
   /** The worker records the revoke in the audit trail itself, before the target changes. */
   async function revokeOld(): Promise<void> {
@@ -92,15 +87,21 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     revokedAt = new Date().toISOString();
   }
 
+  /** What commit and promote show the worker: the run, the receipts, the signed decisions. */
+  const promoteStep = () => ({
+    ...ref,
+    pendingVersionId: pair.pendingVersionId,
+    binding: binding()!,
+    receipts,
+    approvals: revokeFirst ? [] : approvals.signed,
+    request: input.request,
+    emergency: emergency?.signed,
+  });
+
   /** The worker checks everything once more and records the promote in the audit trail itself. */
   async function promote(): Promise<void> {
     progress.enter('promote');
-    const approvedBy = revokeFirst ? [] : approvals.signed;
-    evidence.note(
-      await CancellationScope.nonCancellable(() =>
-        act.forward.promoteVersion({ ...ref, pendingVersionId: pair.pendingVersionId, binding: binding()!, receipts, approvals: approvedBy, request: input.request, emergency: emergency?.signed }),
-      ),
-    );
+    evidence.note(await CancellationScope.nonCancellable(() => act.forward.promoteVersion(promoteStep())));
   }
 
   try {
@@ -115,27 +116,11 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 3. deploy to consumers, in parallel up to the policy's limit.
     progress.enter('deploy');
-    await everyConsumer(async (name) => {
-      progress.setConsumer(name, 'deploying');
-      touched.add(name);
-      const deployed = await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${pair.pendingVersionId} to ${name}`), [
-        { ...ref, consumer: name, versionId: pair.pendingVersionId },
-      ]);
-      if (deployed?.receipt) receipts[`deployed:${name}`] = deployed.receipt;
-      progress.setConsumer(name, 'deployed');
-    });
+    await consumers.deploy();
 
     // 4. verify: every consumer healthy on the new version, and the target accepts it.
     progress.enter('verify');
-    const deadline = Date.now() + plan.timeoutsMs.verify;
-    await everyConsumer(async (name) => {
-      progress.setConsumer(name, 'verifying');
-      const verified = await act.verify.awaitConsumerHealthy.executeWithOptions(act.withSummary('verify', `wait until ${name} is healthy on the new version`), [
-        { ...ref, consumer: name, versionId: pair.pendingVersionId, deadline },
-      ]);
-      receipts[`consumer:${name}`] = verified?.receipt;
-      progress.setConsumer(name, 'verified', String(verified?.detail ?? ''));
-    });
+    await consumers.verify();
     receipts.target = (await act.verify.verifyTarget(pair))?.receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
@@ -144,8 +129,10 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     // anything becomes irreversible: no promote goes unaudited.
     if (!(await evidence.written())) throw new AuditFailure('the audit trail could not be written; refusing to promote without evidence');
 
-    // 6. promote: pending becomes current. The worker checks the signed approvals (or the
-    //    break-glass) and its verification receipts once more; refused, the rotation rolls back.
+    // 6. commit + promote: producers of the secret (a webhook sender) switch to the new version and
+    //    prove it end to end, then pending becomes current. The worker checks the signed approvals
+    //    (or the break-glass) and its receipts before each; refused, the rotation rolls back.
+    if (!revokeFirst) await consumers.commit(promoteStep);
     await promote();
   } catch (err) {
     const failedStage = progress.stage;
@@ -189,6 +176,8 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
       progress.enter('revoke');
       await revokeOld();
     }
+    // Consumers that held both versions through the overlap keep the new one alone.
+    warnings.push(...(await consumers.finalize()));
 
     // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     progress.enter('post-verify');
@@ -203,44 +192,16 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     return report;
   });
 
-  async function everyConsumer(work: (name: string) => Promise<void>): Promise<void> {
-    const results = await forEachLimited(plan.consumers, plan.maxParallelConsumers, async (name) => {
-      try {
-        await work(name);
-      } catch (err) {
-        progress.setConsumer(name, 'failed', causeOf(err));
-        throw err;
-      }
-    });
-    const failed = results.findIndex((r) => r.status === 'rejected');
-    if (failed >= 0) {
-      const name = plan.consumers[failed];
-      const reason = (results[failed] as PromiseRejectedResult).reason;
-      if (isCancellation(reason)) throw reason;
-      throw new ConsumerFailure(name, `consumer ${name}: ${causeOf(reason)}`);
-    }
-  }
-
   /**
-   * Reverse order: consumers back to the current version, then the target, then the store. A step
-   * that cannot be undone stops the rollback there (undoing the target under a consumer that still
-   * holds the new credential would break it): what is left, the pending version included, stays for
-   * a person to finish. Says what could not be undone, or nothing.
+   * Reverse order: producers switched back, consumers back to the current version, then the
+   * target, then the store. A step that cannot be undone stops the rollback there (undoing the
+   * target under a consumer that still holds the new credential would break it): what is left, the
+   * pending version included, stays for a person to finish. Says what could not be undone, or nothing.
    */
   async function rollback(): Promise<string | undefined> {
     progress.enter('rollback');
-    const results = await forEachLimited([...touched], plan.maxParallelConsumers, async (name) => {
-      const failedDetail = progress.consumer(name).state === 'failed' ? progress.consumer(name).detail : undefined;
-      progress.setConsumer(name, 'rolling-back', failedDetail);
-      await act.rollback.deployToConsumer.executeWithOptions(act.withSummary('rollback', `roll ${name} back to ${pair.currentVersionId}`), [
-        { ...ref, consumer: name, versionId: pair.currentVersionId, rollback: true },
-      ]);
-      progress.setConsumer(name, 'rolled-back', failedDetail);
-    });
-    const stuck = [...touched].filter((_, i) => results[i].status === 'rejected');
+    const { stuck, why } = await consumers.rollback();
     if (stuck.length) {
-      const why = causeOf((results[[...touched].indexOf(stuck[0])] as PromiseRejectedResult).reason);
-      stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback failed: ${why}`));
       const what = `could not roll back consumer(s) ${stuck.join(', ')} (${why})`;
       // Where old and new both work, leaving the target alone keeps every consumer working. Where
       // only one can (one account, one password), the consumers rolled back need the old one back.

@@ -18,6 +18,7 @@ const NON_RETRYABLE_TYPES = [
   'NotAuthorized',
   'TargetRefused',
   'AuditUnavailable',
+  'GitHubRefused',
 ];
 
 /** Activity options for one stage: its manifest timeout bounds the stage, retries included. */

@@ -5,8 +5,8 @@ import { lstat, mkdir, open, readlink, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, parse, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
-import type { Consumer, Credential, Health, VersionRef } from '../provider';
+import { consumerKeysSchema, durationBetween } from '../../lib/schema';
+import type { Consumer, Credential, DeployOptions, Health, VersionRef } from '../provider';
 
 export const commandConsumerSchema = z
   .object({
@@ -27,6 +27,8 @@ export const commandConsumerSchema = z
     /** Variables of the worker's environment the commands may see (e.g. KUBECONFIG); each must be in a Settings env list. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')).default([]),
     commandTimeout: durationBetween('1s', '1h').default('30s'),
+    /** With current-and-previous the file also holds the version being replaced, under `previous` (json) or PREVIOUS_* (env). */
+    keys: consumerKeysSchema,
   })
   .strict();
 export type CommandConsumerSpec = z.infer<typeof commandConsumerSchema>;
@@ -37,11 +39,14 @@ export type CommandConsumerSpec = z.infer<typeof commandConsumerSchema>;
  */
 const ACTIVE_NAMES = /^(LD_.*|PATH|BASH_ENV|ENV|IFS|PS4|SHELLOPTS|BASHOPTS|CDPATH|GLOBIGNORE|NODE_OPTIONS|NODE_PATH|PYTHON.*|PERL5.*|PERLLIB|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|GCONV_PATH|HOSTALIASES|LOCALDOMAIN|RES_OPTIONS|TMPDIR)$/;
 
-function render(spec: CommandConsumerSpec, ref: VersionRef, stored: Credential): string {
-  const credential = spec.fields ? Object.fromEntries(spec.fields.filter((f) => f in stored).map((f) => [f, stored[f]])) : stored;
-  const withVersion = { ...credential, rekey_version_id: ref.versionId };
-  if (spec.format === 'json') return `${JSON.stringify(withVersion, null, 2)}\n`;
-  return Object.entries(withVersion)
+function render(spec: CommandConsumerSpec, ref: VersionRef, stored: Credential, previous?: DeployOptions['previous']): string {
+  const pick = (c: Credential) => (spec.fields ? Object.fromEntries(spec.fields.filter((f) => f in c).map((f) => [f, c[f]])) : c);
+  const withVersion: Credential = { ...pick(stored), rekey_version_id: ref.versionId };
+  const older = previous && { ...pick(previous.credential), rekey_version_id: previous.ref.versionId };
+  if (older && 'previous' in withVersion) throw new Error(`consumer ${spec.name}: the stored value has a field "previous", which keys: current-and-previous needs for the older version`);
+  if (spec.format === 'json') return `${JSON.stringify(older ? { ...withVersion, previous: older } : withVersion, null, 2)}\n`;
+  const entries = [...Object.entries(withVersion), ...Object.entries(older ?? {}).map(([k, v]) => [`previous_${k}`, v] as const)];
+  return entries
     .map(([k, v]) => {
       // The file is meant to be sourced: a key is shell text, so anything but a name would run.
       const key = k.toUpperCase();
@@ -161,20 +166,21 @@ export function commandConsumer(spec: CommandConsumerSpec): Consumer {
   // Commands never inherit the worker's environment: its AWS keys, Temporal API key and codec
   // token stay with the worker. Only what a command needs to run, and what the manifest names.
   const passed = ['PATH', 'HOME', ...spec.env];
-  const envFor = (ref: VersionRef): NodeJS.ProcessEnv => ({
+  const envFor = (ref: VersionRef, previous?: VersionRef): NodeJS.ProcessEnv => ({
     ...Object.fromEntries(passed.filter((name) => process.env[name] !== undefined).map((name) => [name, process.env[name]])),
     REKEY_FILE: spec.file,
     REKEY_SECRET: ref.secret,
     REKEY_VERSION_ID: ref.versionId,
+    ...(previous ? { REKEY_PREVIOUS_VERSION_ID: previous.versionId } : {}),
   });
 
   return {
     name: spec.name,
 
-    async deploy(ref, credential, signal) {
-      await writePrivate(spec.name, resolve(spec.file), render(spec, ref, credential));
+    async deploy(ref, credential, { signal, previous } = {}) {
+      await writePrivate(spec.name, resolve(spec.file), render(spec, ref, credential, previous));
       if (spec.reload) {
-        const { code } = await run(spec.reload, envFor(ref), timeoutMs, signal);
+        const { code } = await run(spec.reload, envFor(ref, previous?.ref), timeoutMs, signal);
         // Command output may echo the file, so only the exit status is reported.
         if (code !== 0) throw new Error(`reload command of consumer ${spec.name} exited with status ${code}`);
       }

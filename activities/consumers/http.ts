@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
-import type { Consumer, Health, VersionRef } from '../provider';
+import { consumerKeysSchema, durationBetween } from '../../lib/schema';
+import type { Consumer, DeployOptions, Health, VersionRef } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 // URLs are echoed into failure details and reports, so a password in one would be published.
@@ -33,6 +33,8 @@ export const httpConsumerSchema = z
     healthUrl: urlWithoutCredentials('healthUrl'),
     headers: z.record(z.string(), z.union([z.string(), storedHeaderSchema])).default({}),
     requestTimeout: durationBetween('100ms', '10m').default('10s'),
+    /** With current-and-previous the reload body also names the version being replaced (previousVersionId). */
+    keys: consumerKeysSchema,
   })
   .strict();
 export type HttpConsumerSpec = z.infer<typeof httpConsumerSchema>;
@@ -68,13 +70,13 @@ export function httpConsumer(spec: HttpConsumerSpec): Consumer {
   return {
     name: spec.name,
 
-    async deploy(ref: VersionRef, _credential: unknown, cancelled?: AbortSignal) {
+    async deploy(ref: VersionRef, _credential: unknown, { signal: cancelled, previous }: DeployOptions = {}) {
       const res = await request(
         spec.reloadUrl,
         {
           method: 'POST',
           headers: await headers({ 'content-type': 'application/json' }),
-          body: JSON.stringify({ secret: ref.secret, store: ref.storeRef, versionId: ref.versionId }),
+          body: JSON.stringify({ secret: ref.secret, store: ref.storeRef, versionId: ref.versionId, ...(previous ? { previousVersionId: previous.ref.versionId } : {}) }),
         },
         cancelled,
       );

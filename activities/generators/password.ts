@@ -46,7 +46,7 @@ export function password(spec: PasswordSpec): Generator {
         const j = randomInt(i + 1);
         [chars[i], chars[j]] = [chars[j], chars[i]];
       }
-      return chars.join('');
+      return { value: chars.join('') };
     },
   };
 }

@@ -12,5 +12,5 @@ export const randomBytesSchema = z
 export type RandomBytesSpec = z.infer<typeof randomBytesSchema>;
 
 export function randomBytes(spec: RandomBytesSpec): Generator {
-  return { generate: () => cryptoRandomBytes(spec.size).toString(spec.encoding) };
+  return { generate: () => ({ value: cryptoRandomBytes(spec.size).toString(spec.encoding) }) };
 }

@@ -259,10 +259,10 @@ export function postgres(spec: PostgresSpec): Target {
       };
       if (spec.strategy === 'single-user') {
         ownRole(current, 'current');
-        return { ...base, username: spec.user!, password: material };
+        return { ...base, username: spec.user!, password: material.value };
       }
       const [a, b] = spec.users!;
-      return { ...base, username: ownRole(current, 'current') === a ? b : a, password: material };
+      return { ...base, username: ownRole(current, 'current') === a ? b : a, password: material.value };
     },
 
     async prepare(next, current) {
@@ -291,7 +291,7 @@ export function postgres(spec: PostgresSpec): Target {
       });
     },
 
-    async revoke(old, next, options = {}) {
+    async revoke(old, next, options) {
       const [oldRole, nextRole] = [ownRole(old, 'old'), ownRole(next, 'new')];
       if (oldRole === nextRole) return { sessionsEnded: 0 }; // single-user: prepare already replaced the password
       return asAdmin(async (db) => {
