@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { consumerEnvironment, consumerSchema } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
-import { targetSchema, targetStores } from '../activities/targets';
+import { targetGenerator, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
 import { durationBetween } from './schema';
 import type { Person } from './signed';
@@ -123,6 +123,10 @@ export const secretSpecSchema = z
       }
       seen.add(consumer.name);
     });
+    const generator = spec.target && targetGenerator(spec.target);
+    if (generator && spec.generator.type !== generator) {
+      ctx.addIssue({ code: 'custom', path: ['generator', 'type'], message: `target ${spec.target!.type} needs generator ${generator}` });
+    }
   });
 
 export const secretManifestSchema = z

@@ -2,14 +2,18 @@
 import { z } from 'zod';
 import type { Consumer } from '../provider';
 import { commandConsumer, commandConsumerSchema } from './command';
+import { githubActionsSecret, githubActionsSecretSchema } from './github-actions-secret';
+import { githubWebhook, githubWebhookSchema } from './github-webhook';
 import { httpConsumer, httpConsumerSchema } from './http';
 
-export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema]);
+export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema, githubActionsSecretSchema, githubWebhookSchema]);
 export type ConsumerSpec = z.infer<typeof consumerSchema>;
 
 const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { type: K }>) => Consumer } = {
   command: commandConsumer,
   http: httpConsumer,
+  'github-actions-secret': githubActionsSecret,
+  'github-webhook': githubWebhook,
 };
 
 export function createConsumer(spec: ConsumerSpec): Consumer {

@@ -1,14 +1,18 @@
 // The target registry: a manifest's target `type` picks the system that checks the credential.
 import { z } from 'zod';
 import type { Target } from '../provider';
+import type { GeneratorSpec } from '../generators';
 import type { StoreSpec } from '../stores';
+import { githubStores } from '../github';
+import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
   postgres,
+  'github-deploy-key': githubDeployKey,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -17,5 +21,15 @@ export function createTarget(spec: TargetSpec): Target {
 
 /** The stores a target reads its own credentials from (an admin login), with their manifest path. */
 export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec }[] {
-  return spec.type === 'postgres' ? [{ path: 'admin.store', store: spec.admin.store }] : [];
+  switch (spec.type) {
+    case 'postgres':
+      return [{ path: 'admin.store', store: spec.admin.store }];
+    case 'github-deploy-key':
+      return githubStores(spec.github);
+  }
+}
+
+/** The generator a target's credentials need (a deploy key is a key pair), if it needs one. */
+export function targetGenerator(spec: TargetSpec): GeneratorSpec['type'] | undefined {
+  return spec.type === 'github-deploy-key' ? 'ssh-ed25519' : undefined;
 }

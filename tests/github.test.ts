@@ -1,0 +1,378 @@
+// GitHub through Octokit, against the GitHub stand-in (tests/github/standin.ts, every request and
+// response checked against GitHub's OpenAPI description) and the real stack for the rest. Each
+// test names the GitHub behaviour it relies on.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
+import { sshEd25519 } from '../activities/generators/ssh-ed25519';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import { startGitHubStandin, type GitHubStandin, type Permissions } from './github/standin';
+import { workerLog } from './setup';
+import { allText, decodedPayloadText, labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+
+const ROOT = join(__dirname, '..');
+/** No write spacing and quick polls: GitHub's pacing would make the suite ten times slower. */
+const FAST = { github: { writeSpacingMs: 0, pollMs: 100 } };
+
+let gh: GitHubStandin;
+before(async () => {
+  gh = await startGitHubStandin();
+});
+after(() => gh.close());
+// Every request rekey made and every answer the stand-in gave matched GitHub's description.
+afterEach(() => gh.assertNoViolations());
+
+/** A recognisable value, so a leak scan can look for it. */
+const testValue = () => `rekey-test-value-${randomBytes(12).toString('hex')}`;
+
+async function storeSecret(name: string, value: object) {
+  const secretId = `rekey-test/${name}`;
+  await sm.send(new CreateSecretCommand({ Name: secretId, SecretString: JSON.stringify(value) }));
+  return { type: 'aws-secrets-manager', secretId };
+}
+
+/** A GitHub connection whose token (kept in the store) has these permissions. */
+async function connection(id: string, permissions: Permissions, scope: { repositories?: string[]; organizations?: string[] } = {}) {
+  const token = gh.addToken({ permissions, ...scope });
+  return { baseUrl: gh.url, auth: { token: { store: await storeSecret(`${id}/github-token`, { token }) } } };
+}
+
+async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string }> {
+  const trusted = await manifests({ [secret]: spec });
+  return withWorker(
+    async (taskQueue) =>
+      settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret, { requestedBy: 'test' })] })),
+    { manifestDirs: [trusted.dir], ...FAST },
+  );
+}
+
+async function historyOf(secret: string) {
+  return (await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secret)).fetchHistory()).events ?? [];
+}
+
+/** Attempts of each activity type, from the rotation's history. */
+async function attempts(secret: string, activity: string): Promise<number[]> {
+  const events = await historyOf(secret);
+  const scheduled = new Map(events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => [String(e.eventId), e.activityTaskScheduledEventAttributes!.activityType?.name]));
+  return events
+    .filter((e) => e.activityTaskStartedEventAttributes && scheduled.get(String(e.activityTaskStartedEventAttributes.scheduledEventId)) === activity)
+    .map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 1);
+}
+
+/** No value in the rotation's history or the worker log; none in any request but the hook-config ones that must carry it. */
+async function assertNoLeak(secret: string, values: string[], logStart: number, allowedInRequest: (r: { method: string; path: string }) => boolean = () => false) {
+  const history = await decodedPayloadText(await historyOf(secret));
+  const log = allText(workerLog.slice(logStart));
+  const requests = gh.requests.filter((r) => !allowedInRequest(r)).map((r) => `${r.method} ${r.path} ${r.requestBody} ${r.responseBody}`).join('\n');
+  for (const value of values) {
+    assert.ok(value.length > 16);
+    assert.ok(!history.includes(value), 'a secret value is in the rotation history');
+    assert.ok(!log.includes(value), 'a secret value is in the worker log');
+    assert.ok(!requests.includes(value), 'a secret value travelled to GitHub in clear');
+  }
+}
+
+describe('GitHub Actions secrets (github-actions-secret)', () => {
+  /** A repository with an environment, an organisation, and a consumer writing a secret to each. */
+  async function fixture(permissions: Permissions) {
+    const id = uniqueId();
+    const [org, repository] = [`org-${id}`, `org-${id}/app`];
+    gh.addOrganization(org);
+    const repo = gh.addRepository(repository);
+    gh.addEnvironment(repository, 'production');
+    const initial = testValue();
+    const store = await storeSecret(`${id}/ci-token`, { value: initial });
+    const targets = [
+      { repository, name: 'DEPLOY_TOKEN' },
+      { repository, environment: 'production', name: 'DEPLOY_TOKEN' },
+      { organization: org, name: 'SHARED_DEPLOY_TOKEN', visibility: 'selected', selectedRepositories: [repository] },
+    ];
+    for (const t of targets) gh.setSecret('organization' in t ? { organization: org } : t, t.name, initial, 'organization' in t ? { visibility: 'selected', selectedRepositoryIds: [repo.id] } : {});
+    const spec = {
+      store,
+      generator: { type: 'random-bytes', size: 32 },
+      consumers: [{ type: 'github-actions-secret', name: 'ci', github: await connection(id, permissions, { repositories: [repository], organizations: [org] }), targets }],
+      policy: { overlap: '0s' },
+    };
+    const held = () => [gh.secret({ repository }, 'DEPLOY_TOKEN'), gh.secret({ repository, environment: 'production' }, 'DEPLOY_TOKEN'), gh.secret({ organization: org }, 'SHARED_DEPLOY_TOKEN')];
+    return { id, org, repository, repoId: repo.id, initial, store, spec, held };
+  }
+  const ALL = { secrets: 'write', environments: 'write', organization_secrets: 'write', actions: 'write' } as const;
+
+  it('writes the new value to repository, environment and organisation secrets (sealed with each key), proves it with the verify workflow, and leaks nothing', async () => {
+    const fx = await fixture(ALL);
+    (fx.spec.consumers[0] as Record<string, unknown>).verifyWorkflow = { repository: fx.repository, workflow: 'rekey-verify.yml' };
+    // The probe workflow sees the repository's secrets as a run would, and the version it was dispatched for.
+    const seen: { value?: string; version?: string } = {};
+    gh.addWorkflow(fx.repository, 'rekey-verify.yml', ({ inputs, secrets }) => {
+      Object.assign(seen, { value: secrets.DEPLOY_TOKEN, version: inputs.rekey_version_id });
+      return 'success';
+    });
+    const logStart = workerLog.length;
+
+    const { report, failure } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
+    assert.notEqual(current.value.value, fx.initial);
+    // https://docs.github.com/en/rest/guides/encrypting-secrets-for-the-rest-api: GitHub opens the sealed box.
+    for (const held of fx.held()) assert.equal(held?.value === current.value.value, true, 'GitHub holds the new value');
+    // https://docs.github.com/en/rest/actions/secrets#create-or-update-an-organization-secret: visibility is re-sent.
+    assert.equal(fx.held()[2]?.visibility, 'selected');
+    assert.deepEqual(fx.held()[2]?.selectedRepositoryIds, [fx.repoId]);
+    assert.equal(seen.value === current.value.value, true, 'the verify workflow ran with the new value');
+    assert.equal(seen.version, current.versionId);
+    await assertNoLeak(fx.id, [fx.initial, current.value.value], logStart);
+  });
+
+  it('a verify workflow that fails rolls back: every secret holds the old value again', async () => {
+    const fx = await fixture(ALL);
+    (fx.spec.consumers[0] as Record<string, unknown>).verifyWorkflow = { repository: fx.repository, workflow: 'rekey-verify.yml' };
+    gh.addWorkflow(fx.repository, 'rekey-verify.yml', () => 'failure');
+
+    const { report } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.equal(report?.failure?.consumer, 'ci');
+    assert.match(report!.failure!.message, /verify workflow run \d+ concluded failure/);
+    for (const held of fx.held()) assert.equal(held?.value === fx.initial, true, 'GitHub holds the old value again');
+    assert.equal((await labelled(fx.store.secretId, 'AWSCURRENT'))!.value.value, fx.initial);
+    assert.equal(await labelled(fx.store.secretId, 'AWSPENDING'), undefined);
+  });
+
+  it('a token without permission to write secrets: refused at once (not retried), naming the repository and the permission', async () => {
+    const fx = await fixture({ secrets: 'read', environments: 'read', organization_secrets: 'read' });
+
+    const { report, failure } = await rotate(fx.id, fx.spec);
+
+    // GitHub answers 403 with X-Accepted-GitHub-Permissions:
+    // https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible
+    const message = `${failure ?? ''} ${report?.failure?.message ?? ''}`;
+    assert.match(message, new RegExp(`GitHub denied write of ${fx.repository} secret DEPLOY_TOKEN on ${fx.repository} \\(403 [^)]*\\): the token needs secrets=write`));
+    assert.deepEqual(await attempts(fx.id, 'deployToConsumer'), [1, 1], 'deploy and its rollback, each tried once');
+    for (const held of fx.held()) assert.equal(held?.value === fx.initial, true, 'nothing changed at GitHub');
+    assert.equal((await labelled(fx.store.secretId, 'AWSCURRENT'))!.value.value, fx.initial);
+  });
+
+  it('a secondary rate limit is waited out as advertised (retry-after) by Octokit, inside the same activity attempt', async () => {
+    const fx = await fixture(ALL);
+    const writes = /\/actions\/secrets\/DEPLOY_TOKEN$/;
+    // https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
+    gh.secondaryRateLimit({ count: 1, retryAfterSeconds: 1, match: { method: 'PUT', path: writes } });
+    const from = gh.requests.length;
+
+    const { report, failure } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const puts = gh.requests.slice(from).filter((r) => r.method === 'PUT' && writes.test(r.path));
+    assert.deepEqual(puts.slice(0, 2).map((r) => r.status), [403, 204]);
+    assert.ok(Date.parse(puts[1].at) - Date.parse(puts[0].at) >= 1000, 'the retry waited for retry-after');
+    assert.deepEqual(await attempts(fx.id, 'deployToConsumer'), [1]);
+  });
+});
+
+/** The example receiver, verifying X-Hub-Signature-256 against every key in its key file. */
+async function startReceiver(keyFile: string): Promise<{ url: string; process: ChildProcess }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'examples/webhook-receiver/receiver.ts'), '--port', '0', '--keys', keyFile], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk) => {
+      out += chunk;
+      const found = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (found) resolve(found[1]);
+    });
+    child.once('exit', (code) => reject(new Error(`receiver exited with ${code}`)));
+  });
+  return { url, process: child };
+}
+
+describe('webhook signing secrets with overlapping keys (github-webhook + keys: current-and-previous)', () => {
+  const receivers: ChildProcess[] = [];
+  afterEach(() => receivers.splice(0).forEach((r) => r.kill('SIGTERM')));
+
+  /**
+   * Two receivers, each behind its own repository hook that signs with the current key. `lagging`
+   * names a receiver that keeps reading a key file rekey never writes: it never learns the new key.
+   */
+  async function fixture(options: { lagging?: 'b' } = {}) {
+    const id = uniqueId();
+    const repository = `octo-${id}/app`;
+    gh.addRepository(repository);
+    const initial = testValue();
+    const store = await storeSecret(`${id}/webhook-signing`, { value: initial });
+    const currentVersion = (await labelled(store.secretId, 'AWSCURRENT'))!.versionId;
+    const dir = await tempDir();
+    const sides = await Promise.all(
+      (['a', 'b'] as const).map(async (name) => {
+        const deployed = join(dir, `${name}.json`);
+        const read = options.lagging === name ? join(dir, `${name}-stale.json`) : deployed;
+        await writeFile(read, JSON.stringify({ value: initial, rekey_version_id: currentVersion }), { mode: 0o600 });
+        const receiver = await startReceiver(read);
+        receivers.push(receiver.process);
+        const hook = gh.addHook({ repository }, { url: `${receiver.url}/github`, secret: initial, contentType: 'json', events: ['push'] });
+        return { name, deployed, url: receiver.url, hookId: hook.id };
+      }),
+    );
+    const spec = {
+      store,
+      generator: { type: 'random-bytes', size: 32 },
+      consumers: [
+        ...sides.map((s) => ({
+          type: 'command',
+          name: `receiver-${s.name}`,
+          file: s.deployed,
+          keys: 'current-and-previous',
+          // The receiver itself says which versions it holds.
+          health: options.lagging === s.name ? 'grep -q "$REKEY_VERSION_ID" "$REKEY_FILE"' : `curl -fsS ${s.url}/health | grep -q "\\"$REKEY_VERSION_ID\\""`,
+        })),
+        {
+          type: 'github-webhook',
+          name: 'github',
+          github: await connection(id, { repository_hooks: 'write' }, { repositories: [repository] }),
+          hooks: sides.map((s) => ({ repository, id: s.hookId })),
+          pingTimeout: '10s',
+        },
+      ],
+      policy: { overlap: '1s' },
+    };
+    return { id, repository, initial, store, spec, sides, currentVersion };
+  }
+
+  it('receivers get both keys, the hook switches at promote with a ping every receiver accepts, then receivers keep the new key alone; no delivery fails meanwhile', async () => {
+    const fx = await fixture();
+    // GitHub signs each delivery with the hook's secret as X-Hub-Signature-256:
+    // https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+    const streams = fx.sides.map((s) => gh.deliverContinuously({ repository: fx.repository }, s.hookId, 50));
+    const logStart = workerLog.length;
+
+    const { report, failure } = await rotate(fx.id, fx.spec);
+    const delivered = await Promise.all(streams.map((s) => s.stop()));
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
+    for (const [i, side] of fx.sides.entries()) {
+      assert.equal(gh.hook({ repository: fx.repository }, side.hookId).secret === current.value.value, true, 'the hook signs with the new key');
+      assert.deepEqual(delivered[i].failed, [], `no failed delivery to receiver ${side.name}`);
+      assert.ok(delivered[i].delivered > 5, 'deliveries kept flowing through the rotation');
+      const file = JSON.parse(await readFile(side.deployed, 'utf8'));
+      assert.equal(file.value === current.value.value, true);
+      assert.equal(file.rekey_version_id, current.versionId);
+      assert.equal(file.previous, undefined, 'after revoke the receiver holds the new key alone');
+      // https://docs.github.com/en/rest/repos/webhooks#ping-a-repository-webhook: a ping is a delivery like any other.
+      const pings = gh.deliveries({ repository: fx.repository }, side.hookId).filter((d) => d.event === 'ping');
+      assert.deepEqual(pings.map((d) => d.statusCode), [204]);
+    }
+    assert.deepEqual(
+      report!.consumers.map((c) => [c.name, c.state]),
+      [['receiver-a', 'finalized'], ['receiver-b', 'finalized'], ['github', 'committed']],
+    );
+    // The hook's secret goes to GitHub in clear by design (a config PATCH); nothing else carries a value.
+    await assertNoLeak(fx.id, [fx.initial, current.value.value], logStart, (r) => r.method === 'PATCH' && /\/hooks\/\d+\/config$/.test(r.path));
+  });
+
+  it('a receiver that does not accept the new key: its ping fails, the hook is switched back, every receiver holds the old key alone', async () => {
+    const fx = await fixture({ lagging: 'b' });
+
+    const { report } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.equal(report?.failure?.consumer, 'github');
+    assert.match(report!.failure!.message, /the receiver of .* hook \d+ answered 401 .* to a ping signed with the new key/);
+    for (const side of fx.sides) {
+      assert.equal(gh.hook({ repository: fx.repository }, side.hookId).secret === fx.initial, true, 'the hook signs with the old key again');
+      const file = JSON.parse(await readFile(side.deployed, 'utf8'));
+      assert.equal(file.value === fx.initial, true);
+      assert.equal(file.previous, undefined);
+      assert.equal(file.rekey_version_id, fx.currentVersion);
+    }
+    // A delivery signed now reaches both receivers.
+    for (const side of fx.sides) assert.equal((await gh.deliver({ repository: fx.repository }, side.hookId, 'push')).statusCode, 204);
+    assert.equal((await labelled(fx.store.secretId, 'AWSCURRENT'))!.value.value, fx.initial);
+  });
+
+  it('a worker killed with SIGKILL between switching the hook and its ping: the next worker switches and pings again, and the rotation completes', async () => {
+    const fx = await fixture();
+    const trusted = await manifests({ [fx.id]: fx.spec });
+    const taskQueue = uniqueId('rekey-github-crash-');
+    const spawnWorker = () =>
+      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
+        cwd: ROOT,
+        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: trusted.dir },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    // The first ping is held until the worker that sent it is dead.
+    let pinged!: () => void;
+    const pingArrived = new Promise<void>((resolve) => (pinged = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const remove = gh.intercept({ method: 'POST', path: /\/hooks\/\d+\/pings$/ }, async () => {
+      remove();
+      pinged();
+      await released;
+      return { status: 502, body: { message: 'Server Error' } };
+    });
+    const first = spawnWorker();
+    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+    await pingArrived;
+    const switched = gh.hook({ repository: fx.repository }, fx.sides[0].hookId).secret;
+    assert.notEqual(switched, fx.initial, 'the hook was switched before the worker died');
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    release();
+
+    const second = spawnWorker();
+    try {
+      const report: RotationReport = await handle.result();
+      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    } finally {
+      second.kill('SIGTERM');
+    }
+    const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
+    for (const side of fx.sides) assert.equal(gh.hook({ repository: fx.repository }, side.hookId).secret === current.value.value, true);
+    assert.ok((await attempts(fx.id, 'commitConsumer')).some((a) => a > 1), 'the commit was retried on the new worker');
+  });
+});
+
+describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => {
+  it('adds the new key beside the old, deletes only keys rekey added, and says so when the old one was a person\'s', async () => {
+    const id = uniqueId();
+    const repository = `octo-${id}/infra`;
+    gh.addRepository(repository);
+    const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
+    const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
+    // https://docs.github.com/en/rest/deploy-keys/deploy-keys: several keys per repository, each key on one repository only.
+    gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: "alice's laptop", readOnly: true });
+    const spec = {
+      store,
+      generator: { type: 'ssh-ed25519', comment: 'rekey' },
+      target: { type: 'github-deploy-key', github: await connection(id, { administration: 'write' }, { repositories: [repository] }), repository, readOnly: true },
+      policy: { overlap: '0s' },
+    };
+    const bare = (line: string) => line.split(' ').slice(0, 2).join(' ');
+
+    const first = await rotate(id, spec);
+    assert.equal(first.report?.outcome, 'rotated', first.failure ?? JSON.stringify(first.report?.failure));
+    const afterFirst = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    assert.match(afterFirst.value.value, /^-----BEGIN OPENSSH PRIVATE KEY-----\n/);
+    assert.deepEqual(
+      gh.deployKeys(repository).map((k) => [k.title, k.key === bare(initial.beside!.publicKey) ? 'old' : k.key === bare(afterFirst.value.publicKey) ? 'new' : '?']),
+      [["alice's laptop", 'old'], [`rekey ${id} ${afterFirst.versionId}`, 'new']],
+    );
+    assert.match(first.report!.warnings!.join('\n'), /was not added by rekey, so it was left in place/);
+    assert.equal(first.report!.postVerify!.oldRejected, false, 'post-verify says the old key still works');
+
+    const second = await rotate(id, spec);
+    assert.equal(second.report?.outcome, 'rotated');
+    const afterSecond = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    assert.deepEqual(
+      gh.deployKeys(repository).map((k) => k.title),
+      ["alice's laptop", `rekey ${id} ${afterSecond.versionId}`],
+      "rekey's own previous key is deleted; the person's is untouched",
+    );
+    assert.deepEqual(second.report!.postVerify && [second.report!.postVerify.oldRejected, second.report!.postVerify.newAccepted], [true, true]);
+  });
+});
