@@ -122,6 +122,8 @@ export interface DeployOptions {
    * keys, e.g. webhook receivers during the switch of their sender. Absent: this version alone.
    */
   previous?: { ref: VersionRef; credential: Credential };
+  /** This deploy puts the current version back after a failed rotation. */
+  rollback?: boolean;
 }
 
 /**

@@ -460,7 +460,7 @@ export function createActivities(options: ActivityOptions = {}) {
         if (step.rollback) await requireCurrent(store, step.versionId, `roll ${step.consumer} back`);
         const spec = consumerSpec(entry, step.consumer);
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        const options: DeployOptions = { signal: Context.current().cancellationSignal };
+        const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback };
         // Before promote the store's current version is the one being replaced: a consumer that
         // holds two keeps accepting it until finalize. A rollback deploys the current one alone.
         if (holdsTwo(spec) && !step.rollback) {

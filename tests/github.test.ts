@@ -158,6 +158,27 @@ describe('GitHub Actions secrets (github-actions-secret)', () => {
     assert.equal((await labelled(fx.store.secretId, 'AWSCURRENT'))!.value.value, fx.initial);
   });
 
+  it('as a GitHub App: each activity mints an installation token from the stored private key, which never leaves the worker', async () => {
+    const fx = await fixture(ALL);
+    const app = gh.addApp({ permissions: { secrets: 'write', environments: 'write', organization_secrets: 'write' }, repositories: [fx.repository], organizations: [fx.org] });
+    const privateKey = await storeSecret(`${fx.id}/github-app`, { privateKey: app.privateKey });
+    const consumer = fx.spec.consumers[0] as Record<string, unknown>;
+    consumer.github = { baseUrl: gh.url, auth: { app: { appId: app.appId, installationId: app.installationId, privateKey: { store: privateKey } } } };
+    const from = gh.requests.length;
+    const logStart = workerLog.length;
+
+    const { report, failure } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
+    for (const held of fx.held()) assert.equal(held?.value === current.value.value, true);
+    // https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app-installation
+    const minted = gh.requests.slice(from).filter((r) => r.method === 'POST' && r.path === `/app/installations/${app.installationId}/access_tokens`);
+    assert.ok(minted.length >= 2 && minted.every((r) => r.status === 201), 'deploy and verify each minted a token');
+    const pem = app.privateKey.split('\n').filter((l) => l && !l.startsWith('-----'));
+    await assertNoLeak(fx.id, [fx.initial, current.value.value, pem[1], pem[pem.length - 2]], logStart);
+  });
+
   it('a secondary rate limit is waited out as advertised (retry-after) by Octokit, inside the same activity attempt', async () => {
     const fx = await fixture(ALL);
     const writes = /\/actions\/secrets\/DEPLOY_TOKEN$/;
@@ -292,6 +313,42 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     // A delivery signed now reaches both receivers.
     for (const side of fx.sides) assert.equal((await gh.deliver({ repository: fx.repository }, side.hookId, 'push')).statusCode, 204);
     assert.equal((await labelled(fx.store.secretId, 'AWSCURRENT'))!.value.value, fx.initial);
+  });
+
+  it('an organisation hook named by its URL switches like a repository one; a token without organization_hooks is refused by name', async () => {
+    const id = uniqueId();
+    const org = `org-${id}`;
+    gh.addOrganization(org);
+    const initial = testValue();
+    const store = await storeSecret(`${id}/org-webhook`, { value: initial });
+    const dir = await tempDir();
+    const file = join(dir, 'keys.json');
+    await writeFile(file, JSON.stringify({ value: initial, rekey_version_id: (await labelled(store.secretId, 'AWSCURRENT'))!.versionId }), { mode: 0o600 });
+    const receiver = await startReceiver(file);
+    receivers.push(receiver.process);
+    const hookUrl = `${receiver.url}/org-events`;
+    gh.addHook({ organization: org }, { url: `${receiver.url}/other` });
+    const hook = gh.addHook({ organization: org }, { url: hookUrl, secret: initial });
+    const spec = (permissions: Permissions) => async () => ({
+      store,
+      generator: { type: 'random-bytes', size: 32 },
+      consumers: [
+        { type: 'command', name: 'receiver', file, keys: 'current-and-previous', health: `curl -fsS ${receiver.url}/health | grep -q "\\"$REKEY_VERSION_ID\\""` },
+        { type: 'github-webhook', name: 'github', github: await connection(`${id}-${Object.keys(permissions).join()}`, permissions, { organizations: [org] }), hooks: [{ organization: org, url: hookUrl }], pingTimeout: '10s' },
+      ],
+      policy: { overlap: '0s' },
+    });
+
+    const denied = await rotate(id, await spec({ repository_hooks: 'write' })());
+    assert.equal(denied.report?.outcome, 'rolled-back');
+    assert.match(denied.report!.failure!.message, new RegExp(`GitHub denied hook list on organisation ${org} \\(403 [^)]*\\): the token needs organization_hooks=read`));
+
+    const { report, failure } = await rotate(id, await spec({ organization_hooks: 'write' })());
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    assert.equal(gh.hook({ organization: org }, hook.id).secret === current.value.value, true);
+    assert.equal(gh.hook({ organization: org }, hook.id).url, hookUrl, 'the URL was not touched');
+    assert.equal((await gh.deliver({ organization: org }, hook.id, 'push')).statusCode, 204);
   });
 
   it('a worker killed with SIGKILL between switching the hook and its ping: the next worker switches and pings again, and the rotation completes', async () => {

@@ -163,4 +163,23 @@ describe('manifest validation', () => {
     assert.match(result.stderr, /bad\.yaml: spec\.policy\.overlap: expected a duration/);
     await assert.rejects((await temporalClient()).workflow.getHandle(rotationWorkflowId(name)).describe(), WorkflowNotFoundError);
   });
+  it('GitHub providers: plain-http hosts, inline tokens, reserved secret names, missing repositories and the wrong generator are named', async () => {
+    const stored = { store: { type: 'aws-secrets-manager', secretId: 'x/github-token' } };
+    const github = (extra: Record<string, unknown> = {}) => ({ baseUrl: 'https://ghe.example.com/api/v3', auth: { token: stored }, ...extra });
+    const found = await problems({
+      'a.yaml': secret('plain-http', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github({ baseUrl: 'http://ghe.example.com/api/v3' }), targets: [{ repository: 'o/r', name: 'T' }] }] }),
+      'b.yaml': secret('inline-token', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: { auth: { token: 'ghp_inline' } }, targets: [{ repository: 'o/r', name: 'T' }] }] }),
+      'c.yaml': secret('reserved', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github(), targets: [{ repository: 'o/r', name: 'GITHUB_TOKEN' }] }] }),
+      'd.yaml': secret('selected', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github(), targets: [{ organization: 'o', name: 'T', visibility: 'selected' }] }] }),
+      'e.yaml': secret('traversal', { consumers: [{ type: 'github-webhook', name: 'gh', github: github(), hooks: [{ repository: 'o/..', id: 1 }] }] }),
+      'f.yaml': secret('deploy-key', { target: { type: 'github-deploy-key', github: github(), repository: 'o/r' } }),
+    });
+    const about = (file: string) => found.filter((p) => p.startsWith(`${file}:`)).join('\n');
+    assert.match(about('a.yaml'), /spec\.consumers\[0\]\.github\.baseUrl: must be https \(plain http only to a loopback address\)/);
+    assert.match(about('b.yaml'), /spec\.consumers\[0\]\.github\.auth/);
+    assert.match(about('c.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.name: must not start with GITHUB_/);
+    assert.match(about('d.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.selectedRepositories: is required when visibility is selected/);
+    assert.match(about('e.yaml'), /spec\.consumers\[0\]\.hooks\[0\]/);
+    assert.match(about('f.yaml'), /spec\.generator\.type: target github-deploy-key needs generator ssh-ed25519/);
+  });
 });

@@ -117,7 +117,9 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
     name: spec.name,
 
     // The hook keeps signing with the current key until commit: the receivers must hold the new one first.
-    async deploy(_ref, _credential, { signal } = {}) {
+    async deploy(_ref, _credential, { signal, rollback } = {}) {
+      // Deploy changed nothing, so a rollback has nothing to put back (abort switched the hook back).
+      if (rollback) return;
       const gh = await githubClient(spec.github, signal);
       for (const hook of spec.hooks) await resolve(gh, hook);
     },
