@@ -143,6 +143,9 @@ export interface Consumer {
    * Says what it proved, in words safe to log.
    */
   commit?(ref: VersionRef, credential: Credential, signal?: AbortSignal): Promise<string>;
-  /** Undo commit (also after a commit that may have half happened): the producer back on `current`. Idempotent. */
-  abort?(current: VersionRef, credential: Credential, signal?: AbortSignal): Promise<void>;
+  /**
+   * Undo commit (also after a commit that may have half happened): the producer back on `current`.
+   * Idempotent. `guard` throws once the rotation may no longer go back: call it before each change.
+   */
+  abort?(current: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void> }): Promise<void>;
 }

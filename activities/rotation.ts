@@ -138,6 +138,16 @@ async function requireCurrent(store: SecretStore, versionId: string, what: strin
   if (current !== versionId) throw refused(`${what}: version ${versionId} is not the current version of ${store.ref}`);
 }
 
+/**
+ * `versionId` is the store's current version and this rotation's own version is pending: the
+ * rotation has not promoted (or given up) yet, so putting consumers back on `versionId` is its to do.
+ */
+async function requireInFlight(store: SecretStore, versionId: string, what: string): Promise<void> {
+  const { current, pending } = await store.versions();
+  if (current !== versionId) throw refused(`${what}: version ${versionId} is not the current version of ${store.ref}`);
+  if (pending !== thisRotation().token) throw refused(`${what}: this rotation has no pending version in ${store.ref} (it was promoted or discarded)`);
+}
+
 /** Heartbeat while `work` runs, so a killed worker is noticed within the heartbeat timeout. */
 async function withHeartbeat<T>(work: () => Promise<T>): Promise<T> {
   const timer = setInterval(() => heartbeat(), 3_000);
@@ -158,7 +168,7 @@ function consumerSpec(entry: SecretEntry, name: string): ConsumerSpec {
 const contextOf = (ref: VersionPair): TargetContext => ({ secret: ref.secret, currentVersionId: ref.currentVersionId, nextVersionId: ref.pendingVersionId });
 
 /** Consumers with work at promote (commit) and at revoke (finalize): the plan tells the workflow which. */
-function phasesOf(spec: SecretSpec): RotationPlan['phases'] {
+function phasesOf(spec: SecretSpec): NonNullable<RotationPlan['phases']> {
   return {
     commit: spec.consumers.filter((c) => createConsumer(c).commit).map((c) => c.name),
     finalize: spec.consumers.filter((c) => holdsTwo(c)).map((c) => c.name),
@@ -280,7 +290,7 @@ export function createActivities(options: ActivityOptions = {}) {
     // Verification: a receipt per consumer and for the target, unless a revoke-first emergency
     // already cut the old credential off (then the rotation must go forward, verified or not).
     if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
-      const committing = what === 'promote' ? (phasesOf(entry.spec)?.commit ?? []).map((name) => `committed:${name}`) : [];
+      const committing = what === 'promote' ? phasesOf(entry.spec).commit.map((name) => `committed:${name}`) : [];
       const needed = [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target', ...committing];
       for (const receipt of needed) {
         if (!(await receiptHolds(audit, step.receipts?.[receipt], run.rotationId, receipt, step.pendingVersionId))) {
@@ -457,7 +467,7 @@ export function createActivities(options: ActivityOptions = {}) {
       const entry = await entryFor(step, step.rollback ? 'finish' : 'started-with');
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
-        if (step.rollback) await requireCurrent(store, step.versionId, `roll ${step.consumer} back`);
+        if (step.rollback) await requireInFlight(store, step.versionId, `roll ${step.consumer} back`);
         const spec = consumerSpec(entry, step.consumer);
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
         const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback };
@@ -548,7 +558,12 @@ export function createActivities(options: ActivityOptions = {}) {
       return { detail, receipt: await receiptFor(audit, thisRotation().rotationId, `committed:${step.consumer}`, step.pendingVersionId) };
     },
 
-    /** Undo a commit that happened or may have half happened: the producer back on the current version. */
+    /**
+     * Undo a commit that happened or may have half happened: the producer back on the current
+     * version. Only a rotation whose own version is still pending may do it, checked again before
+     * every change: another run (or this one after its promote) must not switch a producer back
+     * under receivers that are about to keep the new version alone.
+     */
     async abortConsumer(step: ConsumerStep): Promise<void> {
       await refuseAfterRevoke(`abort ${step.consumer}`);
       const entry = await entryFor(step, 'finish');
@@ -556,9 +571,10 @@ export function createActivities(options: ActivityOptions = {}) {
       if (!consumer.abort) return;
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
-        await requireCurrent(store, step.versionId, `abort ${step.consumer}`);
+        const stillInFlight = () => requireInFlight(store, step.versionId, `abort ${step.consumer}`);
+        await stillInFlight();
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        await consumer.abort!(ref, await store.read(step.versionId), Context.current().cancellationSignal);
+        await consumer.abort!(ref, await store.read(step.versionId), { signal: Context.current().cancellationSignal, guard: stillInFlight });
       });
     },
 
@@ -567,11 +583,18 @@ export function createActivities(options: ActivityOptions = {}) {
      * on it by `deadline`. Only once the new version is current: before that, the old one is what
      * everyone still needs.
      */
-    async finalizeConsumer(step: ConsumerStep & { deadline: number }): Promise<{ detail: string }> {
+    async finalizeConsumer(step: ConsumerStep & { deadline: number; receipts?: Receipts }): Promise<{ detail: string; receipt?: string }> {
+      const { rotationId } = thisRotation();
       requireOwnVersion(step.versionId, `finalize ${step.consumer}`);
       const entry = await entryFor(step, 'finish');
       const spec = consumerSpec(entry, step.consumer);
       if (!holdsTwo(spec)) return { detail: 'nothing to finalize' };
+      // Until every producer signs with the new version, the old one is what the consumer still gets.
+      for (const producer of phasesOf(entry.spec).commit) {
+        if (!(await receiptHolds(audit, step.receipts?.[`committed:${producer}`], rotationId, `committed:${producer}`, step.versionId))) {
+          throw ApplicationFailure.nonRetryable(`${step.consumer} keeps both versions: ${producer} was not switched to ${step.versionId} by a rekey worker`, NON_RETRYABLE.notAuthorized);
+        }
+      }
       const store = openStore(entry.spec.store);
       const consumer = createConsumer(spec);
       const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
@@ -581,7 +604,7 @@ export function createActivities(options: ActivityOptions = {}) {
       });
       for (;;) {
         const health = await withHeartbeat(() => consumer.health(ref, Context.current().cancellationSignal));
-        if (health.healthy) return { detail: `holds ${step.versionId} alone; ${health.detail}` };
+        if (health.healthy) return { detail: `holds ${step.versionId} alone; ${health.detail}`, receipt: await receiptFor(audit, rotationId, `finalized:${step.consumer}`, step.versionId) };
         if (health.final || Date.now() + healthPollMs > step.deadline) {
           throw ApplicationFailure.nonRetryable(`consumer ${step.consumer} not healthy on ${step.versionId} alone: ${health.detail}`, NON_RETRYABLE.consumerUnhealthy);
         }
@@ -650,20 +673,32 @@ export function createActivities(options: ActivityOptions = {}) {
       return due;
     },
 
-    async postVerify(step: RotationRef & { oldVersionId: string; newVersionId: string }): Promise<PostVerification> {
+    async postVerify(step: RotationRef & { oldVersionId: string; newVersionId: string; receipts?: Receipts }): Promise<PostVerification> {
       requireOwnVersion(step.newVersionId, 'post-verify');
+      const { rotationId } = thisRotation();
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
-      if (!target) return { oldRejected: true, newAccepted: true, detail: 'not applicable: no target checks this credential' };
+      // Consumers that held both versions still accept the old one unless the worker finalized them.
+      const holding: string[] = [];
+      for (const c of spec.consumers.filter(holdsTwo)) {
+        if (!(await receiptHolds(audit, step.receipts?.[`finalized:${c.name}`], rotationId, `finalized:${c.name}`, step.newVersionId))) holding.push(c.name);
+      }
+      const stillHeld = holding.length ? `OLD VERSION STILL ACCEPTED BY ${holding.join(', ')}` : undefined;
+      if (!target) {
+        if (!holding.length) return { oldRejected: true, newAccepted: true, detail: spec.consumers.some(holdsTwo) ? 'every consumer holds the new version alone' : 'not applicable: no target checks this credential' };
+        const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail: stillHeld! });
+        return { oldRejected: false, newAccepted: true, detail: stillHeld!, head };
+      }
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
         const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);
         const [oldVerdict, newVerdict] = [await target.accepts(old), await target.accepts(next)];
-        const oldRejected = !oldVerdict.accepted;
+        const oldRejected = !oldVerdict.accepted && !holding.length;
         const newAccepted = newVerdict.accepted;
         const detail = [
-          oldRejected ? 'old credential rejected' : 'OLD CREDENTIAL STILL ACCEPTED',
+          !oldVerdict.accepted ? 'old credential rejected' : 'OLD CREDENTIAL STILL ACCEPTED',
           newAccepted ? 'new credential accepted' : `NEW CREDENTIAL REJECTED (${newVerdict.reason})`,
+          ...(stillHeld ? [stillHeld] : []),
         ].join('; ');
         // The verdict goes into the trail from here: a report can be forged, the signed record cannot.
         const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail });

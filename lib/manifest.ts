@@ -4,7 +4,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { consumerEnvironment, consumerSchema } from '../activities/consumers';
+import { consumerEnvironment, consumerSchema, producesSecret } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetGenerator, targetSchema, targetStores } from '../activities/targets';
@@ -123,6 +123,16 @@ export const secretSpecSchema = z
       }
       seen.add(consumer.name);
     });
+    // Until a producer switches (at promote), what it sends is signed with the current version:
+    // every consumer that verifies it must accept both, or it fails from deploy to promote.
+    const producer = spec.consumers.find(producesSecret);
+    if (producer) {
+      spec.consumers.forEach((consumer, i) => {
+        if ('keys' in consumer && consumer.keys !== 'current-and-previous') {
+          ctx.addIssue({ code: 'custom', path: ['consumers', i, 'keys'], message: `must be current-and-previous: ${producer.name} switches to the new version only at promote, so until then ${consumer.name} must accept both` });
+        }
+      });
+    }
     const generator = spec.target && targetGenerator(spec.target);
     if (generator && spec.generator.type !== generator) {
       ctx.addIssue({ code: 'custom', path: ['generator', 'type'], message: `target ${spec.target!.type} needs generator ${generator}` });

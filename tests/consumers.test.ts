@@ -158,6 +158,16 @@ describe('the command consumer', () => {
     assert.ok(!/LD_PRELOAD|PATH=/.test(written), written);
   });
 
+  it('an env file never holds one name twice: a stored previous_value cannot shadow the older version PREVIOUS_VALUE holds', async () => {
+    const file = join(await privateDir(), 'keys.env');
+    const consumer = fileConsumer(file, { format: 'env', keys: 'current-and-previous' });
+    const previous = { ref: { ...ref(), versionId: 'older' }, credential: { value: testPassword() } };
+    assert.match(await rejection(consumer.deploy(ref(), { value: testPassword(), previous_value: 'forged' }, { previous })), /two fields of the stored value become PREVIOUS_VALUE in the env file/);
+    assert.equal(existsSync(file), false);
+    await consumer.deploy(ref(), { value: testPassword() }, { previous });
+    assert.match(await readFile(file, 'utf8'), /^PREVIOUS_VALUE='.+'\nPREVIOUS_REKEY_VERSION_ID='older'$/m);
+  });
+
   it('missing folders are created 0700', async () => {
     const base = await privateDir();
     await fileConsumer(join(base, 'a', 'b', 'app.json')).deploy(ref(), { password: testPassword() });

@@ -10,9 +10,14 @@ import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { sshEd25519 } from '../activities/generators/ssh-ed25519';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
+import type { BreakGlassDocument } from '../lib/signed';
+import { emergencyRevoke } from '../workflows/emergencyRevoke';
+import { emergencyWorkflowId } from '../workflows/messages';
+import { forgedAbort } from './forged-workflows';
 import { startGitHubStandin, type GitHubStandin, type Permissions } from './github/standin';
+import { newKey, people, sign, validFor } from './keys';
 import { workerLog } from './setup';
-import { allText, decodedPayloadText, labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { allText, decodedPayloadText, failureOf, labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 /** No write spacing and quick polls: GitHub's pacing would make the suite ten times slower. */
@@ -291,6 +296,10 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
       report!.consumers.map((c) => [c.name, c.state]),
       [['receiver-a', 'finalized'], ['receiver-b', 'finalized'], ['github', 'committed']],
     );
+    // Each phase is its own activity, named in the UI's timeline.
+    const summaries = (await historyOf(fx.id)).map((e) => e.userMetadata?.summary && String((e.activityTaskScheduledEventAttributes?.activityType?.name ?? '') + ' ' + Buffer.from(e.userMetadata.summary.data ?? []).toString()));
+    const named = (activity: string) => summaries.filter((x) => x?.startsWith(activity)).length;
+    assert.deepEqual([named('commitConsumer'), named('finalizeConsumer')], [1, 2]);
     // The hook's secret goes to GitHub in clear by design (a config PATCH); nothing else carries a value.
     await assertNoLeak(fx.id, [fx.initial, current.value.value], logStart, (r) => r.method === 'PATCH' && /\/hooks\/\d+\/config$/.test(r.path));
   });
@@ -351,6 +360,114 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     assert.equal((await gh.deliver({ organization: org }, hook.id, 'push')).statusCode, 204);
   });
 
+  it('a hook that cannot be switched back: every consumer is left as it is (receivers keep both keys), and deliveries keep working', async () => {
+    const fx = await fixture({ lagging: 'b' });
+    // Hook a switches and its ping passes; hook b's ping fails; then GitHub refuses every further config change.
+    let patches = 0;
+    const hooks = new RegExp(`/repos/${fx.repository}/hooks/\\d+/config$`);
+    const refuse = gh.intercept({ method: 'PATCH', path: hooks }, () => (++patches > 2 ? { status: 403, body: { message: 'Resource not accessible by personal access token', documentation_url: 'https://docs.github.com/rest', status: '403' } } : undefined));
+
+    const { report, failure } = await rotate(fx.id, fx.spec).finally(refuse);
+
+    assert.equal(report?.outcome, 'rollback-incomplete');
+    assert.match(failure!, /github could not be switched back .*every consumer was left as it is/);
+    const a = JSON.parse(await readFile(fx.sides[0].deployed, 'utf8'));
+    assert.equal(a.previous?.rekey_version_id, fx.currentVersion, 'receiver a still accepts the old key beside the new');
+    assert.equal((await gh.deliver({ repository: fx.repository }, fx.sides[0].hookId, 'push')).statusCode, 204, 'hook a (on the new key) still reaches its receiver');
+  });
+
+  it('a ping someone sent before the switch (signed with the old key) is not taken as proof of the new key', async () => {
+    const fx = await fixture({ lagging: 'b' });
+    const hookB = fx.sides[1].hookId;
+    // Just before hook b switches, a ping signed with the old key reaches receiver b, which accepts it.
+    const remove = gh.intercept({ method: 'PATCH', path: new RegExp(`/hooks/${hookB}/config$`) }, async () => {
+      remove();
+      assert.equal((await gh.deliver({ repository: fx.repository }, hookB, 'ping')).statusCode, 204);
+    });
+
+    const { report } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, new RegExp(`hook ${hookB} answered 401`));
+  });
+
+  it('a delivery listed without a numeric status code is not a 2xx', async () => {
+    const fx = await fixture();
+    const hookA = fx.sides[0].hookId;
+    // GitHub's answers are read, not trusted: once hook a's ping is recorded, its list comes back without status codes.
+    const corrupt = gh.intercept({ method: 'GET', path: new RegExp(`/hooks/${hookA}/deliveries`) }, async () => {
+      if (!gh.deliveries({ repository: fx.repository }, hookA).some((d) => d.event === 'ping')) return;
+      gh.corruptNextResponse({ method: 'GET', path: new RegExp(`/hooks/${hookA}/deliveries`) }, (body) => (body as object[]).map((d) => ({ ...d, status_code: undefined })));
+    });
+
+    const { report } = await rotate(fx.id, fx.spec).finally(corrupt);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, /answered undefined/);
+    // The malformed answers were this test's doing.
+    gh.violations.splice(0);
+  });
+
+  it('another workflow cannot switch a hook back: abort is refused unless the caller\'s own version is pending', async () => {
+    const fx = await fixture();
+    const trusted = await manifests({ [fx.id]: fx.spec });
+    const from = gh.requests.length;
+
+    const message = await withWorker(
+      async (taskQueue) =>
+        failureOf(
+          (await temporalClient()).workflow.execute(forgedAbort, {
+            taskQueue,
+            workflowId: uniqueId('forged-'),
+            args: [{ secret: fx.id, specHash: trusted.input(fx.id).specHash!, consumer: 'github', versionId: fx.currentVersion }],
+          }),
+        ),
+      { manifestDirs: [trusted.dir], forgedWorkflows: true, ...FAST },
+    );
+
+    assert.match(message, /abort github: this rotation has no pending version/);
+    assert.deepEqual(gh.requests.slice(from).filter((r) => r.method !== 'GET'), [], 'nothing was changed at GitHub');
+  });
+
+  it('a revoke-first emergency switches the hook too, so receivers that drop the leaked key still get deliveries', async () => {
+    const fx = await fixture();
+    const oncall = await newKey('oncall');
+    const trusted = await manifests({ [fx.id]: fx.spec }, people([oncall], ['oncall']));
+    const document: BreakGlassDocument = { kind: 'rekey.dev/break-glass', namespace: 'default', secret: fx.id, revokeFirst: true, reason: 'signing key posted in a public repo', ...validFor(600_000) };
+
+    const report: RotationReport = await withWorker(
+      async (taskQueue) =>
+        (await temporalClient()).workflow.execute(emergencyRevoke, {
+          taskQueue,
+          workflowId: emergencyWorkflowId(fx.id),
+          args: [{ secret: fx.id, requestedBy: 'oncall', reason: 'leak', authorization: await sign(oncall, document) }],
+        }),
+      { manifestDirs: [trusted.dir], ...FAST },
+    );
+
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
+    for (const side of fx.sides) {
+      assert.equal(gh.hook({ repository: fx.repository }, side.hookId).secret === current.value.value, true, 'the hook no longer signs with the leaked key');
+      assert.equal(JSON.parse(await readFile(side.deployed, 'utf8')).previous, undefined, 'the receiver dropped the leaked key');
+      assert.equal((await gh.deliver({ repository: fx.repository }, side.hookId, 'push')).statusCode, 204);
+    }
+  });
+
+  it('a consumer that cannot hold the new version alone: the report warns and post-verify names it as still accepting the old one', async () => {
+    const id = uniqueId();
+    const store = await storeSecret(`${id}/two-keys`, { value: testValue() });
+    const file = join(await tempDir(), 'keys.json');
+    // Healthy only while it holds two keys: after revoke, finalize cannot make it healthy on the new one alone.
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [{ type: 'command', name: 'receiver', file, keys: 'current-and-previous', health: 'grep -q previous "$REKEY_FILE"' }], policy: { overlap: '0s', timeouts: { verify: '3s' } } };
+
+    const { report, failure } = await rotate(id, spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    assert.match(report!.warnings!.join('\n'), /finalize receiver: .*it still accepts the previous version/);
+    assert.deepEqual(report!.postVerify && [report!.postVerify.oldRejected, report!.postVerify.detail], [false, 'OLD VERSION STILL ACCEPTED BY receiver']);
+  });
+
   it('a worker killed with SIGKILL between switching the hook and its ping: the next worker switches and pings again, and the rotation completes', async () => {
     const fx = await fixture();
     const trusted = await manifests({ [fx.id]: fx.spec });
@@ -395,6 +512,36 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
 });
 
 describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => {
+  it('a create whose answer was lost is not a refusal: the retried create finds its own key; keys a terminated rotation left are swept at revoke', async () => {
+    const id = uniqueId();
+    const repository = `octo-${id}/infra`;
+    gh.addRepository(repository);
+    const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
+    const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
+    gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: `rekey ${id} 00000000-0000-4000-8000-000000000000`, readOnly: true });
+    const leftover = sshEd25519({ type: 'ssh-ed25519' }).generate().beside!.publicKey;
+    gh.addDeployKey(repository, { key: leftover, title: `rekey ${id} 11111111-1111-4111-8111-111111111111`, readOnly: true });
+    // GitHub creates the key, but the answer never arrives (a proxy answers 502); Octokit sends it again.
+    const remove = gh.intercept({ method: 'POST', path: /\/keys$/ }, (req) => {
+      remove();
+      const body = req.body as { key: string; title: string; read_only: boolean };
+      gh.addDeployKey(repository, { key: body.key, title: body.title, readOnly: body.read_only });
+      return { status: 502, body: { message: 'Server Error', documentation_url: 'https://docs.github.com/rest', status: '502' } };
+    });
+    const spec = {
+      store,
+      generator: { type: 'ssh-ed25519' },
+      target: { type: 'github-deploy-key', github: await connection(id, { administration: 'write' }, { repositories: [repository] }), repository },
+      policy: { overlap: '0s' },
+    };
+
+    const { report, failure } = await rotate(id, spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    assert.deepEqual(gh.deployKeys(repository).map((k) => k.title), [`rekey ${id} ${current.versionId}`], 'the old key and the leftover are gone, the new key is there once');
+  });
+
   it('adds the new key beside the old, deletes only keys rekey added, and says so when the old one was a person\'s', async () => {
     const id = uniqueId();
     const repository = `octo-${id}/infra`;

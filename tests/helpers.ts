@@ -52,7 +52,11 @@ export function temporalClient(): Promise<Client> {
 export interface WorkerOptions extends ActivityOptions {
   /** Change the activities the worker registers (a test that forges an activity's result). */
   activities?: (real: ReturnType<typeof createActivities>) => object;
+  /** Run an attacker's workflows (tests/forged-workflows.ts) instead of rekey's. */
+  forgedWorkflows?: boolean;
 }
+
+let forgedBundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
 let nativeConnection: Promise<NativeConnection> | undefined;
 export async function startWorker(taskQueue: string, options: WorkerOptions = {}): Promise<Worker> {
@@ -62,7 +66,9 @@ export async function startWorker(taskQueue: string, options: WorkerOptions = {}
     connection: await nativeConnection,
     taskQueue,
     dataConverter: rekeyDataConverter(),
-    workflowBundle: await workflowBundle(),
+    workflowBundle: options.forgedWorkflows
+      ? await (forgedBundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('./forged-workflows'), logger: quietLogger }))
+      : await workflowBundle(),
     activities: options.activities ? options.activities(real) : real,
   });
 }

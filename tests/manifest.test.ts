@@ -173,6 +173,13 @@ describe('manifest validation', () => {
       'd.yaml': secret('selected', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github(), targets: [{ organization: 'o', name: 'T', visibility: 'selected' }] }] }),
       'e.yaml': secret('traversal', { consumers: [{ type: 'github-webhook', name: 'gh', github: github(), hooks: [{ repository: 'o/..', id: 1 }] }] }),
       'f.yaml': secret('deploy-key', { target: { type: 'github-deploy-key', github: github(), repository: 'o/r' } }),
+      'g.yaml': secret('dot-environment', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github(), targets: [{ repository: 'o/r', environment: '..', name: 'T' }] }] }),
+      'h.yaml': secret('receiver-one-key', {
+        consumers: [
+          { type: 'command', name: 'receiver', file: '/tmp/x' },
+          { type: 'github-webhook', name: 'gh', github: github(), hooks: [{ repository: 'o/r', url: 'https://hooks.example.com/x?token=abc' }] },
+        ],
+      }),
     });
     const about = (file: string) => found.filter((p) => p.startsWith(`${file}:`)).join('\n');
     assert.match(about('a.yaml'), /spec\.consumers\[0\]\.github\.baseUrl: must be https \(plain http only to a loopback address\)/);
@@ -181,5 +188,9 @@ describe('manifest validation', () => {
     assert.match(about('d.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.selectedRepositories: is required when visibility is selected/);
     assert.match(about('e.yaml'), /spec\.consumers\[0\]\.hooks\[0\]/);
     assert.match(about('f.yaml'), /spec\.generator\.type: target github-deploy-key needs generator ssh-ed25519/);
+    assert.match(about('g.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.environment: must be an environment name/);
+    // Receivers that accept only the new key would reject everything the hook signs until promote.
+    assert.match(about('h.yaml'), /spec\.consumers\[0\]\.keys: must be current-and-previous: gh switches to the new version only at promote/);
+    assert.match(about('h.yaml'), /spec\.consumers\[1\]\.hooks\[0\]\.url: must not carry a user name, password or query/);
   });
 });

@@ -70,6 +70,21 @@ export class ConsumerPhases {
     });
   }
 
+  /**
+   * Producers back on the current version before anything else: a rotation that was terminated
+   * after its commit may have left one signing with a version this rotation just discarded, which
+   * the receivers are about to stop accepting.
+   */
+  async resetProducers(): Promise<void> {
+    const { act, ref, progress } = this;
+    const versionId = this.versions.currentVersionId;
+    await this.every(this.commits, async (name) => {
+      this.committing.add(name);
+      await act.prepare.abortConsumer.executeWithOptions(act.withSummary('prepare', `switch ${name} back to ${versionId}, which an abandoned rotation may have changed`), [{ ...ref, consumer: name, versionId }]);
+      progress.setConsumer(name, 'waiting');
+    });
+  }
+
   /** Producers switch to the new version, with everything promote needs already in hand. */
   async commit(step: () => PromoteStep): Promise<void> {
     const { act, progress, receipts } = this;
@@ -93,7 +108,10 @@ export class ConsumerPhases {
     const deadline = Date.now() + this.plan.timeoutsMs.verify;
     const results = await forEachLimited(names, this.plan.maxParallelConsumers, async (name) => {
       progress.setConsumer(name, 'finalizing');
-      const done = await act.deploy.finalizeConsumer.executeWithOptions(act.withSummary('deploy', `leave ${name} with ${versionId} alone`), [{ ...ref, consumer: name, versionId, deadline }]);
+      const done = await act.verify.finalizeConsumer.executeWithOptions(act.withSummary('verify', `leave ${name} with ${versionId} alone`), [
+        { ...ref, consumer: name, versionId, deadline, receipts: this.receipts },
+      ]);
+      if (done?.receipt) this.receipts[`finalized:${name}`] = done.receipt;
       progress.setConsumer(name, 'finalized', String(done?.detail ?? ''));
     });
     return names.flatMap((name, i) => {
@@ -119,19 +137,25 @@ export class ConsumerPhases {
       progress.setConsumer(name, 'aborting', failedDetail(name));
       await act.rollback.abortConsumer.executeWithOptions(act.withSummary('rollback', `switch ${name} back to ${versionId}`), [{ ...ref, consumer: name, versionId }]);
     });
+    const unswitched = aborted.findIndex((r) => r.status === 'rejected');
+    if (unswitched >= 0) {
+      // A producer may still be on the new version: taking it away from any consumer would break
+      // what works now (receivers holding both keys). Everything stays as it is, for a person.
+      const why = `${aborting[unswitched]} could not be switched back (${causeOf((aborted[unswitched] as PromiseRejectedResult).reason)}); every consumer was left as it is`;
+      const stuck = [...new Set([...aborting, ...this.touched])];
+      stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback: ${why}`));
+      return { stuck, why };
+    }
     const touched = [...this.touched];
     const results = await forEachLimited(touched, this.plan.maxParallelConsumers, async (name) => {
       const detail = failedDetail(name);
-      // A producer that could not switch back is not redeployed: it stays stuck for a person.
-      const abort = aborted[aborting.indexOf(name)];
-      if (abort?.status === 'rejected') throw abort.reason;
       progress.setConsumer(name, 'rolling-back', detail);
       await act.rollback.deployToConsumer.executeWithOptions(act.withSummary('rollback', `roll ${name} back to ${versionId}`), [{ ...ref, consumer: name, versionId, rollback: true }]);
       progress.setConsumer(name, 'rolled-back', detail);
     });
-    const stuck = [...new Set([...aborting.filter((_, i) => aborted[i].status === 'rejected'), ...touched.filter((_, i) => results[i].status === 'rejected')])];
+    const stuck = touched.filter((_, i) => results[i].status === 'rejected');
     if (!stuck.length) return { stuck };
-    const failure = [...aborted, ...results].find((r): r is PromiseRejectedResult => r?.status === 'rejected');
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     const why = causeOf(failure?.reason);
     stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback failed: ${why}`));
     return { stuck, why };

@@ -107,6 +107,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   try {
     // 2. prepare target: it learns the new credential while the old one still works.
     progress.enter('prepare');
+    if (versions.discardedStaleVersionId) await consumers.resetProducers();
     await act.prepare.prepareTarget(pair);
     if (revokeFirst) {
       // The worst leaks: stop the old credential now; consumers catch up, and there is no way back.
@@ -132,7 +133,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     // 6. commit + promote: producers of the secret (a webhook sender) switch to the new version and
     //    prove it end to end, then pending becomes current. The worker checks the signed approvals
     //    (or the break-glass) and its receipts before each; refused, the rotation rolls back.
-    if (!revokeFirst) await consumers.commit(promoteStep);
+    await consumers.commit(promoteStep);
     await promote();
   } catch (err) {
     const failedStage = progress.stage;
@@ -181,7 +182,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     progress.enter('post-verify');
-    const { head, ...check } = (await act.forward.postVerify(old)) ?? { oldRejected: false, newAccepted: false, detail: 'no verdict' };
+    const { head, ...check } = (await act.forward.postVerify({ ...old, receipts })) ?? { oldRejected: false, newAccepted: false, detail: 'no verdict' };
     evidence.note(head);
     if (!check.oldRejected || !check.newAccepted) {
       warnings.push(`post-verify: ${check.detail}`);

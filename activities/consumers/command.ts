@@ -46,10 +46,14 @@ function render(spec: CommandConsumerSpec, ref: VersionRef, stored: Credential, 
   if (older && 'previous' in withVersion) throw new Error(`consumer ${spec.name}: the stored value has a field "previous", which keys: current-and-previous needs for the older version`);
   if (spec.format === 'json') return `${JSON.stringify(older ? { ...withVersion, previous: older } : withVersion, null, 2)}\n`;
   const entries = [...Object.entries(withVersion), ...Object.entries(older ?? {}).map(([k, v]) => [`previous_${k}`, v] as const)];
+  const names = new Set<string>();
   return entries
     .map(([k, v]) => {
       // The file is meant to be sourced: a key is shell text, so anything but a name would run.
       const key = k.toUpperCase();
+      // Two fields on one name: whichever the loader keeps last would win, unseen.
+      if (names.has(key)) throw new Error(`consumer ${spec.name}: two fields of the stored value become ${key} in the env file`);
+      names.add(key);
       if (!/^[A-Z_][A-Z0-9_]*$/.test(key)) {
         throw new Error(`consumer ${spec.name}: credential key ${JSON.stringify(k)} is not an environment variable name, so the env file cannot hold it`);
       }

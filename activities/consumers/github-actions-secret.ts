@@ -22,7 +22,14 @@ const repositoryTarget = z
   .object({
     repository: repositorySchema,
     /** An environment's secret instead of the repository's. */
-    environment: z.string().min(1).max(255).regex(/^[^\x00-\x1f/]+$/, 'must be an environment name').optional(),
+    // '.' and '..' would be resolved away in the URL and write the repository's secret instead.
+    environment: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[^\x00-\x1f/\\?#%]+$/, 'must be an environment name')
+      .refine((name) => name.trim() === name && name !== '.' && name !== '..', 'must be an environment name')
+      .optional(),
     name: secretName,
   })
   .strict();

@@ -12,6 +12,10 @@ import { parseDuration } from '../../lib/duration';
 import { githubClient, waitFor, githubConnectionSchema, onGitHub, organizationSchema, repositorySchema, splitRepository, type GitHubClient } from '../github';
 import { textOf, type Consumer, type Credential, type Health, type VersionRef } from '../provider';
 
+// Hook URLs appear in failures and reports: a token in one would be published.
+const hookUrl = z.url().refine((url) => !URL.canParse(url) || (!new URL(url).username && !new URL(url).password && !new URL(url).search), {
+  message: 'must not carry a user name, password or query (they would show in reports)',
+});
 const repositoryHook = z.object({ repository: repositorySchema }).strict();
 const organizationHook = z.object({ organization: organizationSchema }).strict();
 
@@ -24,7 +28,7 @@ export const githubWebhookSchema = z
     field: z.string().min(1).max(200).default('value'),
     /** Each hook by its id, or by its URL when ids differ between environments. */
     hooks: z
-      .array(z.union([repositoryHook.extend({ id: z.number().int().positive() }).strict(), repositoryHook.extend({ url: z.url() }).strict(), organizationHook.extend({ id: z.number().int().positive() }).strict(), organizationHook.extend({ url: z.url() }).strict()]))
+      .array(z.union([repositoryHook.extend({ id: z.number().int().positive() }).strict(), repositoryHook.extend({ url: hookUrl }).strict(), organizationHook.extend({ id: z.number().int().positive() }).strict(), organizationHook.extend({ url: hookUrl }).strict()]))
       .min(1)
       .max(20),
     /** How long a ping's delivery may take to show up in the hook's delivery list. */
@@ -33,6 +37,10 @@ export const githubWebhookSchema = z
   .strict();
 export type GitHubWebhookSpec = z.infer<typeof githubWebhookSchema>;
 type Hook = GitHubWebhookSpec['hooks'][number];
+type Delivery = { id: number; event: string; redelivery: boolean; status: string; status_code: number };
+
+/** How far back the delivery list is read for a ping (100 deliveries a page). */
+const MAX_DELIVERY_PAGES = 10;
 
 const NEEDS = { repository: 'repository_hooks=write', organization: 'organization_hooks=write' };
 
@@ -49,7 +57,7 @@ function hookApi(gh: GitHubClient, hook: Hook) {
       // https://docs.github.com/en/rest/repos/webhooks#update-a-webhook-configuration-for-a-repository
       setSecret: async (hook_id: number, secret: string) => void (await gh.rest.repos.updateWebhookConfigForRepo({ ...base, hook_id, secret })),
       ping: async (hook_id: number) => void (await gh.rest.repos.pingWebhook({ ...base, hook_id })),
-      deliveries: async (hook_id: number) => (await gh.rest.repos.listWebhookDeliveries({ ...base, hook_id, per_page: 100 })).data,
+      deliveries: (hook_id: number) => gh.paginate.iterator(gh.rest.repos.listWebhookDeliveries, { ...base, hook_id, per_page: 100 }),
     };
   }
   const org = hook.organization;
@@ -60,7 +68,7 @@ function hookApi(gh: GitHubClient, hook: Hook) {
     get: async (hook_id: number) => (await gh.rest.orgs.getWebhookConfigForOrg({ org, hook_id })).data,
     setSecret: async (hook_id: number, secret: string) => void (await gh.rest.orgs.updateWebhookConfigForOrg({ org, hook_id, secret })),
     ping: async (hook_id: number) => void (await gh.rest.orgs.pingWebhook({ org, hook_id })),
-    deliveries: async (hook_id: number) => (await gh.rest.orgs.listWebhookDeliveries({ org, hook_id, per_page: 100 })).data,
+    deliveries: (hook_id: number) => gh.paginate.iterator(gh.rest.orgs.listWebhookDeliveries, { org, hook_id, per_page: 100 }),
   };
 }
 
@@ -87,24 +95,43 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
     return found[0].id;
   }
 
+  /**
+   * The hook's deliveries newer than `known` (newest first), reading pages until one it knew
+   * shows up: a busy hook may push a ping off the first page.
+   */
+  async function newDeliveries(api: ReturnType<typeof hookApi>, id: number, what: string, known?: Set<number>): Promise<Delivery[]> {
+    const found: Delivery[] = [];
+    await onGitHub(`delivery list of ${what}`, api.where, api.needs, async () => {
+      let pages = 0;
+      for await (const page of api.deliveries(id)) {
+        for (const d of page.data) {
+          if (known?.has(d.id)) return;
+          found.push(d);
+        }
+        if (!known || ++pages >= MAX_DELIVERY_PAGES) return;
+      }
+    });
+    return found;
+  }
+
   /** Switch one hook to `secret`, ping it, and wait for that ping's delivery: 2xx or a failure that says what the receiver answered. */
   async function switchAndPing(gh: GitHubClient, hook: Hook, secret: string, signal?: AbortSignal): Promise<string> {
     const api = hookApi(gh, hook);
     const id = await resolve(gh, hook);
     const what = describe(hook);
-    // Deliveries GitHub made before this ping; ours is the first new ping after it.
-    const before = new Set((await onGitHub(`delivery list of ${what}`, api.where, api.needs, () => api.deliveries(id))).map((d) => d.id));
     await onGitHub(`secret switch of ${what}`, api.where, api.needs, () => api.setSecret(id, secret));
+    // What GitHub delivered before this point may have been signed with the old key: only a ping
+    // delivered after the switch proves the new one.
+    const before = new Set((await newDeliveries(api, id, what)).map((d) => d.id));
     // GitHub answers the ping request at once and delivers it afterwards.
     // https://docs.github.com/en/rest/repos/webhooks#ping-a-repository-webhook
     await onGitHub(`ping of ${what}`, api.where, api.needs, () => api.ping(id));
-    const ping = await waitFor(parseDuration(spec.pingTimeout), signal, async () => {
-      const deliveries = await onGitHub(`delivery list of ${what}`, api.where, api.needs, () => api.deliveries(id));
-      return deliveries.filter((d) => d.event === 'ping' && !before.has(d.id)).at(-1);
-    });
+    const ping = await waitFor(parseDuration(spec.pingTimeout), signal, async () =>
+      (await newDeliveries(api, id, what, before)).filter((d) => d.event === 'ping' && d.redelivery === false).at(-1),
+    );
     if (!ping) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: no delivery of the ping to ${what} within ${spec.pingTimeout}`, 'ConsumerUnhealthy');
     // A listed delivery was attempted, and its answer is final; status code 0 means no connection.
-    if (ping.status_code < 200 || ping.status_code >= 300) {
+    if (!Number.isInteger(ping.status_code) || ping.status_code < 200 || ping.status_code >= 300) {
       throw ApplicationFailure.nonRetryable(
         `consumer ${spec.name}: the receiver of ${what} answered ${ping.status_code} (${String(ping.status).slice(0, 100)}) to a ping signed with the new key`,
         'ConsumerUnhealthy',
@@ -136,12 +163,13 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
       return proved.join('; ');
     },
 
-    async abort(_current: VersionRef, credential, signal) {
+    async abort(_current: VersionRef, credential, { signal, guard }) {
       const gh = await githubClient(spec.github, signal);
       const secret = secretOf(credential);
       for (const hook of spec.hooks) {
         const api = hookApi(gh, hook);
         const id = await resolve(gh, hook);
+        await guard();
         await onGitHub(`secret switch back of ${describe(hook)}`, api.where, api.needs, () => api.setSecret(id, secret));
       }
     },

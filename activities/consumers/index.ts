@@ -24,3 +24,8 @@ export function createConsumer(spec: ConsumerSpec): Consumer {
 export function consumerEnvironment(spec: ConsumerSpec): string[] {
   return spec.type === 'command' ? spec.env : [];
 }
+
+/** A consumer that produces the secret (a webhook sender): it switches only at promote, in its commit phase. */
+export function producesSecret(spec: ConsumerSpec): boolean {
+  return createConsumer(spec).commit !== undefined;
+}

@@ -22,6 +22,7 @@ export const githubDeployKeySchema = z
 export type GitHubDeployKeySpec = z.infer<typeof githubDeployKeySchema>;
 
 const NEEDS = 'administration=write';
+const MAX_PAGES = 10;
 
 /** A public key as GitHub compares it: type and base64 blob, without the comment. */
 function keyOf(credential: Credential, which: string): string {
@@ -38,8 +39,19 @@ export function githubDeployKey(spec: GitHubDeployKeySpec): Target {
   const where = spec.repository;
 
   async function keys(gh: GitHubClient) {
-    const list = await onGitHub('deploy key list', where, NEEDS, () => gh.paginate(gh.rest.repos.listDeployKeys, { ...base, per_page: 100 }));
-    return list.map((k) => ({ id: k.id, key: k.key.trim().split(/\s+/).slice(0, 2).join(' '), title: k.title, readOnly: k.read_only }));
+    const list: { id: number; key: string; title: string; readOnly: boolean }[] = [];
+    await onGitHub('deploy key list', where, NEEDS, async () => {
+      let pages = 0;
+      for await (const page of gh.paginate.iterator(gh.rest.repos.listDeployKeys, { ...base, per_page: 100 })) {
+        for (const k of page.data) {
+          // GitHub's answers are read, not trusted: a key that is not text is nobody's.
+          if (typeof k.key !== 'string' || typeof k.title !== 'string') continue;
+          list.push({ id: k.id, key: k.key.trim().split(/\s+/).slice(0, 2).join(' '), title: k.title, readOnly: k.read_only === true });
+        }
+        if (++pages >= MAX_PAGES) throw new Error(`${where} has more than ${MAX_PAGES * 100} deploy keys; rekey reads no further`);
+      }
+    });
+    return list;
   }
   const find = async (gh: GitHubClient, key: string) => (await keys(gh)).find((k) => k.key === key);
 
@@ -63,9 +75,11 @@ export function githubDeployKey(spec: GitHubDeployKeySpec): Target {
       try {
         await onGitHub('deploy key creation', where, NEEDS, () => gh.rest.repos.createDeployKey({ ...base, title, key, read_only: spec.readOnly }));
       } catch (err) {
-        // GitHub keeps each key on one repository only ("key is already in use").
-        if (err instanceof ApplicationFailure && err.details?.[0] === 422) throw ApplicationFailure.nonRetryable(`github-deploy-key: GitHub refused the new key for ${where}: ${err.message}`, 'TargetRefused');
-        throw err;
+        if (!(err instanceof ApplicationFailure && err.details?.[0] === 422)) throw err;
+        // A create whose answer was lost and was sent again finds its own key "already in use".
+        if ((await find(gh, key))?.title === title) return;
+        // GitHub keeps each key on one repository only.
+        throw ApplicationFailure.nonRetryable(`github-deploy-key: GitHub refused the new key for ${where}: ${err.message}`, 'TargetRefused');
       }
     },
 
@@ -77,14 +91,22 @@ export function githubDeployKey(spec: GitHubDeployKeySpec): Target {
       }
     },
 
-    async revoke(old, _next, { context }) {
+    async revoke(old, next, { context }) {
+      const [oldKey, nextKey] = [keyOf(old, 'old'), keyOf(next, 'new')];
+      if (oldKey === nextKey) throw ApplicationFailure.nonRetryable(`github-deploy-key: the old and the new version hold the same key; nothing was deleted from ${where}`, 'TargetRefused');
       const gh = await githubClient(spec.github);
-      const found = await find(gh, keyOf(old, 'old'));
-      if (!found) return {};
-      if (!found.title.startsWith(`rekey ${context.secret} `)) {
+      const listed = await keys(gh);
+      const mine = (k: { title: string }) => k.title.startsWith(`rekey ${context.secret} `);
+      // rekey's keys for versions that are neither the new one nor the old one were left by a
+      // rotation that was terminated before it could undo its prepare: they go too.
+      const leftovers = listed.filter((k) => mine(k) && k.key !== oldKey && k.key !== nextKey);
+      const found = listed.find((k) => k.key === oldKey);
+      for (const k of [...(found && mine(found) ? [found] : []), ...leftovers]) {
+        await onGitHub('deploy key deletion', where, NEEDS, () => gh.rest.repos.deleteDeployKey({ ...base, key_id: k.id }));
+      }
+      if (found && !mine(found)) {
         return { warning: `the old deploy key of ${where} ("${found.title.slice(0, 100)}", id ${found.id}) was not added by rekey, so it was left in place: delete it in the repository's settings once nothing uses it` };
       }
-      await onGitHub('deploy key deletion', where, NEEDS, () => gh.rest.repos.deleteDeployKey({ ...base, key_id: found.id }));
       return {};
     },
 
