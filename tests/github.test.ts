@@ -184,6 +184,23 @@ describe('GitHub Actions secrets (github-actions-secret)', () => {
     await assertNoLeak(fx.id, [fx.initial, current.value.value, pem[1], pem[pem.length - 2]], logStart);
   });
 
+  it('a 404 on a secret whose scope the token cannot see is a refusal naming the permission, not a secret that is missing', async () => {
+    const fx = await fixture(ALL);
+    // After deploy, the token loses sight of the repository (GitHub then answers 404 everywhere in it).
+    let hidden = false;
+    const notFound = { status: 404, body: { message: 'Not Found', documentation_url: 'https://docs.github.com/rest', status: '404' } };
+    const hide = gh.intercept({ method: 'GET', path: new RegExp(`/repos/${fx.repository}/actions/secrets/`) }, (req) => {
+      hidden ||= req.path.endsWith('/DEPLOY_TOKEN');
+      return hidden ? notFound : undefined;
+    });
+
+    const { report, failure } = await rotate(fx.id, fx.spec).finally(hide);
+
+    const message = `${failure ?? ''} ${report?.failure?.message ?? ''}`;
+    assert.match(message, new RegExp(`GitHub found no ${fx.repository} for read of ${fx.repository} secret DEPLOY_TOKEN \\(404\\): it does not exist, or the token needs secrets=write to see it`));
+    assert.doesNotMatch(message, /does not exist$/);
+  });
+
   it('a secondary rate limit is waited out as advertised (retry-after) by Octokit, inside the same activity attempt', async () => {
     const fx = await fixture(ALL);
     const writes = /\/actions\/secrets\/DEPLOY_TOKEN$/;

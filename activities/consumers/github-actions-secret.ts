@@ -86,6 +86,42 @@ async function seal(value: string, publicKeyBase64: string): Promise<string> {
   return Buffer.from(sodium.crypto_box_seal(Buffer.from(value, 'utf8'), Buffer.from(publicKeyBase64, 'base64'))).toString('base64');
 }
 
+/** The calls for one target's scope (repository, environment or organisation), one shape for all three. */
+function scopeApi(gh: GitHubClient, t: Target) {
+  const secret_name = t.name;
+  if ('organization' in t) {
+    const org = t.organization;
+    return {
+      where: `organisation ${org}`,
+      publicKey: () => gh.rest.actions.getOrgPublicKey({ org }),
+      get: async () => (await gh.rest.actions.getOrgSecret({ org, secret_name })).data,
+      put: async (encrypted_value: string, key_id: string, what: string) => {
+        const selected = t.selectedRepositories
+          ? await Promise.all(t.selectedRepositories.map(async (full) => (await onGitHub(what, full, 'metadata=read', () => gh.rest.repos.get(splitRepository(full)))).data.id))
+          : undefined;
+        // Visibility is sent on every write: GitHub requires it, and would otherwise reset it.
+        await gh.rest.actions.createOrUpdateOrgSecret({ org, secret_name, encrypted_value, key_id, visibility: t.visibility, ...(selected ? { selected_repository_ids: selected } : {}) });
+      },
+    };
+  }
+  const { owner, repo } = splitRepository(t.repository);
+  if (t.environment) {
+    const environment_name = t.environment;
+    return {
+      where: `${t.repository} environment ${environment_name}`,
+      publicKey: () => gh.rest.actions.getEnvironmentPublicKey({ owner, repo, environment_name }),
+      get: async () => (await gh.rest.actions.getEnvironmentSecret({ owner, repo, environment_name, secret_name })).data,
+      put: async (encrypted_value: string, key_id: string) => void (await gh.rest.actions.createOrUpdateEnvironmentSecret({ owner, repo, environment_name, secret_name, encrypted_value, key_id })),
+    };
+  }
+  return {
+    where: t.repository,
+    publicKey: () => gh.rest.actions.getRepoPublicKey({ owner, repo }),
+    get: async () => (await gh.rest.actions.getRepoSecret({ owner, repo, secret_name })).data,
+    put: async (encrypted_value: string, key_id: string) => void (await gh.rest.actions.createOrUpdateRepoSecret({ owner, repo, secret_name, encrypted_value, key_id })),
+  };
+}
+
 export function githubActionsSecret(spec: GitHubActionsSecretSpec): Consumer {
   const valueOf = (credential: Credential) => {
     const value = textOf(credential, spec.field);
@@ -94,60 +130,25 @@ export function githubActionsSecret(spec: GitHubActionsSecretSpec): Consumer {
   };
 
   async function write(gh: GitHubClient, t: Target, value: string): Promise<void> {
+    const api = scopeApi(gh, t);
     const what = `write of ${describe(t)}`;
-    if ('organization' in t) {
-      const { data: key } = await onGitHub(what, `organisation ${t.organization}`, needsOf(t), () => gh.rest.actions.getOrgPublicKey({ org: t.organization }));
-      const selected = t.selectedRepositories
-        ? await Promise.all(
-            t.selectedRepositories.map(async (full) => (await onGitHub(what, full, 'metadata=read', () => gh.rest.repos.get(splitRepository(full)))).data.id),
-          )
-        : undefined;
-      const encrypted_value = await seal(value, key.key);
-      // Visibility is sent on every write: GitHub requires it, and would otherwise reset it.
-      await onGitHub(what, `organisation ${t.organization}`, needsOf(t), () =>
-        gh.rest.actions.createOrUpdateOrgSecret({
-          org: t.organization,
-          secret_name: t.name,
-          encrypted_value,
-          key_id: key.key_id,
-          visibility: t.visibility,
-          ...(selected ? { selected_repository_ids: selected } : {}),
-        }),
-      );
-      return;
-    }
-    const { owner, repo } = splitRepository(t.repository);
-    const where = t.environment ? `${t.repository} environment ${t.environment}` : t.repository;
-    if (t.environment) {
-      const environment_name = t.environment;
-      const { data: key } = await onGitHub(what, where, needsOf(t), () => gh.rest.actions.getEnvironmentPublicKey({ owner, repo, environment_name }));
-      const encrypted_value = await seal(value, key.key);
-      await onGitHub(what, where, needsOf(t), () => gh.rest.actions.createOrUpdateEnvironmentSecret({ owner, repo, environment_name, secret_name: t.name, encrypted_value, key_id: key.key_id }));
-    } else {
-      const { data: key } = await onGitHub(what, where, needsOf(t), () => gh.rest.actions.getRepoPublicKey({ owner, repo }));
-      const encrypted_value = await seal(value, key.key);
-      await onGitHub(what, where, needsOf(t), () => gh.rest.actions.createOrUpdateRepoSecret({ owner, repo, secret_name: t.name, encrypted_value, key_id: key.key_id }));
-    }
+    const { data: key } = await onGitHub(what, api.where, needsOf(t), api.publicKey);
+    const encrypted_value = await seal(value, key.key);
+    await onGitHub(what, api.where, needsOf(t), () => api.put(encrypted_value, key.key_id, what));
   }
 
   /** When GitHub last wrote the secret; a missing one reads as never. */
   async function updatedAt(gh: GitHubClient, t: Target): Promise<string | undefined> {
+    const api = scopeApi(gh, t);
     const what = `read of ${describe(t)}`;
     try {
-      if ('organization' in t) return (await onGitHub(what, `organisation ${t.organization}`, needsOf(t), () => gh.rest.actions.getOrgSecret({ org: t.organization, secret_name: t.name }))).data.updated_at;
-      const { owner, repo } = splitRepository(t.repository);
-      const where = t.environment ? `${t.repository} environment ${t.environment}` : t.repository;
-      if (t.environment) {
-        const environment_name = t.environment;
-        return (await onGitHub(what, where, needsOf(t), () => gh.rest.actions.getEnvironmentSecret({ owner, repo, environment_name, secret_name: t.name }))).data.updated_at;
-      }
-      return (await onGitHub(what, where, needsOf(t), () => gh.rest.actions.getRepoSecret({ owner, repo, secret_name: t.name }))).data.updated_at;
+      return (await onGitHub(what, api.where, needsOf(t), api.get)).updated_at;
     } catch (err) {
-      // The secret itself missing is an unhealthy consumer; a missing repository or permission is not.
-      if (err instanceof ApplicationFailure && err.details?.[0] === 404 && /found no/.test(err.message)) {
-        return undefined;
-      }
-      throw err;
+      if (!(err instanceof ApplicationFailure && err.details?.[0] === 404)) throw err;
+      // GitHub answers 404 for a scope the token cannot see, too: only if the scope's public key
+      // can be read is it the secret that is missing (an unhealthy consumer, not a refusal).
+      await onGitHub(what, api.where, needsOf(t), api.publicKey);
+      return undefined;
     }
   }
 
