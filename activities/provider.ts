@@ -95,6 +95,8 @@ export interface TargetContext {
   secret: string;
   currentVersionId: string;
   nextVersionId: string;
+  /** At revoke: every version the store has of this secret, to recognise what an abandoned rotation left. */
+  storeVersionIds?: string[];
 }
 
 /** What a consumer is told about a version: where to find it, never the value itself. */
@@ -142,7 +144,7 @@ export interface Consumer {
    * the producer to `ref`, proving it end to end (a ping each receiver answered 2xx). Idempotent.
    * Says what it proved, in words safe to log.
    */
-  commit?(ref: VersionRef, credential: Credential, signal?: AbortSignal): Promise<string>;
+  commit?(ref: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void>; deadline: number }): Promise<string>;
   /**
    * Undo commit (also after a commit that may have half happened): the producer back on `current`.
    * Idempotent. `guard` throws once the rotation may no longer go back: call it before each change.

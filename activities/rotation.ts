@@ -13,7 +13,7 @@ import { parseDuration } from '../lib/duration';
 import type { SecretEntry, SecretSpec } from '../lib/manifest';
 import type { SignedDocument, Signer } from '../lib/signed';
 import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
-import type { FleetItem, RotationPlan } from '../workflows/messages';
+import { emergencyWorkflowId, rotationWorkflowId, type FleetItem, type RotationPlan } from '../workflows/messages';
 
 export { isRekeyVersionId, versionTokenFor };
 import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
@@ -127,6 +127,12 @@ function refused(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, NON_RETRYABLE.notAuthorized);
 }
 
+/** The activity runs for the workflow rotation/<secret>, the one rotation of `secret` that may act. */
+function requireRotationOf(secret: string): void {
+  const { workflowId } = thisRotation();
+  if (workflowId !== rotationWorkflowId(secret)) throw refused(`only the workflow ${rotationWorkflowId(secret)} may act on ${secret}, not ${workflowId}`);
+}
+
 /** `versionId` must be the pending version this very rotation wrote. */
 function requireOwnVersion(versionId: string, what: string): void {
   if (versionId !== thisRotation().token) throw refused(`${what}: version ${versionId} is not the one this rotation wrote`);
@@ -223,7 +229,17 @@ export function createActivities(options: ActivityOptions = {}) {
   const manifests = new WorkerManifests(options.manifestDirs ?? []);
   const audit: AuditContext = auditContext(options.audit);
   const { recordAuditEvent } = createAuditActivities(audit);
-  const entryFor = (ref: RotationRef, use: SpecUse) => manifests.forStep(ref, use, thisRotation().rotationId);
+  /**
+   * The spec a step of a rotation of `ref.secret` acts on. Only the workflow rotation/<secret>
+   * may act: Temporal runs one execution per id at a time, so "this run's version is pending"
+   * then means "this is the rotation in flight". Without it, any workflow an attacker runs on the
+   * task queue could write a pending version of its own, discard the real rotation's as abandoned,
+   * and switch producers or consumers under it.
+   */
+  const entryFor = (ref: RotationRef, use: SpecUse) => {
+    requireRotationOf(ref.secret);
+    return manifests.forStep(ref, use, thisRotation().rotationId);
+  };
   const specFor = async (ref: RotationRef, use: SpecUse) => (await entryFor(ref, use)).spec;
 
   /** The rotation that claimed this signed document (in the audit trail), if any. */
@@ -360,6 +376,8 @@ export function createActivities(options: ActivityOptions = {}) {
      * differs from the spec the requester reviewed. Reads nothing but the worker's files.
      */
     async resolveRotation(request: { secret: string; specHash?: string }): Promise<RotationPlan> {
+      // Read only: the emergency workflow checks a break-glass request against the plan before it starts the rotation.
+      if (thisRotation().workflowId !== emergencyWorkflowId(request.secret)) requireRotationOf(request.secret);
       const entry = await manifests.current(request.secret, request.specHash);
       manifests.startedWith(thisRotation().rotationId, entry);
       const { settings } = await manifests.set();
@@ -542,7 +560,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * accepts it) just before promote, under the same checks as promote: switching a producer is
      * visible to the world, so it waits for the same verification and approvals.
      */
-    async commitConsumer(step: PromoteStep & { consumer: string }): Promise<Verified> {
+    async commitConsumer(step: PromoteStep & { consumer: string; deadline: number }): Promise<Verified> {
       requireOwnVersion(step.pendingVersionId, `commit ${step.consumer}`);
       const entry = await entryFor(step, 'started-with');
       await beyondReturn('commit', step, entry);
@@ -550,10 +568,15 @@ export function createActivities(options: ActivityOptions = {}) {
       if (!consumer.commit) throw refused(`consumer ${step.consumer} has nothing to commit`);
       const detail = await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
-        const { pending } = await store.versions();
-        if (pending !== step.pendingVersionId) throw refused(`commit ${step.consumer}: ${step.pendingVersionId} is not pending in ${store.ref}`);
+        // Checked before every change: an attempt that outlived its rotation's rollback switches nothing.
+        const guard = async () => {
+          const { pending } = await store.versions();
+          if (pending !== step.pendingVersionId) throw refused(`commit ${step.consumer}: ${step.pendingVersionId} is not pending in ${store.ref}`);
+        };
+        await guard();
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.pendingVersionId };
-        return consumer.commit!(ref, await store.read(step.pendingVersionId), Context.current().cancellationSignal);
+        // The consumer's deadline comes before the activity's time limit: it fails by itself rather than being abandoned mid-switch.
+        return consumer.commit!(ref, await store.read(step.pendingVersionId), { signal: Context.current().cancellationSignal, guard, deadline: step.deadline });
       });
       return { detail, receipt: await receiptFor(audit, thisRotation().rotationId, `committed:${step.consumer}`, step.pendingVersionId) };
     },
@@ -630,7 +653,7 @@ export function createActivities(options: ActivityOptions = {}) {
       if (!target) return {};
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
-        const { current, previous } = await store.versions();
+        const { current, previous, all } = await store.versions();
         if (current !== step.newVersionId) {
           const emergency = step.emergency
             ? checkBreakGlass(step.emergency, (await manifests.set()).settings.breakGlass, { namespace: step.namespace, secret: step.secret, specHash: step.specHash }, {})
@@ -653,7 +676,7 @@ export function createActivities(options: ActivityOptions = {}) {
           versions: { current: step.newVersionId },
           detail: `version ${step.oldVersionId} revoked at the target${current !== step.newVersionId ? ' before promote (revoke-first emergency)' : ''}`,
         });
-        const context = { secret: step.secret, currentVersionId: step.oldVersionId, nextVersionId: step.newVersionId };
+        const context = { secret: step.secret, currentVersionId: step.oldVersionId, nextVersionId: step.newVersionId, storeVersionIds: all };
         const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined, context });
         if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
         if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
@@ -666,7 +689,8 @@ export function createActivities(options: ActivityOptions = {}) {
       const due: string[] = [];
       for (const [secret, specHash] of items) {
         heartbeat(secret);
-        const spec = await specFor({ secret, specHash }, 'finish').catch(() => undefined);
+        // Read only, and asked by a fleet (not rotation/<secret>): the spec is looked up without acting.
+        const spec = await manifests.forStep({ secret, specHash }, 'finish', thisRotation().rotationId).then((e) => e.spec).catch(() => undefined);
         // A secret the worker no longer knows is passed on: its rotation reports the refusal.
         if (!spec || (await currentAge(spec)).overdue) due.push(secret);
       }

@@ -4,9 +4,15 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { RotationActivities } from '../activities/rotation';
 
-const { abortConsumer } = proxyActivities<RotationActivities>({ startToCloseTimeout: '1m', retry: { maximumAttempts: 1 } });
+const { abortConsumer, resolveRotation, createPendingVersion } = proxyActivities<RotationActivities>({ startToCloseTimeout: '1m', retry: { maximumAttempts: 1 } });
 
 /** Switch a producer back to `versionId`, as a rollback would, without being the rotation. */
 export async function forgedAbort(step: Parameters<RotationActivities['abortConsumer']>[0]): Promise<void> {
   await abortConsumer(step);
+}
+
+/** Write a pending version of its own, as a rotation would: any rekey version already pending would look abandoned. */
+export async function forgedPendingVersion(ref: { secret: string; specHash: string }): Promise<void> {
+  await resolveRotation(ref).catch(() => undefined);
+  await createPendingVersion(ref);
 }

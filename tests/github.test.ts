@@ -6,14 +6,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { sshEd25519 } from '../activities/generators/ssh-ed25519';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { emergencyWorkflowId } from '../workflows/messages';
-import { forgedAbort } from './forged-workflows';
+import { forgedAbort, forgedPendingVersion } from './forged-workflows';
 import { startGitHubStandin, type GitHubStandin, type Permissions } from './github/standin';
 import { newKey, people, sign, validFor } from './keys';
 import { workerLog } from './setup';
@@ -425,25 +425,27 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     gh.violations.splice(0);
   });
 
-  it('another workflow cannot switch a hook back: abort is refused unless the caller\'s own version is pending', async () => {
+  it('another workflow on the task queue cannot switch a hook back, nor write a pending version that makes the real rotation look abandoned', async () => {
     const fx = await fixture();
     const trusted = await manifests({ [fx.id]: fx.spec });
+    const specHash = trusted.input(fx.id).specHash!;
     const from = gh.requests.length;
 
-    const message = await withWorker(
-      async (taskQueue) =>
-        failureOf(
-          (await temporalClient()).workflow.execute(forgedAbort, {
-            taskQueue,
-            workflowId: uniqueId('forged-'),
-            args: [{ secret: fx.id, specHash: trusted.input(fx.id).specHash!, consumer: 'github', versionId: fx.currentVersion }],
-          }),
-        ),
+    const [abort, takeover] = await withWorker(
+      async (taskQueue) => {
+        const client = await temporalClient();
+        const run = (workflow: typeof forgedAbort | typeof forgedPendingVersion, arg: never) => failureOf(client.workflow.execute(workflow, { taskQueue, workflowId: uniqueId('forged-'), args: [arg] }));
+        return [
+          await run(forgedAbort, { secret: fx.id, specHash, consumer: 'github', versionId: fx.currentVersion } as never),
+          await run(forgedPendingVersion, { secret: fx.id, specHash } as never),
+        ];
+      },
       { manifestDirs: [trusted.dir], forgedWorkflows: true, ...FAST },
     );
 
-    assert.match(message, /abort github: this rotation has no pending version/);
+    for (const message of [abort, takeover]) assert.match(message, new RegExp(`only the workflow rotation/${fx.id} may act on ${fx.id}, not forged-`));
     assert.deepEqual(gh.requests.slice(from).filter((r) => r.method !== 'GET'), [], 'nothing was changed at GitHub');
+    assert.equal(await labelled(fx.store.secretId, 'AWSPENDING'), undefined, 'no pending version was written');
   });
 
   it('a revoke-first emergency switches the hook too, so receivers that drop the leaked key still get deliveries', async () => {
@@ -536,8 +538,12 @@ describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => 
     const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
     const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
     gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: `rekey ${id} 00000000-0000-4000-8000-000000000000`, readOnly: true });
-    const leftover = sshEd25519({ type: 'ssh-ed25519' }).generate().beside!.publicKey;
-    gh.addDeployKey(repository, { key: leftover, title: `rekey ${id} 11111111-1111-4111-8111-111111111111`, readOnly: true });
+    // A version a terminated rotation wrote (its label since dropped) and the key it added for it;
+    // and a key titled for a version this store never had (another installation's): left alone.
+    const abandoned = await sm.send(new PutSecretValueCommand({ SecretId: store.secretId, SecretString: '{}', VersionStages: ['rekey-test-abandoned'] }));
+    gh.addDeployKey(repository, { key: sshEd25519({ type: 'ssh-ed25519' }).generate().beside!.publicKey, title: `rekey ${id} ${abandoned.VersionId}`, readOnly: true });
+    const foreign = `rekey ${id} 11111111-1111-4111-8111-111111111111`;
+    gh.addDeployKey(repository, { key: sshEd25519({ type: 'ssh-ed25519' }).generate().beside!.publicKey, title: foreign, readOnly: true });
     // GitHub creates the key, but the answer never arrives (a proxy answers 502); Octokit sends it again.
     const remove = gh.intercept({ method: 'POST', path: /\/keys$/ }, (req) => {
       remove();
@@ -556,7 +562,7 @@ describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => 
 
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
-    assert.deepEqual(gh.deployKeys(repository).map((k) => k.title), [`rekey ${id} ${current.versionId}`], 'the old key and the leftover are gone, the new key is there once');
+    assert.deepEqual(gh.deployKeys(repository).map((k) => k.title), [foreign, `rekey ${id} ${current.versionId}`], 'the old key and the leftover are gone, the new key is there once');
   });
 
   it('adds the new key beside the old, deletes only keys rekey added, and says so when the old one was a person\'s', async () => {

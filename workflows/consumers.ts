@@ -72,14 +72,16 @@ export class ConsumerPhases {
 
   /**
    * Producers back on the current version before anything else: a rotation that was terminated
-   * after its commit may have left one signing with a version this rotation just discarded, which
-   * the receivers are about to stop accepting.
+   * after its commit may have left one signing with a version no longer pending, which the
+   * receivers are about to stop accepting. Idempotent, and cheap: done at every rotation (which
+   * attempt discarded the abandoned version is not something the workflow can be sure of).
    */
   async resetProducers(): Promise<void> {
     const { act, ref, progress } = this;
     const versionId = this.versions.currentVersionId;
+    // Not marked as committing: a reset that fails changed nothing a rollback must undo (no
+    // consumer holds the new version yet, so none is redeployed either).
     await this.every(this.commits, async (name) => {
-      this.committing.add(name);
       await act.prepare.abortConsumer.executeWithOptions(act.withSummary('prepare', `switch ${name} back to ${versionId}, which an abandoned rotation may have changed`), [{ ...ref, consumer: name, versionId }]);
       progress.setConsumer(name, 'waiting');
     });
@@ -88,10 +90,12 @@ export class ConsumerPhases {
   /** Producers switch to the new version, with everything promote needs already in hand. */
   async commit(step: () => PromoteStep): Promise<void> {
     const { act, progress, receipts } = this;
+    // Within the verify stage's time, which bounds the activity too (with a margin to report).
+    const deadline = Date.now() + this.plan.timeoutsMs.verify;
     await this.every(this.commits, async (name) => {
       progress.setConsumer(name, 'committing');
       this.committing.add(name);
-      const committed = await act.verify.commitConsumer.executeWithOptions(act.withSummary('verify', `commit ${this.versions.pendingVersionId} at ${name}`), [{ ...step(), consumer: name }]);
+      const committed = await act.verify.commitConsumer.executeWithOptions(act.withSummary('verify', `commit ${this.versions.pendingVersionId} at ${name}`), [{ ...step(), consumer: name, deadline }]);
       receipts[`committed:${name}`] = committed?.receipt;
       progress.setConsumer(name, 'committed', String(committed?.detail ?? ''));
     });
@@ -128,7 +132,7 @@ export class ConsumerPhases {
    * holds both versions), then every consumer that may hold the new version gets the current one
    * alone. Says which consumers could not be rolled back, and why.
    */
-  async rollback(): Promise<{ stuck: string[]; why?: string }> {
+  async rollback(): Promise<{ stuck: string[]; why?: string; leftAsTheyAre?: boolean }> {
     const { act, ref, progress } = this;
     const versionId = this.versions.currentVersionId;
     const failedDetail = (name: string) => (progress.consumer(name).state === 'failed' ? progress.consumer(name).detail : undefined);
@@ -144,7 +148,7 @@ export class ConsumerPhases {
       const why = `${aborting[unswitched]} could not be switched back (${causeOf((aborted[unswitched] as PromiseRejectedResult).reason)}); every consumer was left as it is`;
       const stuck = [...new Set([...aborting, ...this.touched])];
       stuck.forEach((name) => progress.setConsumer(name, 'failed', `rollback: ${why}`));
-      return { stuck, why };
+      return { stuck, why, leftAsTheyAre: true };
     }
     const touched = [...this.touched];
     const results = await forEachLimited(touched, this.plan.maxParallelConsumers, async (name) => {

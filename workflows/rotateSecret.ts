@@ -107,7 +107,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   try {
     // 2. prepare target: it learns the new credential while the old one still works.
     progress.enter('prepare');
-    if (versions.discardedStaleVersionId) await consumers.resetProducers();
+    await consumers.resetProducers();
     await act.prepare.prepareTarget(pair);
     if (revokeFirst) {
       // The worst leaks: stop the old credential now; consumers catch up, and there is no way back.
@@ -201,9 +201,11 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
    */
   async function rollback(): Promise<string | undefined> {
     progress.enter('rollback');
-    const { stuck, why } = await consumers.rollback();
+    const { stuck, why, leftAsTheyAre } = await consumers.rollback();
     if (stuck.length) {
       const what = `could not roll back consumer(s) ${stuck.join(', ')} (${why})`;
+      // Every consumer still holds the new version: undoing the target would lock them all out.
+      if (leftAsTheyAre) return `${what}; the target and the pending version ${pair.pendingVersionId} were left as they are`;
       // Where old and new both work, leaving the target alone keeps every consumer working. Where
       // only one can (one account, one password), the consumers rolled back need the old one back.
       if (plan.targetAcceptsBoth) return `${what}; the target and the pending version ${pair.pendingVersionId} were left as they are`;

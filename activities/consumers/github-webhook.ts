@@ -115,10 +115,14 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
   }
 
   /** Switch one hook to `secret`, ping it, and wait for that ping's delivery: 2xx or a failure that says what the receiver answered. */
-  async function switchAndPing(gh: GitHubClient, hook: Hook, secret: string, signal?: AbortSignal): Promise<string> {
+  async function switchAndPing(gh: GitHubClient, hook: Hook, secret: string, { signal, guard, deadline }: { signal?: AbortSignal; guard: () => Promise<void>; deadline: number }): Promise<string> {
     const api = hookApi(gh, hook);
     const id = await resolve(gh, hook);
     const what = describe(hook);
+    // Switching with no time left to see the ping would leave the hook switched and unproven.
+    const timeLeft = Math.min(parseDuration(spec.pingTimeout), deadline - Date.now());
+    if (timeLeft < 1_000) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: no time left in the verify stage to switch ${what} and see its ping`, 'ConsumerUnhealthy');
+    await guard();
     await onGitHub(`secret switch of ${what}`, api.where, api.needs, () => api.setSecret(id, secret));
     // What GitHub delivered before this point may have been signed with the old key: only a ping
     // delivered after the switch proves the new one.
@@ -126,10 +130,10 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
     // GitHub answers the ping request at once and delivers it afterwards.
     // https://docs.github.com/en/rest/repos/webhooks#ping-a-repository-webhook
     await onGitHub(`ping of ${what}`, api.where, api.needs, () => api.ping(id));
-    const ping = await waitFor(parseDuration(spec.pingTimeout), signal, async () =>
+    const ping = await waitFor(timeLeft, signal, async () =>
       (await newDeliveries(api, id, what, before)).filter((d) => d.event === 'ping' && d.redelivery === false).at(-1),
     );
-    if (!ping) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: no delivery of the ping to ${what} within ${spec.pingTimeout}`, 'ConsumerUnhealthy');
+    if (!ping) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: no delivery of the ping to ${what} within ${Math.round(timeLeft / 1000)}s`, 'ConsumerUnhealthy');
     // A listed delivery was attempted, and its answer is final; status code 0 means no connection.
     if (!Number.isInteger(ping.status_code) || ping.status_code < 200 || ping.status_code >= 300) {
       throw ApplicationFailure.nonRetryable(
@@ -155,11 +159,11 @@ export function githubWebhook(spec: GitHubWebhookSpec): Consumer {
       return { healthy: true, detail: `${spec.hooks.length} hook(s) found; they switch to the new key at promote` };
     },
 
-    async commit(_ref: VersionRef, credential, signal) {
-      const gh = await githubClient(spec.github, signal);
+    async commit(_ref: VersionRef, credential, options) {
+      const gh = await githubClient(spec.github, options.signal);
       const secret = secretOf(credential);
       const proved: string[] = [];
-      for (const hook of spec.hooks) proved.push(await switchAndPing(gh, hook, secret, signal));
+      for (const hook of spec.hooks) proved.push(await switchAndPing(gh, hook, secret, options));
       return proved.join('; ');
     },
 

@@ -97,9 +97,11 @@ export function githubDeployKey(spec: GitHubDeployKeySpec): Target {
       const gh = await githubClient(spec.github);
       const listed = await keys(gh);
       const mine = (k: { title: string }) => k.title.startsWith(`rekey ${context.secret} `);
-      // rekey's keys for versions that are neither the new one nor the old one were left by a
-      // rotation that was terminated before it could undo its prepare: they go too.
-      const leftovers = listed.filter((k) => mine(k) && k.key !== oldKey && k.key !== nextKey);
+      // rekey's keys for other versions of this very store (neither the new one nor the old one)
+      // were left by a rotation that was terminated before it could undo its prepare: they go too.
+      // Keys titled for versions this store never had may be another installation's: left alone.
+      const versions = new Set(context.storeVersionIds ?? []);
+      const leftovers = listed.filter((k) => mine(k) && versions.has(k.title.slice(`rekey ${context.secret} `.length)) && k.key !== oldKey && k.key !== nextKey);
       const found = listed.find((k) => k.key === oldKey);
       for (const k of [...(found && mine(found) ? [found] : []), ...leftovers]) {
         await onGitHub('deploy key deletion', where, NEEDS, () => gh.rest.repos.deleteDeployKey({ ...base, key_id: k.id }));
