@@ -8,16 +8,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { sshEd25519 } from '../activities/generators/ssh-ed25519';
-import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
-import { rotateSecret } from '../workflows/rotateSecret';
 import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
-import { emergencyWorkflowId } from '../workflows/messages';
+import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
 import { forgedAbort, forgedPendingVersion } from './forged-workflows';
 import { startGitHubStandin, type GitHubStandin, type Permissions } from './github/standin';
 import { newKey, people, sign, validFor } from './keys';
 import { workerLog } from './setup';
-import { allText, decodedPayloadText, failureOf, labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { allText, canLogin, databaseFixture, decodedPayloadText, failureOf, labelled, postgresSpec, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 /** No write spacing and quick polls: GitHub's pacing would make the suite ten times slower. */
@@ -485,6 +484,36 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     assert.match(report!.warnings!.join('\n'), /finalize receiver: .*it still accepts the previous version/);
     assert.deepEqual(report!.postVerify && [report!.postVerify.oldRejected, report!.postVerify.detail], [false, 'OLD VERSION STILL ACCEPTED BY receiver']);
+  });
+
+  it('producers that cannot be switched back leave a single-user target as it is: every consumer holds the new credential, so undoing it would lock them all out', async () => {
+    const fx = await databaseFixture('single-user');
+    const repository = `octo-${fx.id}/app`;
+    gh.addRepository(repository);
+    const dir = await tempDir();
+    // A receiver that never learns the new key, so the ping fails; then GitHub refuses to switch back.
+    const stale = join(dir, 'stale.json');
+    await writeFile(stale, JSON.stringify({ value: 'not-the-new-key', rekey_version_id: 'none' }), { mode: 0o600 });
+    const receiver = await startReceiver(stale);
+    receivers.push(receiver.process);
+    const hook = gh.addHook({ repository }, { url: `${receiver.url}/github`, secret: fx.initialPassword });
+    let patches = 0;
+    const refuse = gh.intercept({ method: 'PATCH', path: new RegExp(`/repos/${repository}/hooks/\\d+/config$`) }, () =>
+      ++patches > 2 ? { status: 403, body: { message: 'Resource not accessible by personal access token', documentation_url: 'https://docs.github.com/rest', status: '403' } } : undefined,
+    );
+    const spec = postgresSpec(fx, 'single-user', {
+      consumers: [
+        { type: 'command', name: 'app', file: join(dir, 'db.json'), keys: 'current-and-previous' },
+        { type: 'github-webhook', name: 'github', field: 'password', github: await connection(fx.id, { repository_hooks: 'write' }, { repositories: [repository] }), hooks: [{ repository, id: hook.id }], pingTimeout: '10s' },
+      ],
+    });
+
+    const { report } = await rotate(fx.id, spec).finally(refuse);
+
+    assert.equal(report?.outcome, 'rollback-incomplete');
+    assert.match(report!.warnings!.join('\n'), /the target and the pending version .* were left as they are/);
+    const pending = (await labelled(fx.secretId, 'AWSPENDING'))!;
+    assert.equal(await canLogin(fx.users[0], pending.value.password), true, 'the credential every consumer holds still works');
   });
 
   it('a worker killed with SIGKILL between switching the hook and its ping: the next worker switches and pings again, and the rotation completes', async () => {
