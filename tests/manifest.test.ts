@@ -193,4 +193,14 @@ describe('manifest validation', () => {
     assert.match(about('h.yaml'), /spec\.consumers\[0\]\.keys: must be current-and-previous: gh switches to the new version only at promote/);
     assert.match(about('h.yaml'), /spec\.consumers\[1\]\.hooks\[0\]\.url: must not carry a user name, password or query/);
   });
+  it('every example manifest is valid, and examples/github.yaml declares each GitHub kind', async () => {
+    const set = await loadManifests(join(ROOT, 'examples'));
+    const kinds = (name: string) => {
+      const spec = set.secrets.get(name)!.spec;
+      return [spec.generator.type, spec.target?.type, ...spec.consumers.map((c) => c.type)];
+    };
+    assert.deepEqual(kinds('ci-deploy-token'), ['random-bytes', undefined, 'github-actions-secret']);
+    assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);
+    assert.deepEqual(kinds('infra-deploy-key'), ['ssh-ed25519', 'github-deploy-key', 'command']);
+  });
 });
