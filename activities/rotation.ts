@@ -479,7 +479,7 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     /** Deploy a version to one consumer: the new one (before promote) or the current one again (rollback). */
-    async deployToConsumer(step: ConsumerStep & { rollback?: boolean }): Promise<{ receipt?: string }> {
+    async deployToConsumer(step: ConsumerStep & { rollback?: boolean; previousVersionId?: string }): Promise<{ receipt?: string }> {
       if (!step.rollback) requireOwnVersion(step.versionId, `deploy to ${step.consumer}`);
       else await refuseAfterRevoke(`roll ${step.consumer} back`);
       const entry = await entryFor(step, step.rollback ? 'finish' : 'started-with');
@@ -489,11 +489,14 @@ export function createActivities(options: ActivityOptions = {}) {
         const spec = consumerSpec(entry, step.consumer);
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
         const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback };
-        // Before promote the store's current version is the one being replaced: a consumer that
-        // holds two keeps accepting it until finalize. A rollback deploys the current one alone.
+        // A consumer that holds two keeps accepting the version this rotation replaces (what
+        // producers still sign with) until finalize; it must still be the store's current one.
+        // A rollback deploys the current one alone.
         if (holdsTwo(spec) && !step.rollback) {
           const { current } = await store.versions();
-          if (current && current !== step.versionId) options.previous = { ref: { ...ref, versionId: current }, credential: await store.read(current) };
+          const previous = step.previousVersionId ?? current;
+          if (previous !== current) throw refused(`deploy to ${step.consumer}: version ${previous} this rotation replaces is no longer the current version of ${store.ref}`);
+          if (previous && previous !== step.versionId) options.previous = { ref: { ...ref, versionId: previous }, credential: await store.read(previous) };
         }
         await createConsumer(spec).deploy(ref, await store.read(step.versionId), options);
       });

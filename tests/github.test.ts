@@ -486,6 +486,35 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     assert.deepEqual(report!.postVerify && [report!.postVerify.oldRejected, report!.postVerify.detail], [false, 'OLD VERSION STILL ACCEPTED BY receiver']);
   });
 
+  it('a consumer holding two versions gets the one this rotation replaces, never one someone else made current meanwhile', async () => {
+    const id = uniqueId();
+    const store = await storeSecret(`${id}/two-keys`, { value: testValue() });
+    const file = join(await tempDir(), 'keys.json');
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [{ type: 'command', name: 'receiver', file, keys: 'current-and-previous' }], policy: { overlap: '0s' } };
+    const trusted = await manifests({ [id]: spec });
+    const meddled = testValue();
+    // Between generate and deploy, another tool writes a version of its own and makes it current.
+    const { report } = await withWorker(
+      async (taskQueue) => settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(id), args: [trusted.input(id)] })),
+      {
+        manifestDirs: [trusted.dir],
+        ...FAST,
+        activities: (real) => ({
+          ...real,
+          async prepareTarget(pair: Parameters<typeof real.prepareTarget>[0]) {
+            await sm.send(new PutSecretValueCommand({ SecretId: store.secretId, SecretString: JSON.stringify({ value: meddled }), VersionStages: ['AWSCURRENT'] }));
+            return real.prepareTarget(pair);
+          },
+        }),
+      },
+    );
+
+    assert.match(report!.failure!.message, /deploy to receiver: version .* this rotation replaces is no longer the current version/);
+    // Rolling back to a version that is no longer current is not rekey's to do either: a person decides.
+    assert.equal(report!.outcome, 'rollback-incomplete');
+    assert.ok(!(await readFile(file, 'utf8').catch(() => '')).includes(meddled), 'the receiver never got the other tool\'s version');
+  });
+
   it('producers that cannot be switched back leave a single-user target as it is: every consumer holds the new credential, so undoing it would lock them all out', async () => {
     const fx = await databaseFixture('single-user');
     const repository = `octo-${fx.id}/app`;

@@ -49,7 +49,9 @@ export class ConsumerPhases {
     await this.every(this.plan.consumers, async (name) => {
       progress.setConsumer(name, 'deploying');
       this.touched.add(name);
-      const deployed = await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${versionId} to ${name}`), [{ ...ref, consumer: name, versionId }]);
+      const deployed = await act.deploy.deployToConsumer.executeWithOptions(act.withSummary('deploy', `deploy ${versionId} to ${name}`), [
+        { ...ref, consumer: name, versionId, previousVersionId: this.versions.currentVersionId },
+      ]);
       if (deployed?.receipt) receipts[`deployed:${name}`] = deployed.receipt;
       progress.setConsumer(name, 'deployed');
     });
