@@ -2,10 +2,11 @@
 // response checked against GitHub's OpenAPI description) and the real stack for the rest. Each
 // test names the GitHub behaviour it relies on.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { sshEd25519 } from '../activities/generators/ssh-ed25519';
 import type { BreakGlassDocument } from '../lib/signed';
@@ -589,6 +590,36 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
 });
 
 describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => {
+  it('rekey validate --check-targets says, without changing anything, whether the token may manage the keys and the current key is there', async () => {
+    const id = uniqueId();
+    const repository = `octo-${id}/infra`;
+    gh.addRepository(repository);
+    const key = (name: string) => sshEd25519({ type: 'ssh-ed25519' }).generate().beside!.publicKey + ` ${name}`;
+    const secrets: Record<string, object> = {};
+    for (const [name, permissions, listed] of [['ready', { administration: 'write' }, true], ['unlisted', { administration: 'write' }, false], ['no-permission', { contents: 'read' }, true]] as const) {
+      const publicKey = key(name);
+      if (listed) gh.addDeployKey(repository, { key: publicKey, title: name, readOnly: true });
+      secrets[`${id}-${name}`] = {
+        store: await storeSecret(`${id}/${name}`, { value: 'not-a-real-private-key', publicKey }),
+        generator: { type: 'ssh-ed25519' },
+        target: { type: 'github-deploy-key', github: await connection(`${id}-${name}`, permissions, { repositories: [repository] }), repository },
+      };
+    }
+    const trusted = await manifests(secrets);
+    const from = gh.requests.length;
+
+    const { code, out } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', trusted.dir, '--check-targets'], { cwd: ROOT }).then(
+      (r) => ({ code: 0, out: r.stdout + r.stderr }),
+      (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
+    );
+
+    assert.equal(code, 1);
+    assert.match(out, new RegExp(`${id}-ready: target ready`));
+    assert.match(out, new RegExp(`${id}-unlisted: 1 problem\\(s\\) a rotation would meet:\\n  the current key is not a deploy key of ${repository}`));
+    assert.match(out, new RegExp(`${id}-no-permission: 1 problem\\(s\\) a rotation would meet:\\n  GitHub denied deploy key list on ${repository} \\(403 [^)]*\\): the token needs administration=read`));
+    assert.deepEqual(gh.requests.slice(from).filter((r) => r.method !== 'GET'), [], 'nothing was changed');
+  });
+
   it('a create whose answer was lost is not a refusal: the retried create finds its own key; keys a terminated rotation left are swept at revoke', async () => {
     const id = uniqueId();
     const repository = `octo-${id}/infra`;

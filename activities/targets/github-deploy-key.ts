@@ -121,10 +121,13 @@ export function githubDeployKey(spec: GitHubDeployKeySpec): Target {
       return { accepted: true };
     },
 
-    async preflight() {
+    // Without changing anything: the token may list (and so manage) the keys, and the current key is one of them.
+    async preflight(current) {
       const gh = await githubClient(spec.github);
       try {
-        await keys(gh);
+        const found = (await keys(gh)).find((k) => k.key === keyOf(current, 'current'));
+        if (!found) return [`the current key is not a deploy key of ${where}: add it, or a rotation will only add keys`];
+        if (found.readOnly !== spec.readOnly) return [`the current deploy key of ${where} is ${found.readOnly ? 'read-only' : 'read-write'}, the manifest says ${spec.readOnly ? 'read-only' : 'read-write'}`];
         return [];
       } catch (err) {
         return [(err as Error).message];
