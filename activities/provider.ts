@@ -124,8 +124,8 @@ export interface DeployOptions {
    * keys, e.g. webhook receivers during the switch of their sender. Absent: this version alone.
    */
   previous?: { ref: VersionRef; credential: Credential };
-  /** This deploy puts the current version back after a failed rotation. */
-  rollback?: boolean;
+  /** This deploy puts the current version back after a failed rotation that had `pendingVersionId` pending. */
+  rollback?: { pendingVersionId: string };
 }
 
 /**
@@ -149,5 +149,5 @@ export interface Consumer {
    * Undo commit (also after a commit that may have half happened): the producer back on `current`.
    * Idempotent. `guard` throws once the rotation may no longer go back: call it before each change.
    */
-  abort?(current: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void> }): Promise<void>;
+  abort?(current: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void>; pendingVersionId: string }): Promise<void>;
 }

@@ -488,7 +488,7 @@ export function createActivities(options: ActivityOptions = {}) {
         if (step.rollback) await requireInFlight(store, step.versionId, `roll ${step.consumer} back`);
         const spec = consumerSpec(entry, step.consumer);
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback };
+        const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback ? { pendingVersionId: thisRotation().token } : undefined };
         // A consumer that holds two keeps accepting the version this rotation replaces (what
         // producers still sign with) until finalize; it must still be the store's current one.
         // A rollback deploys the current one alone.
@@ -600,7 +600,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const stillInFlight = () => requireInFlight(store, step.versionId, `abort ${step.consumer}`);
         await stillInFlight();
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        await consumer.abort!(ref, await store.read(step.versionId), { signal: Context.current().cancellationSignal, guard: stillInFlight });
+        await consumer.abort!(ref, await store.read(step.versionId), { signal: Context.current().cancellationSignal, guard: stillInFlight, pendingVersionId: thisRotation().token });
       });
     },
 

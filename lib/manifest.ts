@@ -4,7 +4,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { consumerEnvironment, consumerSchema, producesSecret } from '../activities/consumers';
+import { consumerEnvironment, consumerSchema, signsForOthers } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetGenerator, targetSchema, targetStores } from '../activities/targets';
@@ -125,7 +125,7 @@ export const secretSpecSchema = z
     });
     // Until a producer switches (at promote), what it sends is signed with the current version:
     // every consumer that verifies it must accept both, or it fails from deploy to promote.
-    const producer = spec.consumers.find(producesSecret);
+    const producer = spec.consumers.find(signsForOthers);
     if (producer) {
       spec.consumers.forEach((consumer, i) => {
         if ('keys' in consumer && consumer.keys !== 'current-and-previous') {
@@ -369,6 +369,8 @@ export function specHashOf(rawSpec: unknown): string {
 }
 
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+/** `${versionId}`, `${secretId}` and `${secret}` stay as written: consumers fill them for each rotation. */
+const ROTATION_REFERENCES = new Set(['versionId', 'secretId', 'secret']);
 
 /**
  * `${NAME}` and `${NAME:-default}` inside string values, filled after the YAML is parsed, so a
@@ -388,7 +390,9 @@ export function expandReferences(
     if (Array.isArray(v)) return v.map((item, i) => walk(item, [...at, i]));
     if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, item]) => [k, walk(item, [...at, k])]));
     if (typeof v !== 'string' || !v.includes('${')) return v;
-    const expanded = v.replace(REFERENCE, (_, name: string, fallback?: string) => {
+    const expanded = v.replace(REFERENCE, (match: string, name: string, fallback?: string) => {
+      // Filled by rekey per rotation (a gitops reference), never from the environment.
+      if (ROTATION_REFERENCES.has(name) && fallback === undefined) return match;
       if (WORKER_CREDENTIALS.test(name)) {
         issues.push({ path: formatPath(at), message: `\${${name}} is one of the worker's own credentials; manifests never read it` });
         return '';

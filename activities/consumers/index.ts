@@ -4,9 +4,10 @@ import type { Consumer } from '../provider';
 import { commandConsumer, commandConsumerSchema } from './command';
 import { githubActionsSecret, githubActionsSecretSchema } from './github-actions-secret';
 import { githubWebhook, githubWebhookSchema } from './github-webhook';
+import { gitopsConsumer, gitopsConsumerSchema } from './gitops';
 import { httpConsumer, httpConsumerSchema } from './http';
 
-export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema, githubActionsSecretSchema, githubWebhookSchema]);
+export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema, githubActionsSecretSchema, githubWebhookSchema, gitopsConsumerSchema]);
 export type ConsumerSpec = z.infer<typeof consumerSchema>;
 
 const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { type: K }>) => Consumer } = {
@@ -14,6 +15,7 @@ const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { t
   http: httpConsumer,
   'github-actions-secret': githubActionsSecret,
   'github-webhook': githubWebhook,
+  gitops: gitopsConsumer,
 };
 
 export function createConsumer(spec: ConsumerSpec): Consumer {
@@ -25,7 +27,10 @@ export function consumerEnvironment(spec: ConsumerSpec): string[] {
   return spec.type === 'command' ? spec.env : [];
 }
 
-/** A consumer that produces the secret (a webhook sender): it switches only at promote, in its commit phase. */
-export function producesSecret(spec: ConsumerSpec): boolean {
-  return createConsumer(spec).commit !== undefined;
+/**
+ * A consumer that signs with the secret what others verify (a webhook sender): it switches only
+ * at promote, so the others must accept both versions until then.
+ */
+export function signsForOthers(spec: ConsumerSpec): boolean {
+  return spec.type === 'github-webhook';
 }

@@ -1,0 +1,306 @@
+// Configuration in git that refers to the secret (never holds it): a field of a YAML or JSON file
+// set to a reference to the new version, such as "${secretId}#${versionId}". Two-phase, with the
+// store as the decision:
+//   deploy (prepare): a branch rekey/<secret>/<version> with the change, pushed; the base untouched;
+//   verify: the manifest's command runs in a clone of that branch;
+//   commit (at promote): the base gets the change (fast-forward, or the change made again on a base
+//     that moved), and the branch goes;
+//   abort (rollback): the base refers to the current version again (if a commit got that far), and
+//     the branch goes.
+// Every step can be repeated: the branch is named after the rotation's version, its commit has the
+// version's date (so the same change is the same commit), and each step first looks at what is there.
+// The repository's content is untrusted: hooks never run, the file is bounded and must be a plain
+// file inside the clone, and nothing from the repository is executed but the manifest's command.
+import { spawn } from 'node:child_process';
+import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, normalize, sep } from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import { isMap, isScalar, parseDocument } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from '../../lib/duration';
+import { durationBetween } from '../../lib/schema';
+import { textOf, type Consumer, type Health, type VersionRef } from '../provider';
+import { readCurrent, storeSchema } from '../stores';
+
+const MAX_FILE_BYTES = 1024 * 1024;
+const PUSH_ATTEMPTS = 5;
+
+const gitUrl = z
+  .string()
+  .max(2000)
+  .refine((url) => /^(file|git|ssh|https):\/\//.test(url), 'must be a file://, git://, ssh:// or https:// URL')
+  .refine((url) => !URL.canParse(url) || !new URL(url).password, 'must not carry a password; put a token in credentials (a store reference)');
+
+/** A field path such as "database.passwordRef" or "spec.env[0].value" split into keys and indexes. */
+const fieldPath = z
+  .string()
+  .max(500)
+  .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+|\[\d{1,4}\])*$/, 'must be a field path such as database.passwordRef or env[0].value');
+
+/** What the field is set to: text with ${versionId}, ${secretId} and ${secret}; nothing else is filled. */
+const reference = z
+  .string()
+  .min(1)
+  .max(500)
+  .refine((text) => [...text.matchAll(/\$\{([^}]*)\}/g)].every((m) => ['versionId', 'secretId', 'secret'].includes(m[1])), 'may use ${versionId}, ${secretId} and ${secret} only')
+  .refine((text) => text.includes('${versionId}'), 'must contain ${versionId}, or it would not change');
+
+export const gitopsConsumerSchema = z
+  .object({
+    type: z.literal('gitops'),
+    name: z.string().min(1),
+    repository: gitUrl,
+    /** An https token, sent as an Authorization header (never in the URL, the argv or a log). */
+    credentials: z.object({ store: storeSchema, field: z.string().min(1).default('token') }).strict().optional(),
+    /** The base branch the change lands on at promote. */
+    branch: z.string().regex(/^[A-Za-z0-9._/-]{1,200}$/, 'must be a branch name').refine((b) => !b.includes('..') && !b.startsWith('-') && !b.endsWith('/'), 'must be a branch name').default('main'),
+    /** The file to change, relative to the repository's root. */
+    path: z.string().max(500).refine((p) => !p.startsWith('/') && !normalize(p).split(sep).includes('..') && !p.split('/').includes('.git'), 'must be a path inside the repository'),
+    /** Field path -> reference; at least one. */
+    set: z.record(fieldPath, reference).refine((s) => Object.keys(s).length > 0 && Object.keys(s).length <= 20, 'must set 1 to 20 fields'),
+    author: z.object({ name: z.string().min(1).max(100).regex(/^[^<>\n]+$/), email: z.string().max(200).regex(/^[^<>\s]+@[^<>\s]+$/) }).strict().default({ name: 'rekey', email: 'rekey@localhost' }),
+    /** Run in a clone of the prepared branch (exit 0: healthy), with PATH, HOME and REKEY_* only. */
+    verify: z.string().min(1).max(2000).optional(),
+    commandTimeout: durationBetween('1s', '1h').default('2m'),
+  })
+  .strict();
+export type GitopsConsumerSpec = z.infer<typeof gitopsConsumerSchema>;
+
+/** `value` as YAML (and JSON, for double quotes) in the quoting the old value had; plain only where plain is safe. */
+function quoted(value: string, type: string | undefined): string {
+  if (type === 'QUOTE_SINGLE') return `'${value.replaceAll("'", "''")}'`;
+  if (type === 'PLAIN' && /^[A-Za-z0-9_./@-][A-Za-z0-9_./:#@-]*$/.test(value) && !value.includes(': ')) return value;
+  return JSON.stringify(value);
+}
+
+/** The branch a rotation prepares: one per rotation (its version id), never shared. */
+export const branchFor = (secret: string, versionId: string) => `rekey/${secret}/${versionId}`;
+
+interface Run {
+  code: number;
+  out: string;
+}
+
+export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
+  const timeoutMs = parseDuration(spec.commandTimeout);
+
+  let token: Promise<string | undefined> | undefined;
+  /** git with the repository's hooks, the user's and the system's configuration out of the way. */
+  async function git(cwd: string, args: string[], signal?: AbortSignal, extraEnv: Record<string, string> = {}): Promise<Run> {
+    token ??= spec.credentials ? readCurrent(spec.credentials.store).then((c) => textOf(c, spec.credentials!.field)) : Promise.resolve(undefined);
+    const bearer = await token;
+    if (spec.credentials && !bearer) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the credentials store has no text field ${spec.credentials.field}`, 'ConsumerUnhealthy');
+    const config: [string, string][] = [
+      ['core.hooksPath', '/dev/null'],
+      ['protocol.allow', 'never'],
+      ['protocol.file.allow', 'always'],
+      ['protocol.git.allow', 'always'],
+      ['protocol.ssh.allow', 'always'],
+      ['protocol.https.allow', 'always'],
+      ['commit.gpgSign', 'false'],
+      ['advice.detachedHead', 'false'],
+      ...(bearer ? [['http.extraHeader', `Authorization: Bearer ${bearer}`] as [string, string]] : []),
+    ];
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: cwd,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_TERMINAL_PROMPT: '0',
+      GIT_ASKPASS: '/bin/false',
+      GIT_CONFIG_COUNT: String(config.length),
+      ...Object.fromEntries(config.flatMap(([k, v], i) => [[`GIT_CONFIG_KEY_${i}`, k], [`GIT_CONFIG_VALUE_${i}`, v]])),
+      ...extraEnv,
+    };
+    return run('git', args, cwd, env, signal);
+  }
+
+  function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<Run> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      const keep = (chunk: Buffer) => (out = (out + chunk.toString()).slice(-4000));
+      child.stdout.on('data', keep);
+      child.stderr.on('data', keep);
+      const kill = () => {
+        try {
+          if (child.pid) process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+      };
+      const timer = setTimeout(kill, timeoutMs);
+      signal?.addEventListener('abort', kill, { once: true });
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', kill);
+        if (signal?.aborted) reject(new Error('cancelled'));
+        else resolve({ code: code ?? 1, out });
+      });
+    });
+  }
+
+  /** git that must succeed; its output is not repeated (it may name the URL), only what failed. */
+  async function must(cwd: string, what: string, args: string[], signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
+    const result = await git(cwd, args, signal, extraEnv);
+    if (result.code !== 0) throw new Error(`consumer ${spec.name}: git ${what} failed (exit ${result.code})${hint(result.out)}`);
+    return result.out;
+  }
+  /** git's own words for the common failures, without URLs or anything else from the output. */
+  const hint = (out: string) =>
+    /non-fast-forward|fetch first|rejected/.test(out) ? ': the branch moved' : /not found|does not appear to be a git repository|Could not read from remote/.test(out) ? ': repository or branch not found' : /Authentication failed|403|401/.test(out) ? ': authentication failed' : '';
+
+  async function withClone<T>(branch: string, work: (dir: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
+    try {
+      await must(dir, `clone of ${branch}`, ['clone', '--quiet', '--no-tags', '--single-branch', '--branch', branch, '--', spec.repository, 'repo'], signal);
+      return await work(join(dir, 'repo'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Does the remote have `branch`, and at which commit? */
+  async function remoteHead(branch: string, signal?: AbortSignal): Promise<string | undefined> {
+    const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
+    try {
+      const out = await must(dir, 'ls-remote', ['ls-remote', '--heads', '--', spec.repository, `refs/heads/${branch}`], signal);
+      return /^([0-9a-f]{40})\s/m.exec(out)?.[1];
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The file, changed to refer to `ref`; undefined when it already does, or (with `from`) when it
+   * does not refer to `from`. Formatting and comments are kept.
+   */
+  async function change(clone: string, ref: VersionRef, from?: VersionRef): Promise<string | undefined> {
+    const file = join(clone, spec.path);
+    // Every component a plain folder or file: a symlink could point the edit outside the clone.
+    let at = clone;
+    for (const part of spec.path.split('/').filter(Boolean)) {
+      at = join(at, part);
+      const stat = await lstat(at).catch(() => undefined);
+      if (!stat) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} does not exist on ${spec.branch}`, 'ConsumerUnhealthy');
+      if (stat.isSymbolicLink()) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} goes through a symlink in the repository`, 'ConsumerUnhealthy');
+    }
+    if ((await lstat(file)).size > MAX_FILE_BYTES) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is over 1 MiB`, 'ConsumerUnhealthy');
+    const text = await readFile(file, 'utf8');
+    const fill = (template: string, v: VersionRef) => template.replaceAll('${versionId}', v.versionId).replaceAll('${secretId}', v.storeRef).replaceAll('${secret}', v.secret);
+    const doc = parseDocument(text, { keepSourceTokens: true });
+    if (doc.errors.length) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is not valid YAML or JSON (${doc.errors[0].message.split('\n')[0].slice(0, 200)})`, 'ConsumerUnhealthy');
+    if (!isMap(doc.contents)) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is not a mapping`, 'ConsumerUnhealthy');
+    const fields = Object.entries(spec.set).map(([path, template]) => {
+      const keys = [...path.matchAll(/([A-Za-z0-9_-]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
+      if (!doc.hasIn(keys)) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} has no field ${path}`, 'ConsumerUnhealthy');
+      return { keys, template };
+    });
+    if (from && !fields.some(({ keys, template }) => doc.getIn(keys) === fill(template, from))) return undefined;
+    // Each value is replaced where it stands in the text, in its own quoting: everything else of
+    // the file (comments, spacing, key order, line width) stays byte for byte.
+    const edits: { start: number; end: number; text: string }[] = [];
+    for (const { keys, template } of fields) {
+      const value = fill(template, ref);
+      const node = doc.getIn(keys, true);
+      if (!isScalar(node) || !node.range) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path}: ${keys.join('.')} is not a single value`, 'ConsumerUnhealthy');
+      if (node.value === value) continue;
+      edits.push({ start: node.range[0], end: node.range[1], text: quoted(value, node.type) });
+    }
+    if (!edits.length) return undefined;
+    let out = text;
+    for (const e of edits.sort((x, y) => y.start - x.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
+    await writeFile(file, out);
+    return out;
+  }
+
+  /** Commit the change in `clone`, dated like the version, so the same change is the same commit. */
+  async function commitChange(clone: string, ref: VersionRef, message: string, signal?: AbortSignal): Promise<string> {
+    const date = ref.createdAt ?? new Date(0).toISOString();
+    await must(clone, 'add', ['add', '--', spec.path], signal);
+    const who = ['-c', `user.name=${spec.author.name}`, '-c', `user.email=${spec.author.email}`];
+    await must(clone, 'commit', [...who, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
+    return (await must(clone, 'rev-parse', ['rev-parse', 'HEAD'], signal)).trim();
+  }
+
+  /** Make the base refer to `ref`: the change again on the newest base, pushed, retried while the base moves. Says what it did. */
+  async function landOnBase(ref: VersionRef, message: string, signal?: AbortSignal, from?: VersionRef): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await withClone(spec.branch, async (clone) => {
+        if (!(await change(clone, ref, from))) return from ? `${spec.branch} does not refer to ${from.versionId}: left as it is` : `${spec.branch} already refers to ${ref.versionId}`;
+        const sha = await commitChange(clone, ref, message, signal);
+        const pushed = await git(clone, ['push', '--quiet', 'origin', `HEAD:refs/heads/${spec.branch}`], signal);
+        if (pushed.code === 0) return `${spec.branch} now refers to ${ref.versionId} (${sha.slice(0, 12)})`;
+        if (!/non-fast-forward|fetch first|rejected/.test(pushed.out)) throw new Error(`consumer ${spec.name}: git push to ${spec.branch} failed (exit ${pushed.code})${hint(pushed.out)}`);
+        return undefined;
+      }, signal);
+      if (outcome) return outcome;
+      // Someone pushed to the base meanwhile: make the change again on top of theirs.
+      if (attempt >= PUSH_ATTEMPTS) throw new Error(`consumer ${spec.name}: ${spec.branch} kept moving; gave up after ${PUSH_ATTEMPTS} attempts`);
+    }
+  }
+
+  async function deleteBranch(branch: string, signal?: AbortSignal): Promise<void> {
+    if (!(await remoteHead(branch, signal))) return;
+    const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
+    try {
+      await must(dir, 'init', ['init', '--quiet'], signal);
+      await must(dir, `delete of ${branch}`, ['push', '--quiet', '--', spec.repository, `:refs/heads/${branch}`], signal);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  const message = (ref: VersionRef, what: string) => `rekey: ${ref.secret} ${what} ${ref.versionId}\n\nMade by rekey for a rotation of ${ref.secret}; the value itself is in ${ref.storeRef}.`;
+
+  return {
+    name: spec.name,
+
+    // Prepare: the change on a branch of its own, the base untouched.
+    async deploy(ref, _credential, { signal, rollback } = {}) {
+      // Nothing was changed on the base before commit (abort sees to that): only the branch goes.
+      if (rollback) return deleteBranch(branchFor(ref.secret, rollback.pendingVersionId), signal);
+      const branch = branchFor(ref.secret, ref.versionId);
+      await withClone(spec.branch, async (clone) => {
+        await must(clone, 'checkout', ['checkout', '--quiet', '-B', branch], signal);
+        // A base that already refers to this version gets a branch at its own head: commit has nothing to do.
+        if (await change(clone, ref)) await commitChange(clone, ref, message(ref, 'uses'), signal);
+        // The branch is this rotation's alone: what is there from an earlier attempt is replaced.
+        await must(clone, `push of ${branch}`, ['push', '--quiet', '--force', 'origin', `HEAD:refs/heads/${branch}`], signal);
+      }, signal);
+    },
+
+    async health(ref, signal): Promise<Health> {
+      const branch = branchFor(ref.secret, ref.versionId);
+      if (!(await remoteHead(branch, signal))) return { healthy: false, detail: `branch ${branch} is not there yet` };
+      if (!spec.verify) return { healthy: true, detail: `branch ${branch} prepared` };
+      const verify = spec.verify;
+      return withClone(branch, async (clone) => {
+        const env = { PATH: process.env.PATH, HOME: clone, REKEY_SECRET: ref.secret, REKEY_VERSION_ID: ref.versionId, REKEY_BRANCH: branch };
+        const result = await run('/bin/sh', ['-c', verify], clone, env, signal);
+        // The command's output may quote the repository: only its exit status is reported.
+        return result.code === 0 ? { healthy: true, detail: `verify passed on ${branch}` } : { healthy: false, detail: `verify exited with status ${result.code} on ${branch}` };
+      }, signal);
+    },
+
+    async commit(ref, _credential, { signal, guard }) {
+      await guard();
+      const landed = await landOnBase(ref, message(ref, 'uses'), signal);
+      await deleteBranch(branchFor(ref.secret, ref.versionId), signal);
+      return landed;
+    },
+
+    // The base back on the current version if a commit got that far (it refers to the pending
+    // one), never a change of what someone else put there; and the prepared branch gone.
+    async abort(current, _credential, { signal, guard, pendingVersionId }) {
+      await guard();
+      await landOnBase(current, message(current, 'back to'), signal, { ...current, versionId: pendingVersionId });
+      await deleteBranch(branchFor(current.secret, pendingVersionId), signal);
+    },
+  };
+}

@@ -1,0 +1,191 @@
+// The gitops consumer against real git: bare repositories on disk (file://) and served by a real
+// `git daemon` (git://). The configuration refers to the version; the value never enters git.
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
+import { gitopsConsumer, type GitopsConsumerSpec } from '../activities/consumers/gitops';
+import { gitopsConsumerSchema } from '../activities/consumers/gitops';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import { labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+
+const run = promisify(execFile);
+const gitEnv = { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 'test', GIT_AUTHOR_EMAIL: 't@x', GIT_COMMITTER_NAME: 'test', GIT_COMMITTER_EMAIL: 't@x' };
+const git = async (cwd: string, ...args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout;
+
+const VALUES = `# Payments service configuration (reviewed by the payments team)
+database:
+  host: db.internal   # the primary
+  # which stored version the service reads
+  passwordRef: "aws-secrets-manager:rekey/none#none"
+replicas: 3
+`;
+
+/** A bare repository whose main branch holds deploy/values.yaml, and a working clone to push from. */
+async function repository() {
+  const dir = await tempDir();
+  const bare = join(dir, 'config.git');
+  await git(dir, 'init', '--quiet', '--bare', '--initial-branch=main', bare);
+  const work = join(dir, 'work');
+  await git(dir, 'clone', '--quiet', bare, work);
+  await mkdir(join(work, 'deploy'));
+  await writeFile(join(work, 'deploy/values.yaml'), VALUES);
+  await git(work, 'checkout', '--quiet', '-b', 'main');
+  await git(work, 'add', '.');
+  await git(work, 'commit', '--quiet', '-m', 'initial');
+  await git(work, 'push', '--quiet', 'origin', 'main');
+  const show = (ref: string, path = 'deploy/values.yaml') => git(bare, 'show', `${ref}:${path}`);
+  const branches = async () => (await git(bare, 'for-each-ref', '--format=%(refname:short)', 'refs/heads')).split('\n').filter(Boolean).sort();
+  return { dir, bare, work, show, branches };
+}
+
+async function storeSecret(id: string) {
+  const secretId = `rekey-test/${id}/api-key`;
+  const value = `rekey-test-value-${randomBytes(12).toString('hex')}`;
+  await sm.send(new CreateSecretCommand({ Name: secretId, SecretString: JSON.stringify({ value }) }));
+  return { store: { type: 'aws-secrets-manager', secretId }, value };
+}
+
+async function rotate(secret: string, spec: object, options: Parameters<typeof withWorker>[1] = {}): Promise<{ report?: RotationReport; failure?: string }> {
+  const trusted = await manifests({ [secret]: spec });
+  return withWorker(
+    async (taskQueue) => settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
+    { manifestDirs: [trusted.dir], ...options },
+  );
+}
+
+const consumer = (repositoryUrl: string, extra: Record<string, unknown> = {}) => ({
+  type: 'gitops',
+  name: 'payments-config',
+  repository: repositoryUrl,
+  path: 'deploy/values.yaml',
+  set: { 'database.passwordRef': '${secretId}#${versionId}' },
+  ...extra,
+});
+
+describe('gitops consumer (real git)', () => {
+  it('prepares a branch, verifies it, lands the change on main at promote keeping comments, and deletes the branch; the value never enters git', async () => {
+    const repo = await repository();
+    const id = uniqueId();
+    const { store, value } = await storeSecret(id);
+    // The verify command runs in a clone of the prepared branch and sees the version it is for.
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [consumer(`file://${repo.bare}`, { verify: 'grep -q "#$REKEY_VERSION_ID\\"" deploy/values.yaml' })], policy: { overlap: '0s' } };
+
+    const { report, failure } = await rotate(id, spec);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    const main = await repo.show('main');
+    assert.equal(main, VALUES.replace('aws-secrets-manager:rekey/none#none', `aws-secrets-manager:${store.secretId}#${current.versionId}`), 'only the field changed; comments and layout kept');
+    assert.deepEqual(await repo.branches(), ['main'], 'the prepared branch is gone');
+    const everything = await git(repo.bare, 'log', '--all', '-p');
+    for (const secret of [value, current.value.value]) assert.ok(!everything.includes(secret), 'a secret value is in git');
+    assert.match(await git(repo.bare, 'log', '-1', '--format=%an <%ae> %s', 'main'), new RegExp(`^rekey <rekey@localhost> rekey: ${id} uses ${current.versionId}`));
+  });
+
+  it('a verify that fails rolls back: main is untouched and the branch is deleted', async () => {
+    const repo = await repository();
+    const id = uniqueId();
+    const { store } = await storeSecret(id);
+    const before = await git(repo.bare, 'rev-parse', 'main');
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [consumer(`file://${repo.bare}`, { verify: 'exit 3' })], policy: { overlap: '0s', timeouts: { verify: '3s' } } };
+
+    const { report } = await rotate(id, spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, /verify exited with status 3 on rekey\//);
+    assert.equal(await git(repo.bare, 'rev-parse', 'main'), before);
+    assert.deepEqual(await repo.branches(), ['main']);
+  });
+
+  it('main moved between prepare and promote: the change is made again on top, nothing of the other commit is lost', async () => {
+    const repo = await repository();
+    const id = uniqueId();
+    const { store } = await storeSecret(id);
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [consumer(`file://${repo.bare}`)], policy: { overlap: '0s' } };
+
+    const { report, failure } = await rotate(id, spec, {
+      activities: (real) => ({
+        ...real,
+        // Someone pushes to main just before the commit.
+        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
+          await git(repo.work, 'pull', '--quiet', 'origin', 'main');
+          await writeFile(join(repo.work, 'deploy/values.yaml'), (await readFile(join(repo.work, 'deploy/values.yaml'), 'utf8')).replace('replicas: 3', 'replicas: 5'));
+          await git(repo.work, 'commit', '--quiet', '-am', 'scale out');
+          await git(repo.work, 'push', '--quiet', 'origin', 'main');
+          return real.commitConsumer(step);
+        },
+      }),
+    });
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    const main = await repo.show('main');
+    assert.match(main, /replicas: 5/);
+    assert.match(main, new RegExp(`#${current.versionId}"`));
+    assert.deepEqual((await git(repo.bare, 'log', '--format=%s', 'main')).trim().split('\n'), [`rekey: ${id} uses ${current.versionId}`, 'scale out', 'initial']);
+  });
+
+  it('over the network (a real git daemon): prepare is repeatable (the same commit twice), and abort after a commit puts main back on the current version', async () => {
+    const repo = await repository();
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const daemon: ChildProcess = spawn('git', ['daemon', '--reuseaddr', '--export-all', '--enable=receive-pack', `--base-path=${repo.dir}`, '--listen=127.0.0.1', `--port=${port}`, repo.dir], { env: gitEnv, stdio: 'ignore' });
+    try {
+      const url = `git://127.0.0.1:${port}/config.git`;
+      for (let i = 0; i < 50 && !(await run('git', ['ls-remote', url], { env: gitEnv }).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+      const spec = gitopsConsumerSchema.parse(consumer(url)) as GitopsConsumerSpec;
+      const target = gitopsConsumer(spec);
+      const current = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: 'v1', createdAt: '2026-11-23T10:00:00Z' };
+      const pending = { ...current, versionId: 'v2', createdAt: '2026-11-23T11:00:00Z' };
+
+      await target.deploy(pending, {});
+      const first = await git(repo.bare, 'rev-parse', 'rekey/api-key/v2');
+      await target.deploy(pending, {});
+      assert.equal(await git(repo.bare, 'rev-parse', 'rekey/api-key/v2'), first, 'a retried prepare pushes the same commit');
+
+      const guard = async () => undefined;
+      await target.commit!(pending, {}, { guard, deadline: Date.now() + 60_000 });
+      assert.match(await repo.show('main'), /prod\/api-key#v2"/);
+      await target.abort!(current, {}, { guard, pendingVersionId: 'v2' });
+      assert.match(await repo.show('main'), /prod\/api-key#v1"/, 'main refers to the current version again');
+      assert.deepEqual(await repo.branches(), ['main']);
+      // An abort when main does not refer to the pending version changes nothing of someone else's.
+      const head = await git(repo.bare, 'rev-parse', 'main');
+      await target.abort!(current, {}, { guard, pendingVersionId: 'v3' });
+      assert.equal(await git(repo.bare, 'rev-parse', 'main'), head);
+    } finally {
+      daemon.kill('SIGTERM');
+    }
+  });
+
+  it('a JSON file keeps its layout; a path through a symlink in the repository is refused, and nothing is pushed', async () => {
+    const repo = await repository();
+    await writeFile(join(repo.work, 'deploy/app.json'), '{\n    "database": { "passwordRef": "none#none", "pool": 5 },\n    "name": "payments"\n}\n');
+    await run('ln', ['-s', '/etc', join(repo.work, 'etc-link')]);
+    await git(repo.work, 'add', '.');
+    await git(repo.work, 'commit', '--quiet', '-m', 'json and a symlink');
+    await git(repo.work, 'push', '--quiet', 'origin', 'main');
+    const ref = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: 'v2', createdAt: '2026-11-23T11:00:00Z' };
+
+    await gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { path: 'deploy/app.json' })) as GitopsConsumerSpec).deploy(ref, {});
+    assert.equal(await repo.show('rekey/api-key/v2', 'deploy/app.json'), '{\n    "database": { "passwordRef": "aws-secrets-manager:prod/api-key#v2", "pool": 5 },\n    "name": "payments"\n}\n');
+
+    const through = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { path: 'etc-link/hostname' })) as GitopsConsumerSpec);
+    await assert.rejects(through.deploy({ ...ref, versionId: 'v3' }, {}), /etc-link\/hostname goes through a symlink in the repository/);
+    assert.deepEqual(await repo.branches(), ['main', 'rekey/api-key/v2']);
+  });
+
+  it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {
+    const problems = (extra: Record<string, unknown>) => gitopsConsumerSchema.safeParse(consumer('file:///srv/config.git', extra)).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`) ?? [];
+    assert.match(problems({ repository: 'https://user:hunter2@git.example.com/c.git' }).join(), /repository: must not carry a password/);
+    assert.match(problems({ path: '../etc/passwd' }).join(), /path: must be a path inside the repository/);
+    assert.match(problems({ path: '.git/config' }).join(), /path: must be a path inside the repository/);
+    assert.match(problems({ set: { 'a.b': 'fixed' } }).join(), /set.a.b: must contain \$\{versionId\}/);
+    assert.match(problems({ set: { 'a.b': '${versionId}$(id)${HOME}' } }).join(), /set.a.b: may use \$\{versionId\}, \$\{secretId\} and \$\{secret\} only/);
+    assert.match(problems({ repository: 'ext::sh -c id' }).join(), /repository: must be a file:\/\/, git:\/\/, ssh:\/\/ or https:\/\/ URL/);
+  });
+});
