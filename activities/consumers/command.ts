@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readlink, rename, unlink } from 'node:fs/promises';
@@ -7,6 +6,7 @@ import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
 import { consumerKeysSchema, durationBetween } from '../../lib/schema';
 import type { Consumer, Credential, DeployOptions, Health, VersionRef } from '../provider';
+import { runBounded } from './process';
 
 export const commandConsumerSchema = z
   .object({
@@ -138,32 +138,7 @@ async function writePrivate(consumer: string, file: string, text: string): Promi
 }
 
 /** Run `command` with `sh -c`; only its exit status is used (its output may echo the file). */
-function run(command: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal?: AbortSignal): Promise<{ code: number }> {
-  return new Promise((resolvePromise, reject) => {
-    // Its own process group, so a timeout or a cancelled step kills `sh` and whatever it started.
-    const child = spawn('/bin/sh', ['-c', command], { env, detached: true, stdio: 'ignore' });
-    const kill = () => {
-      try {
-        if (child.pid) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-    };
-    const timer = setTimeout(kill, timeoutMs);
-    signal?.addEventListener('abort', kill, { once: true });
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', kill);
-      if (signal?.aborted) reject(new Error('cancelled'));
-      else resolvePromise({ code: code ?? 1 });
-    });
-    if (signal?.aborted) kill();
-  });
-}
+const run = (command: string, env: NodeJS.ProcessEnv, timeoutMs: number, signal?: AbortSignal) => runBounded('/bin/sh', ['-c', command], { env, timeoutMs, signal });
 
 export function commandConsumer(spec: CommandConsumerSpec): Consumer {
   const timeoutMs = parseDuration(spec.commandTimeout);

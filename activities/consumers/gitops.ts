@@ -11,7 +11,6 @@
 // version's date (so the same change is the same commit), and each step first looks at what is there.
 // The repository's content is untrusted: hooks never run, the file is bounded and must be a plain
 // file inside the clone, and nothing from the repository is executed but the manifest's command.
-import { spawn } from 'node:child_process';
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, normalize, sep } from 'node:path';
@@ -22,6 +21,7 @@ import { parseDuration } from '../../lib/duration';
 import { durationBetween } from '../../lib/schema';
 import { textOf, type Consumer, type Health, type VersionRef } from '../provider';
 import { readCurrent, storeSchema } from '../stores';
+import { runBounded, type Exited } from './process';
 
 const MAX_FILE_BYTES = 1024 * 1024;
 const PUSH_ATTEMPTS = 5;
@@ -77,17 +77,12 @@ function quoted(value: string, type: string | undefined): string {
 /** The branch a rotation prepares: one per rotation (its version id), never shared. */
 export const branchFor = (secret: string, versionId: string) => `rekey/${secret}/${versionId}`;
 
-interface Run {
-  code: number;
-  out: string;
-}
-
 export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
   const timeoutMs = parseDuration(spec.commandTimeout);
 
   let token: Promise<string | undefined> | undefined;
   /** git with the repository's hooks, the user's and the system's configuration out of the way. */
-  async function git(cwd: string, args: string[], signal?: AbortSignal, extraEnv: Record<string, string> = {}): Promise<Run> {
+  async function git(cwd: string, args: string[], signal?: AbortSignal, extraEnv: Record<string, string> = {}): Promise<Exited> {
     token ??= spec.credentials ? readCurrent(spec.credentials.store).then((c) => textOf(c, spec.credentials!.field)) : Promise.resolve(undefined);
     const bearer = await token;
     if (spec.credentials && !bearer) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the credentials store has no text field ${spec.credentials.field}`, 'ConsumerUnhealthy');
@@ -116,34 +111,8 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     return run('git', args, cwd, env, signal);
   }
 
-  function run(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      const keep = (chunk: Buffer) => (out = (out + chunk.toString()).slice(-4000));
-      child.stdout.on('data', keep);
-      child.stderr.on('data', keep);
-      const kill = () => {
-        try {
-          if (child.pid) process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          child.kill('SIGKILL');
-        }
-      };
-      const timer = setTimeout(kill, timeoutMs);
-      signal?.addEventListener('abort', kill, { once: true });
-      child.on('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', kill);
-        if (signal?.aborted) reject(new Error('cancelled'));
-        else resolve({ code: code ?? 1, out });
-      });
-    });
-  }
+  const run = (file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<Exited> =>
+    runBounded(file, args, { cwd, env, signal, timeoutMs, keepOutput: true });
 
   /** git that must succeed; its output is not repeated (it may name the URL), only what failed. */
   async function must(cwd: string, what: string, args: string[], signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
