@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { gitopsConsumer, type GitopsConsumerSpec } from '../activities/consumers/gitops';
+import { sshEd25519 } from '../activities/generators/ssh-ed25519';
 import { gitopsConsumerSchema } from '../activities/consumers/gitops';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -177,6 +178,28 @@ describe('gitops consumer (real git)', () => {
     const through = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { path: 'etc-link/hostname' })) as GitopsConsumerSpec);
     await assert.rejects(through.deploy({ ...ref, versionId: 'v3' }, {}), /etc-link\/hostname goes through a symlink in the repository/);
     assert.deepEqual(await repo.branches(), ['main', 'rekey/api-key/v2']);
+  });
+
+  it('signed commits: rekey signs with the SSH key from the store (git verify-commit accepts it), and the same change is still the same commit', async () => {
+    const repo = await repository();
+    const id = uniqueId();
+    const key = sshEd25519({ type: 'ssh-ed25519', comment: 'rekey-bot' }).generate();
+    const signingKey = { store: { type: 'aws-secrets-manager', secretId: `rekey-test/${id}/git-signing-key` } };
+    await sm.send(new CreateSecretCommand({ Name: signingKey.store.secretId, SecretString: JSON.stringify({ value: key.value }) }));
+    const target = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { signingKey, author: { name: 'rekey-bot', email: 'rekey@example.com' } })) as GitopsConsumerSpec);
+    const ref = { secret: id, storeRef: 'aws-secrets-manager:prod/x', versionId: 'v2', createdAt: '2026-11-23T11:00:00Z' };
+
+    await target.deploy(ref, {});
+    const first = await git(repo.bare, 'rev-parse', `rekey/${id}/v2`);
+    await target.deploy(ref, {});
+    assert.equal(await git(repo.bare, 'rev-parse', `rekey/${id}/v2`), first);
+
+    const signers = join(repo.dir, 'allowed_signers');
+    await writeFile(signers, `rekey@example.com ${key.beside!.publicKey}\n`);
+    const verified = await run('git', ['-c', 'gpg.format=ssh', '-c', `gpg.ssh.allowedSignersFile=${signers}`, 'verify-commit', `rekey/${id}/v2`], { cwd: repo.bare, env: gitEnv });
+    assert.match(verified.stderr, /Good "git" signature for rekey@example.com with ED25519 key/);
+    const everything = await git(repo.bare, 'log', '--all', '-p');
+    assert.ok(!everything.includes(key.value.split('\n')[1]), 'the private key is not in the repository');
   });
 
   it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {

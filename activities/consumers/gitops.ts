@@ -13,7 +13,7 @@
 // file inside the clone, and nothing from the repository is executed but the manifest's command.
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, normalize, sep } from 'node:path';
+import { dirname, join, normalize, sep } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { isMap, isScalar, parseDocument } from 'yaml';
 import { z } from 'zod';
@@ -59,6 +59,11 @@ export const gitopsConsumerSchema = z
     path: z.string().max(500).refine((p) => !p.startsWith('/') && !normalize(p).split(sep).includes('..') && !p.split('/').includes('.git'), 'must be a path inside the repository'),
     /** Field path -> reference; at least one. */
     set: z.record(fieldPath, reference).refine((s) => Object.keys(s).length > 0 && Object.keys(s).length <= 20, 'must set 1 to 20 fields'),
+    /**
+     * Sign rekey's commits with this SSH private key (OpenSSH format, read from the store for each
+     * commit, written only to the private temp folder of the clone): git's gpg.format=ssh.
+     */
+    signingKey: z.object({ store: storeSchema, field: z.string().min(1).default('value') }).strict().optional(),
     author: z.object({ name: z.string().min(1).max(100).regex(/^[^<>\n]+$/), email: z.string().max(200).regex(/^[^<>\s]+@[^<>\s]+$/) }).strict().default({ name: 'rekey', email: 'rekey@localhost' }),
     /** Run in a clone of the prepared branch (exit 0: healthy), with PATH, HOME and REKEY_* only. */
     verify: z.string().min(1).max(2000).optional(),
@@ -193,7 +198,17 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     const date = ref.createdAt ?? new Date(0).toISOString();
     await must(clone, 'add', ['add', '--', spec.path], signal);
     const who = ['-c', `user.name=${spec.author.name}`, '-c', `user.email=${spec.author.email}`];
-    await must(clone, 'commit', [...who, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
+    let signing: string[] = [];
+    if (spec.signingKey) {
+      const key = textOf(await readCurrent(spec.signingKey.store), spec.signingKey.field);
+      if (!key) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the signing key's store has no text field ${spec.signingKey.field}`, 'ConsumerUnhealthy');
+      // Beside the clone, in the folder only the worker can enter; removed with it.
+      const keyFile = join(dirname(clone), 'signing-key');
+      await writeFile(keyFile, key.endsWith('\n') ? key : `${key}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
+      // Ed25519 signatures are deterministic: a retried commit is still the same commit.
+      signing = ['-c', 'gpg.format=ssh', '-c', `user.signingKey=${keyFile}`, '-c', 'commit.gpgSign=true'];
+    }
+    await must(clone, 'commit', [...who, ...signing, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
     return (await must(clone, 'rev-parse', ['rev-parse', 'HEAD'], signal)).trim();
   }
 
