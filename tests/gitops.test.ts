@@ -14,6 +14,7 @@ import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
+const ROOT = join(__dirname, '..');
 const run = promisify(execFile);
 const gitEnv = { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 'test', GIT_AUTHOR_EMAIL: 't@x', GIT_COMMITTER_NAME: 'test', GIT_COMMITTER_EMAIL: 't@x' };
 const git = async (cwd: string, ...args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout;
@@ -100,6 +101,60 @@ describe('gitops consumer (real git)', () => {
     assert.equal(report?.outcome, 'rolled-back');
     assert.match(report!.failure!.message, /verify exited with status 3 on rekey\//);
     assert.equal(await git(repo.bare, 'rev-parse', 'main'), before);
+    assert.deepEqual(await repo.branches(), ['main']);
+  });
+
+  it('two repositories: both are prepared before either commits; one failing verify leaves both mains untouched and deletes both branches', async () => {
+    const [first, second] = [await repository(), await repository()];
+    const id = uniqueId();
+    const { store } = await storeSecret(id);
+    const heads = [await git(first.bare, 'rev-parse', 'main'), await git(second.bare, 'rev-parse', 'main')];
+    const spec = {
+      store,
+      generator: { type: 'random-bytes', size: 32 },
+      consumers: [
+        { ...consumer(`file://${first.bare}`), name: 'payments-config' },
+        { ...consumer(`file://${second.bare}`), name: 'billing-config', verify: 'exit 1' },
+      ],
+      policy: { overlap: '0s', timeouts: { verify: '3s' } },
+    };
+
+    const { report } = await rotate(id, spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.equal(report?.failure?.consumer, 'billing-config');
+    assert.deepEqual([await git(first.bare, 'rev-parse', 'main'), await git(second.bare, 'rev-parse', 'main')], heads, 'neither main moved');
+    assert.deepEqual([await first.branches(), await second.branches()], [['main'], ['main']], 'both prepared branches are gone');
+    assert.equal(await labelled(store.secretId, 'AWSPENDING'), undefined);
+  });
+
+  it('a worker killed with SIGKILL after main took the change but before the branch was deleted: the next worker finishes the commit without a second change', async () => {
+    const repo = await repository();
+    const id = uniqueId();
+    const { store } = await storeSecret(id);
+    // The server holds the first push to main open for a while after updating it (a slow post-receive hook, the server's own).
+    const marker = join(repo.dir, 'main-updated');
+    await writeFile(join(repo.bare, 'hooks/post-receive'), `#!/bin/sh\ngrep -q refs/heads/main && [ ! -e "${marker}" ] && touch "${marker}" && sleep 5\nexit 0\n`, { mode: 0o755 });
+    const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [consumer(`file://${repo.bare}`)], policy: { overlap: '0s' } };
+    const trusted = await manifests({ [id]: spec });
+    const taskQueue = uniqueId('rekey-gitops-crash-');
+    const spawnWorker = () =>
+      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: trusted.dir }, stdio: ['ignore', 'ignore', 'pipe'] });
+
+    const first = spawnWorker();
+    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(id), args: [trusted.input(id)] });
+    for (let i = 0; i < 600 && !(await readFile(marker).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    const second = spawnWorker();
+    try {
+      const report: RotationReport = await handle.result();
+      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    } finally {
+      second.kill('SIGTERM');
+    }
+    const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
+    assert.deepEqual((await git(repo.bare, 'log', '--format=%s', 'main')).trim().split('\n'), [`rekey: ${id} uses ${current.versionId}`, 'initial'], 'one change, not two');
     assert.deepEqual(await repo.branches(), ['main']);
   });
 
