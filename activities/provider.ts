@@ -149,5 +149,5 @@ export interface Consumer {
    * Undo commit (also after a commit that may have half happened): the producer back on `current`.
    * Idempotent. `guard` throws once the rotation may no longer go back: call it before each change.
    */
-  abort?(current: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void>; pendingVersionId: string }): Promise<void>;
+  abort?(current: VersionRef, credential: Credential, options: { signal?: AbortSignal; guard: () => Promise<void>; pendingVersionId: string; deadline: number }): Promise<void>;
 }

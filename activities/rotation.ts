@@ -487,7 +487,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const store = openStore(entry.spec.store);
         if (step.rollback) await requireInFlight(store, step.versionId, `roll ${step.consumer} back`);
         const spec = consumerSpec(entry, step.consumer);
-        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
+        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId, createdAt: await store.createdAt(step.versionId) };
         const options: DeployOptions = { signal: Context.current().cancellationSignal, rollback: step.rollback ? { pendingVersionId: thisRotation().token } : undefined };
         // A consumer that holds two keeps accepting the version this rotation replaces (what
         // producers still sign with) until finalize; it must still be the store's current one.
@@ -577,7 +577,7 @@ export function createActivities(options: ActivityOptions = {}) {
           if (pending !== step.pendingVersionId) throw refused(`commit ${step.consumer}: ${step.pendingVersionId} is not pending in ${store.ref}`);
         };
         await guard();
-        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.pendingVersionId };
+        const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.pendingVersionId, createdAt: await store.createdAt(step.pendingVersionId) };
         // The consumer's deadline comes before the activity's time limit: it fails by itself rather than being abandoned mid-switch.
         return consumer.commit!(ref, await store.read(step.pendingVersionId), { signal: Context.current().cancellationSignal, guard, deadline: step.deadline });
       });
@@ -600,7 +600,9 @@ export function createActivities(options: ActivityOptions = {}) {
         const stillInFlight = () => requireInFlight(store, step.versionId, `abort ${step.consumer}`);
         await stillInFlight();
         const ref: VersionRef = { secret: step.secret, storeRef: store.ref, versionId: step.versionId };
-        await consumer.abort!(ref, await store.read(step.versionId), { signal: Context.current().cancellationSignal, guard: stillInFlight, pendingVersionId: thisRotation().token });
+        // Done before this attempt's time limit, so no attempt is abandoned mid-change.
+        const deadline = Date.now() + Context.current().info.startToCloseTimeoutMs - 5_000;
+        await consumer.abort!({ ...ref, createdAt: await store.createdAt(step.versionId) }, await store.read(step.versionId), { signal: Context.current().cancellationSignal, guard: stillInFlight, pendingVersionId: thisRotation().token, deadline });
       });
     },
 

@@ -391,8 +391,8 @@ export function expandReferences(
     if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, item]) => [k, walk(item, [...at, k])]));
     if (typeof v !== 'string' || !v.includes('${')) return v;
     const expanded = v.replace(REFERENCE, (match: string, name: string, fallback?: string) => {
-      // Filled by rekey per rotation (a gitops reference), never from the environment.
-      if (ROTATION_REFERENCES.has(name) && fallback === undefined) return match;
+      // Filled by rekey per rotation in a gitops consumer's `set` values, never from the environment.
+      if (ROTATION_REFERENCES.has(name) && fallback === undefined && at[1] === 'consumers' && at[3] === 'set') return match;
       if (WORKER_CREDENTIALS.test(name)) {
         issues.push({ path: formatPath(at), message: `\${${name}} is one of the worker's own credentials; manifests never read it` });
         return '';

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { gitopsConsumer, type GitopsConsumerSpec } from '../activities/consumers/gitops';
 import { sshEd25519 } from '../activities/generators/ssh-ed25519';
+import { versionTokenFor } from '../lib/version-token';
 import { gitopsConsumerSchema } from '../activities/consumers/gitops';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -195,23 +196,34 @@ describe('gitops consumer (real git)', () => {
       for (let i = 0; i < 50 && !(await run('git', ['ls-remote', url], { env: gitEnv }).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
       const spec = gitopsConsumerSchema.parse(consumer(url)) as GitopsConsumerSpec;
       const target = gitopsConsumer(spec);
-      const current = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: 'v1', createdAt: '2026-11-23T10:00:00Z' };
-      const pending = { ...current, versionId: 'v2', createdAt: '2026-11-23T11:00:00Z' };
+      // rekey's version ids: abort reverts only what refers to one of them.
+      const [v1, v2, v3] = ['a', 'b', 'c'].map((run) => versionTokenFor(`rotation/api-key/${run}`));
+      const current = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: v1, createdAt: '2026-11-23T10:00:00Z' };
+      const pending = { ...current, versionId: v2, createdAt: '2026-11-23T11:00:00Z' };
 
       await target.deploy(pending, {});
-      const first = await git(repo.bare, 'rev-parse', 'rekey/api-key/v2');
+      const first = await git(repo.bare, 'rev-parse', `rekey/api-key/${v2}`);
       await target.deploy(pending, {});
-      assert.equal(await git(repo.bare, 'rev-parse', 'rekey/api-key/v2'), first, 'a retried prepare pushes the same commit');
+      assert.equal(await git(repo.bare, 'rev-parse', `rekey/api-key/${v2}`), first, 'a retried prepare pushes the same commit');
+      assert.match(await git(repo.bare, 'log', '-1', '--format=%aI %cI', first.trim()), /^2026-11-23T11:00:00Z 2026-11-23T11:00:00Z|^2026-11-23T11:00:00\+00:00 2026-11-23T11:00:00\+00:00/, 'dated like the version');
 
       const guard = async () => undefined;
       await target.commit!(pending, {}, { guard, deadline: Date.now() + 60_000 });
-      assert.match(await repo.show('main'), /prod\/api-key#v2"/);
-      await target.abort!(current, {}, { guard, pendingVersionId: 'v2' });
-      assert.match(await repo.show('main'), /prod\/api-key#v1"/, 'main refers to the current version again');
+      assert.match(await repo.show('main'), new RegExp(`prod/api-key#${v2}"`));
+      await target.abort!(current, {}, { guard, pendingVersionId: v2, deadline: Date.now() + 60_000 });
+      assert.match(await repo.show('main'), new RegExp(`prod/api-key#${v1}"`), 'main refers to the current version again');
       assert.deepEqual(await repo.branches(), ['main']);
-      // An abort when main does not refer to the pending version changes nothing of someone else's.
+      // A commit a terminated rotation left (another of rekey's versions) is reverted too, by the next rotation's reset.
+      await target.commit!({ ...pending, versionId: v3 }, {}, { guard, deadline: Date.now() + 60_000 });
+      await target.abort!(current, {}, { guard, pendingVersionId: versionTokenFor('rotation/api-key/d'), deadline: Date.now() + 60_000 });
+      assert.match(await repo.show('main'), new RegExp(`prod/api-key#${v1}"`));
+      // What a person put there is never overwritten.
+      await git(repo.work, 'pull', '--quiet', 'origin', 'main');
+      await writeFile(join(repo.work, 'deploy/values.yaml'), (await readFile(join(repo.work, 'deploy/values.yaml'), 'utf8')).replace(`#${v1}`, '#pinned-by-alice'));
+      await git(repo.work, 'commit', '--quiet', '-am', 'pin');
+      await git(repo.work, 'push', '--quiet', 'origin', 'main');
       const head = await git(repo.bare, 'rev-parse', 'main');
-      await target.abort!(current, {}, { guard, pendingVersionId: 'v3' });
+      await target.abort!(current, {}, { guard, pendingVersionId: v2, deadline: Date.now() + 60_000 });
       assert.equal(await git(repo.bare, 'rev-parse', 'main'), head);
     } finally {
       daemon.kill('SIGTERM');
@@ -257,6 +269,29 @@ describe('gitops consumer (real git)', () => {
     assert.ok(!everything.includes(key.value.split('\n')[1]), 'the private key is not in the repository');
   });
 
+  it('the repository cannot configure the tools verify runs (HOME is not the clone), and values that would not read back as meant are refused', async () => {
+    const repo = await repository();
+    const marker = join(repo.dir, 'fsmonitor-ran');
+    // A .gitconfig in the repository, which `git status` would obey if HOME were the clone.
+    await writeFile(join(repo.work, '.gitconfig'), `[core]\n\tfsmonitor = "touch ${marker}; false"\n`);
+    await writeFile(join(repo.work, 'deploy/odd.yaml'), 'empty: # fill me\nshared: &ref "x#y"\nalias: *ref\nnumber: 12\nblock: |\n  x#y\n');
+    await git(repo.work, 'add', '.');
+    await git(repo.work, 'commit', '--quiet', '-m', 'dotfiles and odd values');
+    await git(repo.work, 'push', '--quiet', 'origin', 'main');
+    const ref = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: 'v2', createdAt: '2026-11-23T11:00:00Z' };
+
+    const verifying = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { verify: 'git status --short >/dev/null' })) as GitopsConsumerSpec);
+    await verifying.deploy(ref, {});
+    assert.equal((await verifying.health(ref)).healthy, true);
+    assert.equal(await readFile(marker).then(() => true, () => false), false, "the repository's .gitconfig ran nothing");
+
+    for (const field of ['empty', 'shared', 'number', 'block']) {
+      const odd = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { path: 'deploy/odd.yaml', set: { [field]: '${versionId}' } })) as GitopsConsumerSpec);
+      await assert.rejects(odd.deploy({ ...ref, versionId: `v-${field}` }, {}), new RegExp(`deploy/odd.yaml: ${field} is not a single text value`), field);
+    }
+    assert.deepEqual(await repo.branches(), ['main', 'rekey/api-key/v2']);
+  });
+
   it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {
     const problems = (extra: Record<string, unknown>) => gitopsConsumerSchema.safeParse(consumer('file:///srv/config.git', extra)).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`) ?? [];
     assert.match(problems({ repository: 'https://user:hunter2@git.example.com/c.git' }).join(), /repository: must not carry a password/);
@@ -265,5 +300,7 @@ describe('gitops consumer (real git)', () => {
     assert.match(problems({ set: { 'a.b': 'fixed' } }).join(), /set.a.b: must contain \$\{versionId\}/);
     assert.match(problems({ set: { 'a.b': '${versionId}$(id)${HOME}' } }).join(), /set.a.b: may use \$\{versionId\}, \$\{secretId\} and \$\{secret\} only/);
     assert.match(problems({ repository: 'ext::sh -c id' }).join(), /repository: must be a file:\/\/, git:\/\/, ssh:\/\/ or https:\/\/ URL/);
+    // A token is a header: over git:// it would travel in clear, over file:// reach the repository's hooks.
+    assert.match(problems({ repository: 'git://git.example.com/c.git', credentials: { store: { type: 'aws-secrets-manager', secretId: 'x' } } }).join(), /credentials: is for https:\/\/ repositories only/);
   });
 });

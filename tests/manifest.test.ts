@@ -174,6 +174,7 @@ describe('manifest validation', () => {
       'e.yaml': secret('traversal', { consumers: [{ type: 'github-webhook', name: 'gh', github: github(), hooks: [{ repository: 'o/..', id: 1 }] }] }),
       'f.yaml': secret('deploy-key', { target: { type: 'github-deploy-key', github: github(), repository: 'o/r' } }),
       'g.yaml': secret('dot-environment', { consumers: [{ type: 'github-actions-secret', name: 'ci', github: github(), targets: [{ repository: 'o/r', environment: '..', name: 'T' }] }] }),
+      'i.yaml': secret('rotation-reference-elsewhere', { consumers: [{ type: 'command', name: 'app', file: '/tmp/x', reload: 'echo ${versionId}' }] }),
       'h.yaml': secret('receiver-one-key', {
         consumers: [
           { type: 'command', name: 'receiver', file: '/tmp/x' },
@@ -188,6 +189,8 @@ describe('manifest validation', () => {
     assert.match(about('d.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.selectedRepositories: is required when visibility is selected/);
     assert.match(about('e.yaml'), /spec\.consumers\[0\]\.hooks\[0\]/);
     assert.match(about('f.yaml'), /spec\.generator\.type: target github-deploy-key needs generator ssh-ed25519/);
+    // \${versionId} is left unexpanded only where a gitops consumer fills it.
+    assert.match(about('i.yaml'), /spec\.consumers\[0\]\.reload: \$\{versionId\} is not allowed/);
     assert.match(about('g.yaml'), /spec\.consumers\[0\]\.targets\[0\]\.environment: must be an environment name/);
     // Receivers that accept only the new key would reject everything the hook signs until promote.
     assert.match(about('h.yaml'), /spec\.consumers\[0\]\.keys: must be current-and-previous: gh switches to the new version only at promote/);

@@ -11,11 +11,13 @@
 // version's date (so the same change is the same commit), and each step first looks at what is there.
 // The repository's content is untrusted: hooks never run, the file is bounded and must be a plain
 // file inside the clone, and nothing from the repository is executed but the manifest's command.
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, sep } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
-import { isMap, isScalar, parseDocument } from 'yaml';
+import { isMap, isScalar, parse, parseDocument } from 'yaml';
+import { isRekeyVersionId } from '../../lib/version-token';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
 import { durationBetween } from '../../lib/schema';
@@ -69,21 +71,49 @@ export const gitopsConsumerSchema = z
     verify: z.string().min(1).max(2000).optional(),
     commandTimeout: durationBetween('1s', '1h').default('2m'),
   })
-  .strict();
+  .strict()
+  .superRefine((spec, ctx) => {
+    // The token is a header: over anything but https it would travel in clear or reach a local repository's hooks.
+    if (spec.credentials && !spec.repository.startsWith('https://')) ctx.addIssue({ code: 'custom', path: ['credentials'], message: 'is for https:// repositories only' });
+  });
 export type GitopsConsumerSpec = z.infer<typeof gitopsConsumerSchema>;
 
-/** `value` as YAML (and JSON, for double quotes) in the quoting the old value had; plain only where plain is safe. */
+/** `value` as YAML (and JSON, for double quotes) in the quoting the old value had; plain only where it reads back as the same text. */
 function quoted(value: string, type: string | undefined): string {
   if (type === 'QUOTE_SINGLE') return `'${value.replaceAll("'", "''")}'`;
-  if (type === 'PLAIN' && /^[A-Za-z0-9_./@-][A-Za-z0-9_./:#@-]*$/.test(value) && !value.includes(': ')) return value;
+  if (type === 'PLAIN' && /^[A-Za-z0-9_./@-][A-Za-z0-9_./:#@-]*$/.test(value) && parse(`k: ${value}`)?.k === value) return value;
   return JSON.stringify(value);
 }
+
+const fill = (template: string, v: VersionRef) => template.replaceAll('${versionId}', v.versionId).replaceAll('${secretId}', v.storeRef).replaceAll('${secret}', v.secret);
+
+/** The version id a value built from `template` names (for this secret and store), if it is one. */
+function referencedVersion(value: string, template: string, v: VersionRef): string | undefined {
+  const literal = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = template
+    .split(/(\$\{versionId\}|\$\{secretId\}|\$\{secret\})/)
+    .map((part) => (part === '${versionId}' ? '([0-9A-Za-z-]{1,64})' : part === '${secretId}' ? literal(v.storeRef) : part === '${secret}' ? literal(v.secret) : literal(part)))
+    .join('');
+  return new RegExp(`^${pattern}$`).exec(value)?.[1];
+}
+
+const isJson = (text: string) => {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /** The branch a rotation prepares: one per rotation (its version id), never shared. */
 export const branchFor = (secret: string, versionId: string) => `rekey/${secret}/${versionId}`;
 
 export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
-  const timeoutMs = parseDuration(spec.commandTimeout);
+  const commandTimeoutMs = parseDuration(spec.commandTimeout);
+  /** When the step this consumer works for must be done (commit, abort): no git call outlives it. */
+  let deadline: number | undefined;
+  const timeoutMs = () => Math.max(1_000, Math.min(commandTimeoutMs, deadline === undefined ? Infinity : deadline - Date.now()));
 
   let token: Promise<string | undefined> | undefined;
   /** git with the repository's hooks, the user's and the system's configuration out of the way. */
@@ -91,6 +121,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     token ??= spec.credentials ? readCurrent(spec.credentials.store).then((c) => textOf(c, spec.credentials!.field)) : Promise.resolve(undefined);
     const bearer = await token;
     if (spec.credentials && !bearer) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the credentials store has no text field ${spec.credentials.field}`, 'ConsumerUnhealthy');
+    if (bearer && !/^[\x21-\x7e]{1,4096}$/.test(bearer)) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the stored token is not a header-safe token`, 'ConsumerUnhealthy');
     const config: [string, string][] = [
       ['core.hooksPath', '/dev/null'],
       ['protocol.allow', 'never'],
@@ -100,6 +131,8 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       ['protocol.https.allow', 'always'],
       ['commit.gpgSign', 'false'],
       ['advice.detachedHead', 'false'],
+      // A redirect would carry the token to whatever host the server names.
+      ['http.followRedirects', 'false'],
       ...(bearer ? [['http.extraHeader', `Authorization: Bearer ${bearer}`] as [string, string]] : []),
     ];
     const env: NodeJS.ProcessEnv = {
@@ -109,6 +142,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       GIT_CONFIG_GLOBAL: '/dev/null',
       GIT_TERMINAL_PROMPT: '0',
       GIT_ASKPASS: '/bin/false',
+      GIT_LITERAL_PATHSPECS: '1',
       GIT_CONFIG_COUNT: String(config.length),
       ...Object.fromEntries(config.flatMap(([k, v], i) => [[`GIT_CONFIG_KEY_${i}`, k], [`GIT_CONFIG_VALUE_${i}`, v]])),
       ...extraEnv,
@@ -117,7 +151,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
   }
 
   const run = (file: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<Exited> =>
-    runBounded(file, args, { cwd, env, signal, timeoutMs, keepOutput: true });
+    runBounded(file, args, { cwd, env, signal, timeoutMs: timeoutMs(), keepOutput: true });
 
   /** git that must succeed; its output is not repeated (it may name the URL), only what failed. */
   async function must(cwd: string, what: string, args: string[], signal?: AbortSignal, extraEnv?: Record<string, string>): Promise<string> {
@@ -127,12 +161,14 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
   }
   /** git's own words for the common failures, without URLs or anything else from the output. */
   const hint = (out: string) =>
-    /non-fast-forward|fetch first|rejected/.test(out) ? ': the branch moved' : /not found|does not appear to be a git repository|Could not read from remote/.test(out) ? ': repository or branch not found' : /Authentication failed|403|401/.test(out) ? ': authentication failed' : '';
+    moved(out) ? ': the branch moved' : /not found|does not appear to be a git repository|Could not read from remote/.test(out) ? ': repository or branch not found' : /Authentication failed|HTTP 40[13]/.test(out) ? ': authentication failed' : '';
+  const moved = (out: string) => /\(non-fast-forward\)|\(fetch first\)/.test(out);
 
   async function withClone<T>(branch: string, work: (dir: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
     try {
-      await must(dir, `clone of ${branch}`, ['clone', '--quiet', '--no-tags', '--single-branch', '--branch', branch, '--', spec.repository, 'repo'], signal);
+      // The tip only: rekey reads one file and commits on top; history could be any size.
+      await must(dir, `clone of ${branch}`, ['clone', '--quiet', '--depth', '1', '--no-tags', '--single-branch', '--branch', branch, '--', spec.repository, 'repo'], signal);
       return await work(join(dir, 'repo'));
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -144,54 +180,62 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
     try {
       const out = await must(dir, 'ls-remote', ['ls-remote', '--heads', '--', spec.repository, `refs/heads/${branch}`], signal);
-      return /^([0-9a-f]{40})\s/m.exec(out)?.[1];
+      // Exactly that ref: a planted refs/heads/x/refs/heads/... must not match.
+      return out.split('\n').map((line) => line.split('\t')).find(([, name]) => name === `refs/heads/${branch}`)?.[0];
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   }
 
   /**
-   * The file, changed to refer to `ref`; undefined when it already does, or (with `from`) when it
-   * does not refer to `from`. Formatting and comments are kept.
+   * The file, changed to refer to `ref`; undefined when it already does. With `onlyFromRekey`, it
+   * changes only if a field refers to another version rekey made (a commit of a rotation that
+   * failed or was abandoned): what a person wrote there is never overwritten.
    */
-  async function change(clone: string, ref: VersionRef, from?: VersionRef): Promise<string | undefined> {
+  async function change(clone: string, ref: VersionRef, onlyFromRekey = false): Promise<string | undefined> {
     const file = join(clone, spec.path);
     // Every component a plain folder or file: a symlink could point the edit outside the clone.
     let at = clone;
     for (const part of spec.path.split('/').filter(Boolean)) {
       at = join(at, part);
       const stat = await lstat(at).catch(() => undefined);
-      if (!stat) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} does not exist on ${spec.branch}`, 'ConsumerUnhealthy');
-      if (stat.isSymbolicLink()) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} goes through a symlink in the repository`, 'ConsumerUnhealthy');
+      if (!stat) throw refusedFile(`${spec.path} does not exist on ${spec.branch}`);
+      if (stat.isSymbolicLink()) throw refusedFile(`${spec.path} goes through a symlink in the repository`);
     }
-    if ((await lstat(file)).size > MAX_FILE_BYTES) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is over 1 MiB`, 'ConsumerUnhealthy');
+    if ((await lstat(file)).size > MAX_FILE_BYTES) throw refusedFile(`${spec.path} is over 1 MiB`);
     const text = await readFile(file, 'utf8');
-    const fill = (template: string, v: VersionRef) => template.replaceAll('${versionId}', v.versionId).replaceAll('${secretId}', v.storeRef).replaceAll('${secret}', v.secret);
-    const doc = parseDocument(text, { keepSourceTokens: true });
-    if (doc.errors.length) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is not valid YAML or JSON (${doc.errors[0].message.split('\n')[0].slice(0, 200)})`, 'ConsumerUnhealthy');
-    if (!isMap(doc.contents)) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} is not a mapping`, 'ConsumerUnhealthy');
+    const doc = parseDocument(text, { keepSourceTokens: true, uniqueKeys: true });
+    if (doc.errors.length) throw refusedFile(`${spec.path} is not valid YAML or JSON (${doc.errors[0].message.split('\n')[0].slice(0, 200)})`);
+    if (!isMap(doc.contents)) throw refusedFile(`${spec.path} is not a mapping`);
     const fields = Object.entries(spec.set).map(([path, template]) => {
       const keys = [...path.matchAll(/([A-Za-z0-9_-]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
-      if (!doc.hasIn(keys)) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path} has no field ${path}`, 'ConsumerUnhealthy');
-      return { keys, template };
+      const node = doc.getIn(keys, true);
+      // A text value in plain or quoted style, nothing that other fields share (an anchor) or that
+      // spans lines (a block scalar): the edit is then one value in one place.
+      if (!isScalar(node) || typeof node.value !== 'string' || !node.range || node.anchor || node.tag || !['PLAIN', 'QUOTE_DOUBLE', 'QUOTE_SINGLE'].includes(node.type ?? '')) {
+        throw refusedFile(`${spec.path}: ${path} is not a single text value (plain or quoted, without anchor or tag)`);
+      }
+      return { path, keys, node, value: fill(template, ref), was: referencedVersion(node.value, template, ref) };
     });
-    if (from && !fields.some(({ keys, template }) => doc.getIn(keys) === fill(template, from))) return undefined;
+    if (onlyFromRekey && !fields.some((f) => f.was && f.was !== ref.versionId && isRekeyVersionId(f.was))) return undefined;
     // Each value is replaced where it stands in the text, in its own quoting: everything else of
     // the file (comments, spacing, key order, line width) stays byte for byte.
-    const edits: { start: number; end: number; text: string }[] = [];
-    for (const { keys, template } of fields) {
-      const value = fill(template, ref);
-      const node = doc.getIn(keys, true);
-      if (!isScalar(node) || !node.range) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${spec.path}: ${keys.join('.')} is not a single value`, 'ConsumerUnhealthy');
-      if (node.value === value) continue;
-      edits.push({ start: node.range[0], end: node.range[1], text: quoted(value, node.type) });
-    }
+    const edits = fields.filter((f) => f.node.value !== f.value).map((f) => ({ start: f.node.range![0], end: f.node.range![1], text: quoted(f.value, f.node.type) }));
     if (!edits.length) return undefined;
     let out = text;
     for (const e of edits.sort((x, y) => y.start - x.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
+    // Read back: the new text must mean the old file with exactly these fields changed.
+    const expected = parseDocument(text);
+    for (const f of fields) expected.setIn(f.keys, f.value);
+    const reread = parseDocument(out, { uniqueKeys: true });
+    const jsonStill = !text.trimStart().startsWith('{') || isJson(out);
+    if (reread.errors.length || !jsonStill || JSON.stringify(reread.toJS()) !== JSON.stringify(expected.toJS())) {
+      throw refusedFile(`${spec.path}: the change would not read back as intended; nothing was written`);
+    }
     await writeFile(file, out);
     return out;
   }
+  const refusedFile = (message: string) => ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${message}`, 'ConsumerUnhealthy');
 
   /** Commit the change in `clone`, dated like the version, so the same change is the same commit. */
   async function commitChange(clone: string, ref: VersionRef, message: string, signal?: AbortSignal): Promise<string> {
@@ -202,25 +246,35 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     if (spec.signingKey) {
       const key = textOf(await readCurrent(spec.signingKey.store), spec.signingKey.field);
       if (!key) throw ApplicationFailure.nonRetryable(`consumer ${spec.name}: the signing key's store has no text field ${spec.signingKey.field}`, 'ConsumerUnhealthy');
-      // Beside the clone, in the folder only the worker can enter; removed with it.
-      const keyFile = join(dirname(clone), 'signing-key');
-      await writeFile(keyFile, key.endsWith('\n') ? key : `${key}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? undefined : Promise.reject(err)));
+      // Beside the clone, in the folder only the worker can enter, and only while git signs.
+      const keyFile = join(dirname(clone), `signing-key-${randomBytes(8).toString('hex')}`);
+      await writeFile(keyFile, key.endsWith('\n') ? key : `${key}\n`, { mode: 0o600, flag: 'wx' });
       // Ed25519 signatures are deterministic: a retried commit is still the same commit.
       signing = ['-c', 'gpg.format=ssh', '-c', `user.signingKey=${keyFile}`, '-c', 'commit.gpgSign=true'];
+      try {
+        await must(clone, 'commit', [...who, ...signing, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
+      } finally {
+        await rm(keyFile, { force: true });
+      }
+    } else {
+      await must(clone, 'commit', [...who, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
     }
-    await must(clone, 'commit', [...who, ...signing, 'commit', '--quiet', '--no-verify', '-m', message], signal, { GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date });
     return (await must(clone, 'rev-parse', ['rev-parse', 'HEAD'], signal)).trim();
   }
 
-  /** Make the base refer to `ref`: the change again on the newest base, pushed, retried while the base moves. Says what it did. */
-  async function landOnBase(ref: VersionRef, message: string, signal?: AbortSignal, from?: VersionRef): Promise<string> {
+  /**
+   * Make the base refer to `ref`: the change again on the newest base, pushed, retried while the
+   * base moves. `guard` is asked before every push. Says what it did.
+   */
+  async function landOnBase(ref: VersionRef, message: string, guard: () => Promise<void>, signal?: AbortSignal, onlyFromRekey = false): Promise<string> {
     for (let attempt = 1; ; attempt++) {
       const outcome = await withClone(spec.branch, async (clone) => {
-        if (!(await change(clone, ref, from))) return from ? `${spec.branch} does not refer to ${from.versionId}: left as it is` : `${spec.branch} already refers to ${ref.versionId}`;
+        if (!(await change(clone, ref, onlyFromRekey))) return onlyFromRekey ? `${spec.branch} refers to no other version of rekey's: left as it is` : `${spec.branch} already refers to ${ref.versionId}`;
         const sha = await commitChange(clone, ref, message, signal);
+        await guard();
         const pushed = await git(clone, ['push', '--quiet', 'origin', `HEAD:refs/heads/${spec.branch}`], signal);
         if (pushed.code === 0) return `${spec.branch} now refers to ${ref.versionId} (${sha.slice(0, 12)})`;
-        if (!/non-fast-forward|fetch first|rejected/.test(pushed.out)) throw new Error(`consumer ${spec.name}: git push to ${spec.branch} failed (exit ${pushed.code})${hint(pushed.out)}`);
+        if (!moved(pushed.out)) throw new Error(`consumer ${spec.name}: git push to ${spec.branch} failed (exit ${pushed.code})${hint(pushed.out)}`);
         return undefined;
       }, signal);
       if (outcome) return outcome;
@@ -265,26 +319,32 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       if (!spec.verify) return { healthy: true, detail: `branch ${branch} prepared` };
       const verify = spec.verify;
       return withClone(branch, async (clone) => {
-        const env = { PATH: process.env.PATH, HOME: clone, REKEY_SECRET: ref.secret, REKEY_VERSION_ID: ref.versionId, REKEY_BRANCH: branch };
+        // HOME is an empty folder of its own, not the clone: the repository's dotfiles (.gitconfig,
+        // .npmrc, .kube/config) would otherwise configure the tools verify runs.
+        const home = await mkdtemp(join(dirname(clone), 'home-'));
+        const env = { PATH: process.env.PATH, HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', REKEY_SECRET: ref.secret, REKEY_VERSION_ID: ref.versionId, REKEY_BRANCH: branch };
         const result = await run('/bin/sh', ['-c', verify], clone, env, signal);
         // The command's output may quote the repository: only its exit status is reported.
         return result.code === 0 ? { healthy: true, detail: `verify passed on ${branch}` } : { healthy: false, detail: `verify exited with status ${result.code} on ${branch}` };
       }, signal);
     },
 
-    async commit(ref, _credential, { signal, guard }) {
-      await guard();
-      const landed = await landOnBase(ref, message(ref, 'uses'), signal);
-      await deleteBranch(branchFor(ref.secret, ref.versionId), signal);
+    async commit(ref, _credential, options) {
+      deadline = options.deadline;
+      await options.guard();
+      const landed = await landOnBase(ref, message(ref, 'uses'), options.guard, options.signal);
+      await deleteBranch(branchFor(ref.secret, ref.versionId), options.signal);
       return landed;
     },
 
-    // The base back on the current version if a commit got that far (it refers to the pending
-    // one), never a change of what someone else put there; and the prepared branch gone.
-    async abort(current, _credential, { signal, guard, pendingVersionId }) {
-      await guard();
-      await landOnBase(current, message(current, 'back to'), signal, { ...current, versionId: pendingVersionId });
-      await deleteBranch(branchFor(current.secret, pendingVersionId), signal);
+    // The base back on the current version if a commit got that far: it refers to another version
+    // rekey made (this rotation's, or one a terminated rotation committed), never to what a person
+    // put there. And the prepared branch gone.
+    async abort(current, _credential, options) {
+      deadline = options.deadline;
+      await options.guard();
+      await landOnBase(current, message(current, 'back to'), options.guard, options.signal, true);
+      await deleteBranch(branchFor(current.secret, options.pendingVersionId), options.signal);
     },
   };
 }
