@@ -13,7 +13,11 @@ import { versionTokenFor } from '../lib/version-token';
 import { gitopsConsumerSchema } from '../activities/consumers/gitops';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { labelled, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import type { BreakGlassDocument } from '../lib/signed';
+import { emergencyRevoke } from '../workflows/emergencyRevoke';
+import { emergencyWorkflowId } from '../workflows/messages';
+import { newKey, people, sign, validFor } from './keys';
+import { canLogin, databaseFixture, labelled, manifests, postgresSpec, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 const run = promisify(execFile);
@@ -290,6 +294,49 @@ describe('gitops consumer (real git)', () => {
       await assert.rejects(odd.deploy({ ...ref, versionId: `v-${field}` }, {}), new RegExp(`deploy/odd.yaml: ${field} is not a single text value`), field);
     }
     assert.deepEqual(await repo.branches(), ['main', 'rekey/api-key/v2']);
+  });
+
+  it('reverting touches only fields that name another of rekey\'s versions: a pin a person set beside one stays', async () => {
+    const repo = await repository();
+    const [current, abandoned] = ['a', 'b'].map((run) => versionTokenFor(`rotation/api-key/${run}`));
+    await writeFile(join(repo.work, 'deploy/two.yaml'), `image: "prod/api-key#${abandoned}"\nbackup: "bk/manual"\n`);
+    await git(repo.work, 'add', '.');
+    await git(repo.work, 'commit', '--quiet', '-m', 'two references');
+    await git(repo.work, 'push', '--quiet', 'origin', 'main');
+    const target = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`, { path: 'deploy/two.yaml', set: { image: 'prod/${secret}#${versionId}', backup: 'bk/${versionId}' } })) as GitopsConsumerSpec);
+    const ref = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: current, createdAt: '2026-11-23T10:00:00Z' };
+
+    await target.abort!(ref, {}, { guard: async () => undefined, pendingVersionId: versionTokenFor('rotation/api-key/c'), deadline: Date.now() + 60_000 });
+
+    assert.equal(await repo.show('main', 'deploy/two.yaml'), `image: "prod/api-key#${current}"\nbackup: "bk/manual"\n`);
+  });
+
+  it('a revoke-first emergency of a secret with a target still deploys to every consumer and lands the gitops change', async () => {
+    const repo = await repository();
+    const oncall = await newKey('oncall');
+    const fx = await databaseFixture('single-user');
+    const dir = await tempDir();
+    const spec = postgresSpec(fx, 'single-user', {
+      consumers: [
+        { type: 'command', name: 'app', file: join(dir, 'db.json') },
+        consumer(`file://${repo.bare}`, { set: { 'database.passwordRef': '${secretId}#${versionId}' } }),
+      ],
+    });
+    const trusted = await manifests({ [fx.id]: spec }, people([oncall], ['oncall']));
+    const document: BreakGlassDocument = { kind: 'rekey.dev/break-glass', namespace: 'default', secret: fx.id, revokeFirst: true, reason: 'password in a public paste', ...validFor(600_000) };
+
+    const report: RotationReport = await withWorker(
+      async (taskQueue) =>
+        (await temporalClient()).workflow.execute(emergencyRevoke, { taskQueue, workflowId: emergencyWorkflowId(fx.id), args: [{ secret: fx.id, requestedBy: 'oncall', reason: 'leak', authorization: await sign(oncall, document) }] }),
+      { manifestDirs: [trusted.dir] },
+    );
+
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    assert.deepEqual(report.warnings ?? [], []);
+    const current = (await labelled(fx.secretId, 'AWSCURRENT'))!;
+    assert.equal(JSON.parse(await readFile(join(dir, 'db.json'), 'utf8')).rekey_version_id, current.versionId, 'the command consumer got the new credential');
+    assert.match(await repo.show('main'), new RegExp(`#${current.versionId}"`), 'main refers to the new version');
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), false);
   });
 
   it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {

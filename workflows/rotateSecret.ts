@@ -107,13 +107,14 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   try {
     // 2. prepare target: it learns the new credential while the old one still works.
     progress.enter('prepare');
+    // A revoke-first emergency goes straight on (its commits overwrite whatever producers hold).
+    if (!revokeFirst) await consumers.resetProducers();
     await act.prepare.prepareTarget(pair);
     if (revokeFirst) {
       // The worst leaks: stop the old credential now; consumers catch up, and there is no way back.
       progress.enter('revoke');
       await CancellationScope.nonCancellable(revokeOld);
     }
-    await consumers.resetProducers();
 
     // 3. deploy to consumers, in parallel up to the policy's limit.
     progress.enter('deploy');

@@ -46,7 +46,7 @@ const reference = z
   .min(1)
   .max(500)
   .refine((text) => [...text.matchAll(/\$\{([^}]*)\}/g)].every((m) => ['versionId', 'secretId', 'secret'].includes(m[1])), 'may use ${versionId}, ${secretId} and ${secret} only')
-  .refine((text) => text.includes('${versionId}'), 'must contain ${versionId}, or it would not change');
+  .refine((text) => text.split('${versionId}').length === 2, 'must contain ${versionId} once (it changes, and says which version it names)');
 
 export const gitopsConsumerSchema = z
   .object({
@@ -217,16 +217,17 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       }
       return { path, keys, node, value: fill(template, ref), was: referencedVersion(node.value, template, ref) };
     });
-    if (onlyFromRekey && !fields.some((f) => f.was && f.was !== ref.versionId && isRekeyVersionId(f.was))) return undefined;
+    // Reverting, only fields that name another of rekey's versions change: a person's pin stays.
+    const changing = fields.filter((f) => f.node.value !== f.value && (!onlyFromRekey || (f.was !== undefined && f.was !== ref.versionId && isRekeyVersionId(f.was))));
     // Each value is replaced where it stands in the text, in its own quoting: everything else of
     // the file (comments, spacing, key order, line width) stays byte for byte.
-    const edits = fields.filter((f) => f.node.value !== f.value).map((f) => ({ start: f.node.range![0], end: f.node.range![1], text: quoted(f.value, f.node.type) }));
+    const edits = changing.map((f) => ({ start: f.node.range![0], end: f.node.range![1], text: quoted(f.value, f.node.type) }));
     if (!edits.length) return undefined;
     let out = text;
     for (const e of edits.sort((x, y) => y.start - x.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
     // Read back: the new text must mean the old file with exactly these fields changed.
     const expected = parseDocument(text);
-    for (const f of fields) expected.setIn(f.keys, f.value);
+    for (const f of changing) expected.setIn(f.keys, f.value);
     const reread = parseDocument(out, { uniqueKeys: true });
     const jsonStill = !text.trimStart().startsWith('{') || isJson(out);
     if (reread.errors.length || !jsonStill || JSON.stringify(reread.toJS()) !== JSON.stringify(expected.toJS())) {
