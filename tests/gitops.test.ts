@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
@@ -337,6 +339,38 @@ describe('gitops consumer (real git)', () => {
     assert.equal(JSON.parse(await readFile(join(dir, 'db.json'), 'utf8')).rekey_version_id, current.versionId, 'the command consumer got the new credential');
     assert.match(await repo.show('main'), new RegExp(`#${current.versionId}"`), 'main refers to the new version');
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), false);
+  });
+
+  it('over https, the token never follows a redirect to another host', async () => {
+    const dir = await tempDir();
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')]);
+    const tls = { key: await readFile(join(dir, 'key.pem')), cert: await readFile(join(dir, 'cert.pem')) };
+    // The git server answers with a redirect to another server, which writes down what it is sent.
+    const seen: (string | undefined)[] = [];
+    const elsewhere = createServer(tls, (req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => elsewhere.listen(0, '127.0.0.1', r));
+    const redirecting = createServer(tls, (req, res) => res.writeHead(301, { location: `https://127.0.0.1:${(elsewhere.address() as AddressInfo).port}${req.url}` }).end());
+    await new Promise<void>((r) => redirecting.listen(0, '127.0.0.1', r));
+    try {
+      const id = uniqueId();
+      const token = `rekey-test-token-${randomBytes(12).toString('hex')}`;
+      const credentials = { store: { type: 'aws-secrets-manager', secretId: `rekey-test/${id}/git-token` } };
+      await sm.send(new CreateSecretCommand({ Name: credentials.store.secretId, SecretString: JSON.stringify({ token }) }));
+      const url = `https://127.0.0.1:${(redirecting.address() as AddressInfo).port}/config.git`;
+      const target = gitopsConsumer(gitopsConsumerSchema.parse(consumer(url, { credentials, tls: { ca: join(dir, 'cert.pem') } })) as GitopsConsumerSpec);
+
+      const failure = await target.deploy({ secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: 'v2' }, {}).then(() => 'deployed', (err: Error) => err.message);
+
+      assert.match(failure, /git clone of main failed/);
+      assert.ok(!failure.includes(token));
+      assert.deepEqual(seen, [], 'the other host heard nothing');
+    } finally {
+      redirecting.close();
+      elsewhere.close();
+    }
   });
 
   it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {

@@ -55,6 +55,8 @@ export const gitopsConsumerSchema = z
     repository: gitUrl,
     /** An https token, sent as an Authorization header (never in the URL, the argv or a log). */
     credentials: z.object({ store: storeSchema, field: z.string().min(1).default('token') }).strict().optional(),
+    /** A private git server's CA (PEM file on the worker), for https:// repositories. */
+    tls: z.object({ ca: z.string().min(1).max(500).refine((p) => p.startsWith('/'), 'must be an absolute path') }).strict().optional(),
     /** The base branch the change lands on at promote. */
     branch: z.string().regex(/^[A-Za-z0-9._/-]{1,200}$/, 'must be a branch name').refine((b) => !b.includes('..') && !b.startsWith('-') && !b.endsWith('/'), 'must be a branch name').default('main'),
     /** The file to change, relative to the repository's root. */
@@ -133,6 +135,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       ['advice.detachedHead', 'false'],
       // A redirect would carry the token to whatever host the server names.
       ['http.followRedirects', 'false'],
+      ...(spec.tls ? [['http.sslCAInfo', spec.tls.ca] as [string, string]] : []),
       ...(bearer ? [['http.extraHeader', `Authorization: Bearer ${bearer}`] as [string, string]] : []),
     ];
     const env: NodeJS.ProcessEnv = {
