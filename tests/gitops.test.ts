@@ -373,6 +373,28 @@ describe('gitops consumer (real git)', () => {
     }
   });
 
+  it('commit asks whether the rotation is still in flight before every push: a retry after the base moved pushes nothing once it is not', async () => {
+    const repo = await repository();
+    const target = gitopsConsumer(gitopsConsumerSchema.parse(consumer(`file://${repo.bare}`)) as GitopsConsumerSpec);
+    const ref = { secret: 'api-key', storeRef: 'aws-secrets-manager:prod/api-key', versionId: versionTokenFor('rotation/api-key/a'), createdAt: '2026-11-23T11:00:00Z' };
+    let asked = 0;
+    // Asked at the start, then before the first push: someone pushes to main just then (so this push
+    // is refused); asked before the second push: the rotation was rolled back meanwhile.
+    const guard = async () => {
+      if (++asked === 2) {
+        await git(repo.work, 'pull', '--quiet', 'origin', 'main');
+        await writeFile(join(repo.work, 'deploy/values.yaml'), (await readFile(join(repo.work, 'deploy/values.yaml'), 'utf8')).replace('replicas: 3', 'replicas: 4'));
+        await git(repo.work, 'commit', '--quiet', '-am', 'scale');
+        await git(repo.work, 'push', '--quiet', 'origin', 'main');
+      } else if (asked > 2) throw new Error('rolled back meanwhile');
+    };
+
+    await assert.rejects(target.commit!(ref, {}, { guard, deadline: Date.now() + 60_000 }), /rolled back meanwhile/);
+
+    assert.doesNotMatch(await repo.show('main'), new RegExp(ref.versionId), 'main never took the change');
+    assert.deepEqual((await git(repo.bare, 'log', '--format=%s', 'main')).trim().split('\n'), ['scale', 'initial']);
+  });
+
   it('bad manifests are named: a password in the URL, a path out of the repository, a reference that could not change, a command in a template', () => {
     const problems = (extra: Record<string, unknown>) => gitopsConsumerSchema.safeParse(consumer('file:///srv/config.git', extra)).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`) ?? [];
     assert.match(problems({ repository: 'https://user:hunter2@git.example.com/c.git' }).join(), /repository: must not carry a password/);
