@@ -219,10 +219,12 @@ describe('gitops consumer (real git)', () => {
       await target.abort!(current, {}, { guard, pendingVersionId: v2, deadline: Date.now() + 60_000 });
       assert.match(await repo.show('main'), new RegExp(`prod/api-key#${v1}"`), 'main refers to the current version again');
       assert.deepEqual(await repo.branches(), ['main']);
-      // A commit a terminated rotation left (another of rekey's versions) is reverted too, by the next rotation's reset.
+      // A commit (and a prepared branch) a terminated rotation left is undone too, by the next rotation's reset.
+      await target.deploy({ ...pending, versionId: v2 }, {});
       await target.commit!({ ...pending, versionId: v3 }, {}, { guard, deadline: Date.now() + 60_000 });
       await target.abort!(current, {}, { guard, pendingVersionId: versionTokenFor('rotation/api-key/d'), deadline: Date.now() + 60_000 });
       assert.match(await repo.show('main'), new RegExp(`prod/api-key#${v1}"`));
+      assert.deepEqual(await repo.branches(), ['main'], "the abandoned rotation's branch is gone too");
       // What a person put there is never overwritten.
       await git(repo.work, 'pull', '--quiet', 'origin', 'main');
       await writeFile(join(repo.work, 'deploy/values.yaml'), (await readFile(join(repo.work, 'deploy/values.yaml'), 'utf8')).replace(`#${v1}`, '#pinned-by-alice'));

@@ -180,11 +180,20 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
 
   /** Does the remote have `branch`, and at which commit? */
   async function remoteHead(branch: string, signal?: AbortSignal): Promise<string | undefined> {
+    // Exactly that ref: a planted refs/heads/x/refs/heads/... must not match.
+    return (await remoteBranches(`refs/heads/${branch}`, signal)).find(([, name]) => name === branch)?.[0];
+  }
+
+  /** [commit, branch name] of the remote's branches matching `pattern`. */
+  async function remoteBranches(pattern: string, signal?: AbortSignal): Promise<[string, string][]> {
     const dir = await mkdtemp(join(tmpdir(), 'rekey-gitops-'));
     try {
-      const out = await must(dir, 'ls-remote', ['ls-remote', '--heads', '--', spec.repository, `refs/heads/${branch}`], signal);
-      // Exactly that ref: a planted refs/heads/x/refs/heads/... must not match.
-      return out.split('\n').map((line) => line.split('\t')).find(([, name]) => name === `refs/heads/${branch}`)?.[0];
+      const out = await must(dir, 'ls-remote', ['ls-remote', '--heads', '--', spec.repository, pattern], signal);
+      return out
+        .split('\n')
+        .map((line) => line.split('\t'))
+        .filter(([sha, ref]) => /^[0-9a-f]{40}$/.test(sha ?? '') && ref?.startsWith('refs/heads/'))
+        .map(([sha, ref]) => [sha, ref.slice('refs/heads/'.length)]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -348,7 +357,12 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       deadline = options.deadline;
       await options.guard();
       await landOnBase(current, message(current, 'back to'), options.guard, options.signal, true);
-      await deleteBranch(branchFor(current.secret, options.pendingVersionId), options.signal);
+      // This rotation's branch, and any a terminated rotation of this secret left (named after one of rekey's versions).
+      const prefix = `rekey/${current.secret}/`;
+      const stale = (await remoteBranches(`refs/heads/${prefix}*`, options.signal))
+        .map(([, name]) => name)
+        .filter((name) => name.startsWith(prefix) && isRekeyVersionId(name.slice(prefix.length)) && name !== branchFor(current.secret, current.versionId));
+      for (const name of new Set([branchFor(current.secret, options.pendingVersionId), ...stale])) await deleteBranch(name, options.signal);
     },
   };
 }
