@@ -95,8 +95,6 @@ export interface GitHubClientSettings {
 let settings: GitHubClientSettings = { writeSpacingMs: 1_000, retries: 1, maxRateLimitWaitSeconds: 60, requestTimeoutMs: 30_000, pollMs: 2_000 };
 let writeGroup: Bottleneck.Group | undefined;
 
-export const githubSettings = (): Readonly<GitHubClientSettings> => settings;
-
 /** Set by the worker (createActivities' `github` option). */
 export function configureGitHubClients(overrides: Partial<GitHubClientSettings>): void {
   settings = { ...settings, ...overrides };
@@ -162,10 +160,6 @@ export async function onGitHub<T>(what: string, where: string, needs: string, ca
   } catch (err) {
     throw explain(err, what, where, needs);
   }
-}
-
-export function statusOf(err: unknown): number | undefined {
-  return err instanceof RequestError ? err.status : err instanceof ApplicationFailure ? (err.details?.[0] as number | undefined) : undefined;
 }
 
 function explain(err: unknown, what: string, where: string, needs: string): Error {

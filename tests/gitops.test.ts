@@ -19,9 +19,8 @@ import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { emergencyWorkflowId } from '../workflows/messages';
 import { newKey, people, sign, validFor } from './keys';
-import { canLogin, databaseFixture, labelled, manifests, postgresSpec, settled, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import { canLogin, databaseFixture, killAndFinish, labelled, manifests, postgresSpec, settled, spawnWorker, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
-const ROOT = join(__dirname, '..');
 const run = promisify(execFile);
 const gitEnv = { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 'test', GIT_AUTHOR_EMAIL: 't@x', GIT_COMMITTER_NAME: 'test', GIT_COMMITTER_EMAIL: 't@x' };
 const git = async (cwd: string, ...args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout;
@@ -145,21 +144,12 @@ describe('gitops consumer (real git)', () => {
     const spec = { store, generator: { type: 'random-bytes', size: 32 }, consumers: [consumer(`file://${repo.bare}`)], policy: { overlap: '0s' } };
     const trusted = await manifests({ [id]: spec });
     const taskQueue = uniqueId('rekey-gitops-crash-');
-    const spawnWorker = () =>
-      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], { cwd: ROOT, env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: trusted.dir }, stdio: ['ignore', 'ignore', 'pipe'] });
 
-    const first = spawnWorker();
+    const first = spawnWorker(taskQueue, trusted.dir);
     const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(id), args: [trusted.input(id)] });
     for (let i = 0; i < 600 && !(await readFile(marker).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 100));
-    first.kill('SIGKILL');
-    await new Promise((r) => first.once('exit', r));
-    const second = spawnWorker();
-    try {
-      const report: RotationReport = await handle.result();
-      assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
-    } finally {
-      second.kill('SIGTERM');
-    }
+    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
     const current = (await labelled(store.secretId, 'AWSCURRENT'))!;
     assert.deepEqual((await git(repo.bare, 'log', '--format=%s', 'main')).trim().split('\n'), [`rekey: ${id} uses ${current.versionId}`, 'initial'], 'one change, not two');
     assert.deepEqual(await repo.branches(), ['main']);

@@ -1,5 +1,6 @@
 // Shared fixtures: real Temporal, real moto, real Postgres. Every test gets its own task queue,
 // its own secret ids and its own Postgres roles, so tests never see each other's state.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -279,4 +280,32 @@ export async function decodedPayloadText(value: unknown): Promise<string> {
   const keyring = loadKeyring();
   const decoded = keyring ? await new AesGcmCodec(keyring).decode(payloads) : payloads;
   return allText(decoded);
+}
+
+const ROOT = join(__dirname, '..');
+
+/** A worker process (workers/main.ts) on `taskQueue` trusting `manifestDir`. */
+export function spawnWorker(taskQueue: string, manifestDir: string): ChildProcess {
+  // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
+  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+}
+
+/**
+ * SIGKILL `first` mid-rotation, start a second worker on the same queue and manifests, and return
+ * the rotation's report once that one has finished it. `afterKill` runs once the first is gone.
+ */
+export async function killAndFinish(first: ChildProcess, taskQueue: string, manifestDir: string, result: Promise<RotationReport>, afterKill?: () => void): Promise<RotationReport> {
+  first.kill('SIGKILL');
+  await new Promise((r) => first.once('exit', r));
+  afterKill?.();
+  const second = spawnWorker(taskQueue, manifestDir);
+  try {
+    return await result;
+  } finally {
+    second.kill('SIGTERM');
+  }
 }
