@@ -4,7 +4,7 @@
 // when its files change, and the spec each rotation started with is remembered for it.
 import { stat } from 'node:fs/promises';
 import { ApplicationFailure, log } from '@temporalio/activity';
-import { ManifestError, loadManifests, yamlFiles, type ManifestSet, type SecretEntry } from '../lib/manifest';
+import { ManifestError, loadManifests, yamlFiles, type GroupEntry, type ManifestSet, type SecretEntry } from '../lib/manifest';
 
 export const REFUSED = {
   unknownSecret: 'UnknownSecret',
@@ -86,6 +86,22 @@ export class WorkerManifests {
       throw ApplicationFailure.nonRetryable(
         `${secret}: the manifest the worker has (${shortHash(entry.specHash)}) differs from the one you reviewed (${shortHash(specHash)}); ` +
           'deploy the reviewed manifests to the workers or re-plan',
+        REFUSED.specMismatch,
+      );
+    }
+    return entry;
+  }
+
+  /** The RotationGroup as the worker's manifests declare it now; refused if it differs from `specHash`. */
+  async group(name: string, specHash?: string): Promise<GroupEntry> {
+    const set = await this.set();
+    const entry = set.groups.get(name);
+    if (!entry) {
+      throw ApplicationFailure.nonRetryable(`the worker's manifests have no RotationGroup named ${name} (known: ${[...set.groups.keys()].slice(0, 20).join(', ') || 'none'})`, REFUSED.unknownSecret);
+    }
+    if (specHash !== undefined && specHash !== entry.specHash) {
+      throw ApplicationFailure.nonRetryable(
+        `group ${name}: the manifest the worker has (${shortHash(entry.specHash)}) differs from the one you reviewed (${shortHash(specHash)}); deploy the reviewed manifests to the workers or re-plan`,
         REFUSED.specMismatch,
       );
     }

@@ -10,8 +10,8 @@ import { checkBreakGlass, checkRequest, validApprovals, type RunBinding } from '
 import { keyring } from '../lib/signed';
 import { verifySignature } from '../lib/sshsig';
 import { parseDuration } from '../lib/duration';
-import type { SecretEntry, SecretSpec } from '../lib/manifest';
-import type { SignedDocument, Signer } from '../lib/signed';
+import type { ApprovalPolicy, SecretEntry, SecretSpec } from '../lib/manifest';
+import type { Person, SignedDocument, Signer } from '../lib/signed';
 import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
 import { emergencyWorkflowId, rotationWorkflowId, type FleetItem, type RotationPlan } from '../workflows/messages';
 
@@ -20,6 +20,7 @@ import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, r
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import { configureGitHubClients, type GitHubClientSettings } from './github';
+import { createGroupActivities, releaseHolds } from './groups';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
 import type { Credential, DeployOptions, SecretStore, Target, TargetContext, VersionRef } from './provider';
 import { openStore } from './stores';
@@ -81,6 +82,8 @@ export interface PromoteStep extends RotationRef {
   approvals: SignedDocument[];
   request?: SignedDocument;
   emergency?: SignedDocument;
+  /** A group member: the worker's token releasing this version, issued when the whole group decided. */
+  group?: { name: string; runId: string; release: string };
 }
 
 export interface RevokeStep extends RotationRef {
@@ -188,6 +191,23 @@ function targetOf(spec: SecretSpec): Target | undefined {
   return spec.target ? createTarget(spec.target) : undefined;
 }
 
+function approvalPlan(approval: ApprovalPolicy, approvers: Person[]): RotationPlan['approval'] {
+  return {
+    required: approval.required,
+    minApprovals: approval.minApprovals,
+    requireSignedRequest: approval.requireSignedRequest,
+    timeoutMs: parseDuration(approval.timeout),
+    onTimeout: approval.onTimeout,
+    escalationLimitMs: parseDuration(approval.escalationLimit),
+    approvers,
+  };
+}
+
+/** What promote asks of a rotation before anything else: every consumer deployed and healthy, and the target. */
+function verificationReceipts(entry: SecretEntry): string[] {
+  return [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target'];
+}
+
 function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: string[] }>, breakGlass: { name: string; keys: string[] }[]): RotationPlan {
   const { policy } = entry.spec;
   const ms = parseDuration;
@@ -209,15 +229,7 @@ function planOf(entry: SecretEntry, people: Map<string, { name: string; keys: st
       revoke: ms(policy.timeouts.revoke),
       rollback: ms(policy.timeouts.rollback),
     },
-    approval: {
-      required: policy.approval.required,
-      minApprovals: policy.approval.minApprovals,
-      requireSignedRequest: policy.approval.requireSignedRequest,
-      timeoutMs: ms(policy.approval.timeout),
-      onTimeout: policy.approval.onTimeout,
-      escalationLimitMs: ms(policy.approval.escalationLimit),
-      approvers: entry.approvers,
-    },
+    approval: approvalPlan(policy.approval, entry.approvers),
     breakGlass,
     people: [...everyone.values()],
   };
@@ -250,9 +262,9 @@ export function createActivities(options: ActivityOptions = {}) {
    * that key is that person's and the signature holds: the trail never repeats a forged attribution.
    */
   const vouchFor = async (secret: string, signed: SignedEvidence): Promise<SignedEvidence> => {
-    const { settings } = await manifests.set();
-    const entry = (await manifests.set()).secrets.get(secret);
-    const people = [...settings.people.values(), ...(entry?.approvers ?? []), ...settings.breakGlass];
+    const { settings, secrets, groups } = await manifests.set();
+    // `secret` names a Secret, or a RotationGroup for a group's decisions.
+    const people = [...settings.people.values(), ...(secrets.get(secret)?.approvers ?? []), ...(groups.get(secret)?.approvers ?? []), ...settings.breakGlass];
     const verdict = verifySignature(signed.document, signed.signature, keyring(people));
     if (!verdict.ok) throw refused(`audit: the signed document attributed to ${signed.signer} does not hold: ${verdict.reason}`);
     return { document: signed.document, signature: signed.signature, signer: verdict.key.name, fingerprint: verdict.key.key.fingerprint, key: verdict.key.key.text };
@@ -307,7 +319,7 @@ export function createActivities(options: ActivityOptions = {}) {
     // already cut the old credential off (then the rotation must go forward, verified or not).
     if (!(breakGlass?.ok && breakGlass.doc.revokeFirst)) {
       const committing = what === 'promote' ? phasesOf(entry.spec).commit.map((name) => `committed:${name}`) : [];
-      const needed = [...entry.spec.consumers.flatMap((c) => [`deployed:${c.name}`, `consumer:${c.name}`]), 'target', ...committing];
+      const needed = [...verificationReceipts(entry), ...committing];
       for (const receipt of needed) {
         if (!(await receiptHolds(audit, step.receipts?.[receipt], run.rotationId, receipt, step.pendingVersionId))) {
           throw refused(`${what} refused: ${receipt} was not verified on ${step.pendingVersionId} by a rekey worker`);
@@ -315,6 +327,15 @@ export function createActivities(options: ActivityOptions = {}) {
       }
     }
 
+    // A group member's decision is its group's: the worker released this very version only after
+    // every member was verified and the group's approval (at least the member's, see checkGroups) held.
+    if (step.group !== undefined) {
+      const group = (await manifests.set()).groups.get(step.group.name);
+      if (!group?.spec.secrets.includes(step.secret) || !(await releaseHolds(audit, step.group.release, run.rotationId, step.group, step.pendingVersionId))) {
+        throw refused(`${what} refused: group ${String(step.group.name).slice(0, 63)} did not release ${step.pendingVersionId}`);
+      }
+      return { breakGlass: undefined, approvedWith: [], group: step.group.name };
+    }
     const approval = entry.spec.policy.approval;
     let approvedWith: { signed: SignedDocument; signer: Signer }[] = [];
     if (!breakGlass?.ok && approval.required) {
@@ -335,7 +356,7 @@ export function createActivities(options: ActivityOptions = {}) {
       }
       approvedWith = accepted;
     }
-    return { breakGlass, approvedWith };
+    return { breakGlass, approvedWith, group: undefined };
   };
 
   const readPair = async (ref: VersionPair, store: SecretStore) =>
@@ -375,14 +396,20 @@ export function createActivities(options: ActivityOptions = {}) {
      * The first step of every rotation: the worker's own manifest for `secret`, refused if it
      * differs from the spec the requester reviewed. Reads nothing but the worker's files.
      */
-    async resolveRotation(request: { secret: string; specHash?: string }): Promise<RotationPlan> {
+    async resolveRotation(request: { secret: string; specHash?: string; group?: string }): Promise<RotationPlan> {
       // Read only: the emergency workflow checks a break-glass request against the plan before it starts the rotation.
       if (thisRotation().workflowId !== emergencyWorkflowId(request.secret)) requireRotationOf(request.secret);
       const entry = await manifests.current(request.secret, request.specHash);
       manifests.startedWith(thisRotation().rotationId, entry);
       const { settings } = await manifests.set();
-      return planOf(entry, settings.people, settings.breakGlass);
+      const plan = planOf(entry, settings.people, settings.breakGlass);
+      if (request.group === undefined) return plan;
+      const group = await manifests.group(request.group);
+      if (!group.spec.secrets.includes(request.secret)) throw refused(`group ${request.group} does not list ${request.secret}; it cannot hold its rotation`);
+      return { ...plan, group: { name: request.group, holdTimeoutMs: parseDuration(group.spec.holdTimeout) } };
     },
+
+    ...createGroupActivities({ manifests, audit, thisRotation, refused, verificationReceipts, planApproval: (group) => approvalPlan(group.spec.approval, group.approvers) }),
 
     async createPendingVersion(ref: RotationRef): Promise<PendingVersion> {
       const spec = await specFor(ref, 'started-with');
@@ -534,7 +561,7 @@ export function createActivities(options: ActivityOptions = {}) {
     async promoteVersion(step: PromoteStep): Promise<AuditHead> {
       requireOwnVersion(step.pendingVersionId, 'promote');
       const entry = await entryFor(step, 'started-with');
-      const { breakGlass, approvedWith } = await beyondReturn('promote', step, entry);
+      const { breakGlass, approvedWith, group } = await beyondReturn('promote', step, entry);
       return withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
         const { pending, current } = await store.versions();
@@ -542,7 +569,9 @@ export function createActivities(options: ActivityOptions = {}) {
         if (pending !== step.pendingVersionId && current !== step.pendingVersionId) throw refused(`promote refused: ${step.pendingVersionId} is not pending in ${store.ref}`);
         const by = breakGlass?.ok
           ? `break-glass by ${breakGlass.signer.name} (${breakGlass.signer.fingerprint})`
-          : approvedWith.length
+          : group
+            ? `released by group ${group} (run ${step.group!.runId})`
+            : approvedWith.length
             ? `approved by ${approvedWith.map((a) => `${a.signer.name} (${a.signer.fingerprint})`).join(', ')}`
             : 'no approval required';
         // Evidence first: nothing becomes irreversible without its record in the trail.

@@ -24,6 +24,9 @@ usage:
                               (you then cannot approve it yourself)
   rekey rotate --all | --selector team=payments -f DIR [--max-parallel N]
                               rotate many secrets as one fleet; one summary at the end
+  rekey rotate --group NAME -f DIR [--reason TEXT] [--as LABEL] [--wait]
+                              rotate every Secret of the RotationGroup NAME or none: all are
+                              prepared and verified, one decision, then all promote
   rekey plan -f DIR [--set NAME]
                               what apply would change in Temporal's Schedules (changes nothing),
                               and the spec hash of every secret
@@ -34,9 +37,12 @@ usage:
                               every secret: owner, class, store, consumers, age against maxAge
                               (OVERDUE marked), next scheduled rotation, last outcome
   rekey status NAME           show the latest rotation of NAME: stage, consumers, outcome
-  rekey pending [--json]      list rotations waiting for an approval decision
+  rekey pending [--json]      list rotations and groups waiting for an approval decision
   rekey approve NAME --key PATH [--agent] [--comment TEXT] [--expires 1h] [-f DIR] [--print]
   rekey reject NAME --key PATH [--agent] [--comment TEXT] [--expires 1h] [-f DIR] [--print]
+  rekey approve|reject --group NAME --key PATH [...]
+                              the same, once for a whole RotationGroup (bound to every member's
+                              pending version)
                               sign a decision for the run waiting now (its run, pending version
                               and spec) with your SSH key (ssh-keygen -Y sign -n rekey) and send
                               it; --print prints it for the Temporal UI's signal form instead;

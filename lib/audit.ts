@@ -27,7 +27,10 @@ export type AuditEventKind =
   | 'rolled-back'
   | 'rollback-incomplete'
   | 'failed'
-  | 'superseded';
+  | 'superseded'
+  /** A group's one decision (2PC): every member promotes, or every member rolls back. */
+  | 'group-released'
+  | 'group-aborted';
 
 /** A signed document behind an event, kept whole: an auditor re-verifies it with the public key alone. */
 export interface SignedEvidence {

@@ -99,3 +99,16 @@ export function validApprovals(
   }
   return { approvedBy: accepted.map((a) => a.signer), accepted, problems };
 }
+
+/** What a group's release is bound to: every member and the version it promotes, in the group's order. */
+export function membersLine(members: { secret: string; pendingVersionId: string }[]): string {
+  return members.map((m) => `${m.secret}@${m.pendingVersionId}`).join(',');
+}
+
+/**
+ * The binding a group's decision is signed for: the group's run (workflow group/<name>), its spec,
+ * and in place of one pending version the line of every member's (see membersLine).
+ */
+export function groupBinding(namespace: string, workflowId: string, runId: string, group: string, specHash: string, members: string): RunBinding {
+  return { namespace, workflowId, runId, secret: group, pendingVersionId: members, specHash };
+}

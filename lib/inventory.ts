@@ -6,7 +6,7 @@ import { currentAge } from '../activities/rotation';
 import { isMissingSecret, openStore } from '../activities/stores';
 import { scheduleId } from '../schedules/plan';
 import { OUTCOME_ATTRIBUTE, rotationWorkflowId } from '../workflows/messages';
-import { selectSecrets, type ManifestSet } from './manifest';
+import { scheduledSecrets, type ManifestSet } from './manifest';
 
 export interface InventoryRow {
   secret: string;
@@ -48,7 +48,7 @@ export async function inventory(client: Client, set: ManifestSet, now = Date.now
     let next: { at: Date; by: string } | undefined;
     for (const [scheduleName, schedule] of set.schedules) {
       const at = nextBySchedule.get(scheduleName);
-      if (at && selectSecrets(set, schedule.spec.select).includes(name) && (!next || at < next.at)) next = { at, by: scheduleName };
+      if (at && scheduledSecrets(set, schedule).includes(name) && (!next || at < next.at)) next = { at, by: scheduleName };
     }
     let lastOutcome: string | undefined;
     for await (const wf of client.workflow.list({ query: `WorkflowId = '${rotationWorkflowId(name)}'`, pageSize: 1 })) {

@@ -9,11 +9,15 @@ import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetGenerator, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
+import { parseDuration } from './duration';
 import { durationBetween } from './schema';
 import type { Person } from './signed';
 import { parsePublicKey } from './sshsig';
 
 export const API_VERSION = 'rekey.dev/v1';
+
+/** A group's decision lists every member's pending version in one signed document (at most 4 KiB). */
+export const MAX_GROUP_MEMBERS = 20;
 
 const name = z
   .string()
@@ -199,7 +203,10 @@ export const scheduleSpecSchema = z
         overdueOnly: z.boolean().default(false),
       })
       .strict()
-      .refine((sel) => sel.names.length > 0 || Object.keys(sel.labels).length > 0, { message: 'must name secrets or labels (select: {labels: {team: payments}})' }),
+      .refine((sel) => sel.names.length > 0 || Object.keys(sel.labels).length > 0, { message: 'must name secrets or labels (select: {labels: {team: payments}})' })
+      .optional(),
+    /** Instead of select: the name of a RotationGroup, rotated all or nothing. */
+    group: name.optional(),
     maxParallel: z.number().int().min(1).max(100).default(2),
   })
   .strict()
@@ -207,6 +214,9 @@ export const scheduleSpecSchema = z
     const given = (['cron', 'calendar', 'every'] as const).filter((k) => spec[k] !== undefined);
     if (given.length !== 1) {
       ctx.addIssue({ code: 'custom', path: given.length ? [given[1]] : ['cron'], message: `give exactly one of cron, calendar, every (got ${given.join(', ') || 'none'})` });
+    }
+    if ((spec.select === undefined) === (spec.group === undefined)) {
+      ctx.addIssue({ code: 'custom', path: spec.group ? ['group'] : ['select'], message: 'give exactly one of select (secrets by name or label) and group (a RotationGroup)' });
     }
     if (spec.calendar && spec.calendar.dayOfWeek && spec.calendar.dayOfMonth) {
       ctx.addIssue({ code: 'custom', path: ['calendar'], message: 'give dayOfWeek or dayOfMonth, not both' });
@@ -257,6 +267,49 @@ export const settingsManifestSchema = z
   })
   .strict();
 
+/**
+ * Secrets that must change together (seed 004: one database password in several repositories):
+ * every member is prepared and verified, one decision covers them all, then all promote; any
+ * member failing before that rolls every member back.
+ */
+export const groupSpecSchema = z
+  .object({
+    description: z.string().optional(),
+    /** Names of Secret manifests; each runs as its usual rotation/<name>, held before promote. */
+    secrets: z.array(name).min(2, 'a group needs at least two secrets').max(MAX_GROUP_MEMBERS, `a group holds at most ${MAX_GROUP_MEMBERS} secrets`),
+    /** How many members prepare at once; a member waiting for the group's decision does not count. Default: all. */
+    maxParallel: z.number().int().min(1).max(MAX_GROUP_MEMBERS).optional(),
+    /** One decision for the whole group, signed like a rotation's (rekey approve --group NAME). */
+    approval: approvalSchema.default(approvalSchema.parse({})),
+    /**
+     * How long a prepared member waits for the group's decision before it gives up and aborts on
+     * its own (if the group has not decided by then, it never will: the abort is written first).
+     */
+    holdTimeout: durationBetween('1m', '90d').default('24h'),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    spec.secrets.forEach((secret, i) => {
+      if (spec.secrets.indexOf(secret) !== i) ctx.addIssue({ code: 'custom', path: ['secrets', i], message: `"${secret}" is listed twice` });
+    });
+    if (spec.approval.requireSignedRequest) {
+      ctx.addIssue({ code: 'custom', path: ['approval', 'requireSignedRequest'], message: 'groups do not take signed requests yet; members that require one cannot be grouped' });
+    }
+    const waits = parseDuration(spec.approval.onTimeout === 'escalate' ? spec.approval.escalationLimit : spec.approval.timeout);
+    if (spec.approval.required && parseDuration(spec.holdTimeout) <= waits) {
+      ctx.addIssue({ code: 'custom', path: ['holdTimeout'], message: `must be longer than the group's approval wait (${spec.approval.onTimeout === 'escalate' ? spec.approval.escalationLimit : spec.approval.timeout}), or members give up before people decide` });
+    }
+  });
+
+export const groupManifestSchema = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal('RotationGroup'),
+    metadata: metadataSchema,
+    spec: groupSpecSchema,
+  })
+  .strict();
+
 export type ScheduleSpec = z.output<typeof scheduleSpecSchema>;
 export type ScheduleManifest = z.output<typeof scheduleManifestSchema>;
 export type SecretSpec = z.output<typeof secretSpecSchema>;
@@ -265,7 +318,9 @@ export type PolicySpec = z.output<typeof policySchema>;
 export type ApprovalPolicy = z.output<typeof approvalSchema>;
 export type SettingsManifest = z.output<typeof settingsManifestSchema>;
 
-export const KINDS = ['Secret', 'Schedule', 'Settings'] as const;
+export type GroupManifest = z.output<typeof groupManifestSchema>;
+
+export const KINDS = ['Secret', 'Schedule', 'Settings', 'RotationGroup'] as const;
 
 /** A Secret as the worker and the CLI use it: validated, expanded, with its approvers resolved. */
 export interface SecretEntry extends SecretManifest {
@@ -276,8 +331,16 @@ export interface SecretEntry extends SecretManifest {
   approvers: Person[];
 }
 
+/** A RotationGroup as the worker and the CLI use it. */
+export interface GroupEntry extends GroupManifest {
+  source: string;
+  specHash: string;
+  approvers: Person[];
+}
+
 export interface ManifestSet {
   secrets: Map<string, SecretEntry>;
+  groups: Map<string, GroupEntry>;
   schedules: Map<string, ScheduleManifest & { source: string }>;
   settings: { env: string[]; people: Map<string, Person>; breakGlass: Person[] };
 }
@@ -332,7 +395,9 @@ function issuesOf(source: string, error: z.ZodError): ManifestIssue[] {
   return error.issues.flatMap(specific).map((issue) => ({ source, path: formatPath(issue.path), message: describeIssue(issue) }));
 }
 
-type AnyManifest = SecretManifest | ScheduleManifest | SettingsManifest;
+type AnyManifest = SecretManifest | ScheduleManifest | SettingsManifest | GroupManifest;
+
+const SCHEMAS = { Secret: secretManifestSchema, Schedule: scheduleManifestSchema, Settings: settingsManifestSchema, RotationGroup: groupManifestSchema } as const;
 
 /** Validate one parsed document; `source` names it in errors (file, and document number if several). */
 export function parseManifest(source: string, doc: unknown): AnyManifest {
@@ -341,8 +406,7 @@ export function parseManifest(source: string, doc: unknown): AnyManifest {
   if (!KINDS.includes(kind as (typeof KINDS)[number])) {
     throw new ManifestError([{ source, path: 'kind', message: `expected one of ${KINDS.join(', ')}, got ${JSON.stringify(kind)}` }]);
   }
-  const schema = kind === 'Schedule' ? scheduleManifestSchema : kind === 'Settings' ? settingsManifestSchema : secretManifestSchema;
-  const parsed = schema.safeParse(doc);
+  const parsed = SCHEMAS[kind as (typeof KINDS)[number]].safeParse(doc);
   if (!parsed.success) throw new ManifestError(issuesOf(source, parsed.error));
   return parsed.data;
 }
@@ -459,7 +523,7 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
       });
     }
   }
-  const set: ManifestSet = { secrets: new Map(), schedules: new Map(), settings: { env: [], people: new Map(), breakGlass: [] } };
+  const set: ManifestSet = { secrets: new Map(), groups: new Map(), schedules: new Map(), settings: { env: [], people: new Map(), breakGlass: [] } };
   const collect = (work: () => void) => {
     try {
       work();
@@ -497,9 +561,21 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
     const spec = expandReferences((value as { spec?: unknown }).spec, allowed, process.env, ['spec']);
     issues.push(...spec.issues.map((i) => ({ source, ...i })));
     collect(() => {
-      const manifest = parseManifest(source, { ...value, ...(spec.value !== undefined ? { spec: spec.value } : {}) }) as SecretManifest | ScheduleManifest;
+      const manifest = parseManifest(source, { ...value, ...(spec.value !== undefined ? { spec: spec.value } : {}) }) as SecretManifest | ScheduleManifest | GroupManifest;
       const name = manifest.metadata.name;
+      if (manifest.kind === 'RotationGroup') {
+        const previous = set.groups.get(name);
+        if (previous) issues.push({ source, path: 'metadata.name', message: `group "${name}" is also defined in ${previous.source}` });
+        else {
+          const approvers = resolveApprovers(manifest.spec.approval, 'spec.approval', set.settings.people, source, issues);
+          set.groups.set(name, { ...manifest, source, specHash: specHashOf((value as { spec?: unknown }).spec), approvers });
+        }
+        return;
+      }
       if (manifest.kind === 'Schedule') {
+        if (manifest.spec.group !== undefined && !docs.some((d) => d.value?.kind === 'RotationGroup' && (d.value.metadata as { name?: unknown } | undefined)?.name === manifest.spec.group)) {
+          issues.push({ source, path: 'spec.group', message: `no RotationGroup named "${manifest.spec.group}" in the manifest set` });
+        }
         const previous = set.schedules.get(name);
         if (previous) issues.push({ source, path: 'metadata.name', message: `schedule "${name}" is also defined in ${previous.source}` });
         else set.schedules.set(name, { ...manifest, source });
@@ -510,7 +586,7 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         issues.push({ source, path: 'metadata.name', message: `secret "${name}" is also defined in ${previous.source}` });
         return;
       }
-      const approvers = resolveApprovers(manifest, set.settings.people, source, issues);
+      const approvers = resolveApprovers(manifest.spec.policy.approval, 'spec.policy.approval', set.settings.people, source, issues);
       // What a consumer passes from the worker's environment must be listed where reviewers look.
       manifest.spec.consumers.forEach((consumer, i) => {
         consumerEnvironment(consumer).forEach((name, j) => {
@@ -537,14 +613,40 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
       set.secrets.set(name, entry);
     });
   }
+  checkGroups(set, issues);
   if (issues.length) throw new ManifestError(issues);
   return set;
 }
 
-function resolveApprovers(manifest: SecretManifest, people: Map<string, Person>, source: string, issues: ManifestIssue[]): Person[] {
+/** A group's members exist, and its one decision is at least what each member's policy asks. */
+function checkGroups(set: ManifestSet, issues: ManifestIssue[]): void {
+  for (const group of set.groups.values()) {
+    const { source } = group;
+    group.spec.secrets.forEach((secret, i) => {
+      const path = `spec.secrets[${i}]`;
+      const member = set.secrets.get(secret);
+      if (!member) {
+        issues.push({ source, path, message: `no Secret named "${secret}" in the manifest set` });
+        return;
+      }
+      const asked = member.spec.policy.approval;
+      if (asked.requireSignedRequest) issues.push({ source, path, message: `"${secret}" requires a signed request, which groups do not take yet` });
+      if (asked.required && !group.spec.approval.required) {
+        issues.push({ source, path: 'spec.approval.required', message: `"${secret}" requires approval, so the group must too (its decision stands in for the member's)` });
+      } else if (asked.required && group.spec.approval.minApprovals < asked.minApprovals) {
+        issues.push({ source, path: 'spec.approval.minApprovals', message: `"${secret}" requires ${asked.minApprovals} approvals; the group asks for ${group.spec.approval.minApprovals}` });
+      }
+    });
+    if (group.spec.maxParallel !== undefined && group.spec.maxParallel > group.spec.secrets.length) {
+      issues.push({ source, path: 'spec.maxParallel', message: `is ${group.spec.maxParallel} but the group has ${group.spec.secrets.length} secrets` });
+    }
+  }
+}
+
+function resolveApprovers(approval: ApprovalPolicy, at: string, people: Map<string, Person>, source: string, issues: ManifestIssue[]): Person[] {
   const out: Person[] = [];
-  manifest.spec.policy.approval.approvers.forEach((approver, i) => {
-    const path = `spec.policy.approval.approvers[${i}]`;
+  approval.approvers.forEach((approver, i) => {
+    const path = `${at}.approvers[${i}]`;
     const person = typeof approver === 'string' ? people.get(approver) : approver;
     if (!person) {
       issues.push({ source, path, message: `"${approver}" is not declared in the people of a Settings manifest (or write {name, keys} here)` });
@@ -568,6 +670,10 @@ export function scheduleJsonSchema(): unknown {
   return z.toJSONSchema(scheduleManifestSchema, { io: 'input', unrepresentable: 'any' });
 }
 
+export function groupJsonSchema(): unknown {
+  return z.toJSONSchema(groupManifestSchema, { io: 'input', unrepresentable: 'any' });
+}
+
 export function settingsJsonSchema(): unknown {
   return z.toJSONSchema(settingsManifestSchema, { io: 'input', unrepresentable: 'any' });
 }
@@ -580,4 +686,10 @@ export function selectSecrets(set: ManifestSet, select: { names?: string[]; labe
     .filter((s) => names.has(s.metadata.name) || (labels.length > 0 && labels.every(([k, v]) => s.metadata.labels[k] === v)))
     .map((s) => s.metadata.name)
     .sort();
+}
+
+/** The secrets a schedule rotates: a group's members, or what its selector selects. */
+export function scheduledSecrets(set: ManifestSet, schedule: ScheduleManifest): string[] {
+  if (schedule.spec.group !== undefined) return [...(set.groups.get(schedule.spec.group)?.spec.secrets ?? [])].sort();
+  return selectSecrets(set, schedule.spec.select ?? {});
 }

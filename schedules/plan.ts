@@ -9,8 +9,8 @@ import { createHash } from 'node:crypto';
 import { ScheduleNotFoundError, type Client, type ScheduleOptions, type ScheduleOverlapPolicy } from '@temporalio/client';
 import { parseDuration } from '../lib/duration';
 import { canonicalJson } from '../lib/canonical';
-import { selectSecrets, type ManifestSet, type ScheduleManifest } from '../lib/manifest';
-import { TASK_QUEUE, fleetWorkflowId, type FleetInput } from '../workflows/messages';
+import { scheduledSecrets, type ManifestSet, type ScheduleManifest } from '../lib/manifest';
+import { TASK_QUEUE, fleetWorkflowId, groupWorkflowId, type FleetInput, type GroupInput } from '../workflows/messages';
 
 export const SCHEDULE_PREFIX = 'rekey/';
 const MEMO_KEY = 'rekey';
@@ -53,15 +53,26 @@ function when(spec: ScheduleManifest['spec']): string {
 /** The Temporal schedule a manifest stands for, and the hash of everything that defines it. */
 export function desiredSchedule(set: ManifestSet, manifest: ScheduleManifest & { source?: string }, options: PlanOptions) {
   const { spec } = manifest;
-  const selected = selectSecrets(set, spec.select);
-  const input: FleetInput = {
-    fleet: manifest.metadata.name,
-    items: selected.map((secret) => [secret, set.secrets.get(secret)!.specHash]),
-    maxParallel: spec.maxParallel,
-    overdueOnly: spec.select.overdueOnly,
-    requestedBy: `schedule ${manifest.metadata.name}`,
-    reason: spec.description ?? `scheduled rotation (${when(spec)})`,
-  };
+  const selected = scheduledSecrets(set, manifest);
+  const requestedBy = `schedule ${manifest.metadata.name}`;
+  const reason = spec.description ?? `scheduled rotation (${when(spec)})`;
+  // A group rotates all or nothing under its own workflow; a selection rotates as a fleet.
+  const group = spec.group !== undefined ? set.groups.get(spec.group) : undefined;
+  const start = group
+    ? { workflowType: 'rotateGroup', workflowId: groupWorkflowId(group.metadata.name), input: { group: group.metadata.name, specHash: group.specHash, requestedBy, reason } satisfies GroupInput }
+    : {
+        workflowType: 'rotateFleet',
+        workflowId: fleetWorkflowId(manifest.metadata.name),
+        input: {
+          fleet: manifest.metadata.name,
+          items: selected.map((secret) => [secret, set.secrets.get(secret)!.specHash]),
+          maxParallel: spec.maxParallel,
+          overdueOnly: spec.select?.overdueOnly,
+          requestedBy,
+          reason,
+        } satisfies FleetInput,
+      };
+  const input = start.input;
   const taskQueue = options.taskQueue ?? TASK_QUEUE;
   const hash = createHash('sha256').update(canonicalJson({ spec, input, taskQueue })).digest('hex').slice(0, 16);
   const scheduleOptions: ScheduleOptions = {
@@ -86,8 +97,8 @@ export function desiredSchedule(set: ManifestSet, manifest: ScheduleManifest & {
     },
     action: {
       type: 'startWorkflow',
-      workflowType: 'rotateFleet',
-      workflowId: fleetWorkflowId(manifest.metadata.name),
+      workflowType: start.workflowType,
+      workflowId: start.workflowId,
       taskQueue,
       args: [input],
       // The content hash rides on the action (schedule memos cannot be updated).
@@ -97,7 +108,8 @@ export function desiredSchedule(set: ManifestSet, manifest: ScheduleManifest & {
     state: { paused: spec.paused, note: `managed by rekey apply (set ${options.set}, ${manifest.source})` },
     memo: { [MEMO_KEY]: { set: options.set } },
   };
-  return { options: scheduleOptions, hash, selected, summary: `${when(spec)}, ${selected.length} secret(s), ${spec.maxParallel} at a time` };
+  const what = group ? `group ${group.metadata.name} (${selected.length} secrets, all or nothing)` : `${selected.length} secret(s), ${spec.maxParallel} at a time`;
+  return { options: scheduleOptions, hash, selected, summary: `${when(spec)}, ${what}` };
 }
 
 function memoOf(memo: Record<string, unknown> | undefined): { set?: string; hash?: string } {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -19,44 +19,10 @@ import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { emergencyWorkflowId } from '../workflows/messages';
 import { newKey, people, sign, validFor } from './keys';
+import { VALUES, configConsumer, git, gitEnv, repository, storeSecret } from './git-fixtures';
 import { canLogin, databaseFixture, killAndFinish, labelled, manifests, postgresSpec, settled, spawnWorker, sm, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 const run = promisify(execFile);
-const gitEnv = { ...process.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 'test', GIT_AUTHOR_EMAIL: 't@x', GIT_COMMITTER_NAME: 'test', GIT_COMMITTER_EMAIL: 't@x' };
-const git = async (cwd: string, ...args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout;
-
-const VALUES = `# Payments service configuration (reviewed by the payments team)
-database:
-  host: db.internal   # the primary
-  # which stored version the service reads
-  passwordRef: "aws-secrets-manager:rekey/none#none"
-replicas: 3
-`;
-
-/** A bare repository whose main branch holds deploy/values.yaml, and a working clone to push from. */
-async function repository() {
-  const dir = await tempDir();
-  const bare = join(dir, 'config.git');
-  await git(dir, 'init', '--quiet', '--bare', '--initial-branch=main', bare);
-  const work = join(dir, 'work');
-  await git(dir, 'clone', '--quiet', bare, work);
-  await mkdir(join(work, 'deploy'));
-  await writeFile(join(work, 'deploy/values.yaml'), VALUES);
-  await git(work, 'checkout', '--quiet', '-b', 'main');
-  await git(work, 'add', '.');
-  await git(work, 'commit', '--quiet', '-m', 'initial');
-  await git(work, 'push', '--quiet', 'origin', 'main');
-  const show = (ref: string, path = 'deploy/values.yaml') => git(bare, 'show', `${ref}:${path}`);
-  const branches = async () => (await git(bare, 'for-each-ref', '--format=%(refname:short)', 'refs/heads')).split('\n').filter(Boolean).sort();
-  return { dir, bare, work, show, branches };
-}
-
-async function storeSecret(id: string) {
-  const secretId = `rekey-test/${id}/api-key`;
-  const value = `rekey-test-value-${randomBytes(12).toString('hex')}`;
-  await sm.send(new CreateSecretCommand({ Name: secretId, SecretString: JSON.stringify({ value }) }));
-  return { store: { type: 'aws-secrets-manager', secretId }, value };
-}
 
 async function rotate(secret: string, spec: object, options: Parameters<typeof withWorker>[1] = {}): Promise<{ report?: RotationReport; failure?: string }> {
   const trusted = await manifests({ [secret]: spec });
@@ -66,14 +32,7 @@ async function rotate(secret: string, spec: object, options: Parameters<typeof w
   );
 }
 
-const consumer = (repositoryUrl: string, extra: Record<string, unknown> = {}) => ({
-  type: 'gitops',
-  name: 'payments-config',
-  repository: repositoryUrl,
-  path: 'deploy/values.yaml',
-  set: { 'database.passwordRef': '${secretId}#${versionId}' },
-  ...extra,
-});
+const consumer = configConsumer;
 
 describe('gitops consumer (real git)', () => {
   it('prepares a branch, verifies it, lands the change on main at promote keeping comments, and deletes the branch; the value never enters git', async () => {

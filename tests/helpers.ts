@@ -1,11 +1,12 @@
 // Shared fixtures: real Temporal, real moto, real Postgres. Every test gets its own task queue,
 // its own secret ids and its own Postgres roles, so tests never see each other's state.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import {
   CreateSecretCommand,
   ListSecretVersionIdsCommand,
@@ -89,12 +90,13 @@ export interface Manifests {
   input(secret: string, extra?: Partial<RotationInput>): RotationInput;
 }
 
-/** Write Secret manifests (name -> spec, as a person would write it) and Settings documents to a folder. */
+/** Write Secret manifests (name -> spec, as a person would write it), Settings specs and other whole documents to a folder. */
 export async function manifests(secrets: Record<string, object>, ...settings: object[]): Promise<Manifests> {
   const dir = await tempDir();
   const docs = [
     ...Object.entries(secrets).map(([name, spec]) => ({ apiVersion: 'rekey.dev/v1', kind: 'Secret', metadata: { name }, spec })),
-    ...settings.map((spec, i) => ({ apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: `settings-${i}` }, spec })),
+    // A whole document (it has a kind: a RotationGroup, a Schedule) is written as it is.
+    ...settings.map((spec, i) => ('kind' in spec ? spec : { apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: `settings-${i}` }, spec })),
   ];
   await writeFile(join(dir, 'manifests.yaml'), docs.map((d) => stringify(d)).join('---\n'));
   const set = await loadManifests(dir);
@@ -308,4 +310,12 @@ export async function killAndFinish(first: ChildProcess, taskQueue: string, mani
   } finally {
     second.kill('SIGTERM');
   }
+}
+
+/** `rekey ARGS` as a person runs it, with `env` added: exit code, stdout and stderr. */
+export function rekeyCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; errOut: string }> {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } }).then(
+    (r) => ({ code: 0, out: r.stdout, errOut: r.stderr }),
+    (e) => ({ code: e.code as number, out: e.stdout as string, errOut: e.stderr as string }),
+  );
 }

@@ -27,6 +27,7 @@ function secret(name: string, spec: Record<string, unknown> = {}) {
 }
 
 const schedule = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Schedule', metadata: { name: 'weekly' }, spec });
+const group = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'RotationGroup', metadata: { name: 'payments' }, spec });
 const settings = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: 'people' }, spec });
 // Well-formed ed25519 public keys (32 bytes each); signatures are not needed to validate manifests.
 const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIgDOStPRVYh55I4nsWpQL7dNyzChv0rVQca49GQ0i1F';
@@ -60,7 +61,7 @@ describe('manifest validation', () => {
     ['two consumers with one name', { 'a.yaml': secret('a', { consumers: [{ type: 'command', name: 'app', file: '/a' }, { type: 'command', name: 'app', file: '/b' }] }) }, /^a\.yaml: spec\.consumers\[1\]\.name: duplicate consumer name "app"/],
     ['an approval policy without approvers', { 'a.yaml': secret('a', { policy: { approval: { required: true } } }) }, /^a\.yaml: spec\.policy\.approval\.approvers: must name at least one approver/],
     ['a wrong apiVersion', { 'a.yaml': { ...secret('a'), apiVersion: 'rekey.dev/v2' } }, /^a\.yaml: apiVersion: expected one of "rekey\.dev\/v1"/],
-    ['an unknown kind', { 'a.yaml': { ...secret('a'), kind: 'Secrett' } }, /^a\.yaml: kind: expected one of Secret, Schedule, Settings, got "Secrett"/],
+    ['an unknown kind', { 'a.yaml': { ...secret('a'), kind: 'Secrett' } }, /^a\.yaml: kind: expected one of Secret, Schedule, Settings, RotationGroup, got "Secrett"/],
     ['invalid YAML', { 'a.yaml': 'apiVersion: rekey.dev/v1\nkind: [Secret\n' }, /^a\.yaml: : invalid YAML/],
     ['the same secret in two files', { 'a.yaml': secret('dup'), 'b.yaml': secret('dup') }, /^b\.yaml: metadata\.name: secret "dup" is also defined in .*a\.yaml/],
     ['a bad second document', { 'a.yaml': `${stringify(secret('one'))}---\n${stringify(secret('Two Words'))}` }, /^a\.yaml \(document 2\): metadata\.name: must be lower-case/],
@@ -88,6 +89,14 @@ describe('manifest validation', () => {
     ['an approver nobody declared', { 'a.yaml': secret('a', approval(['bob'])) }, /^a\.yaml: spec\.policy\.approval\.approvers\[0\]: "bob" is not declared in the people of a Settings manifest/],
     ['an approver key that is not ed25519', { 'a.yaml': secret('a', approval([{ name: 'bob', keys: ['ssh-rsa AAAAB3NzaC1yc2E'] }])) }, /^a\.yaml: spec\.policy\.approval\.approvers\[0\]\.keys\[0\]: expected an "ssh-ed25519 AAAA\.\.\." public key/],
     ['a person declared twice', { 'p.yaml': `${stringify(settings({ people: [{ name: 'bob', keys: [KEY_A] }] }))}---\n${stringify({ ...settings({ people: [{ name: 'bob', keys: [KEY_A] }] }), metadata: { name: 'more' } })}` }, /^p\.yaml \(document 2\): spec\.people\[0\]\.name: person "bob" is declared twice/],
+    // Groups: one decision must cover what every member asks for.
+    ['a group member no Secret declares', { 'a.yaml': secret('a'), 'g.yaml': group({ secrets: ['a', 'b'] }) }, /^g\.yaml: spec\.secrets\[1\]: no Secret named "b" in the manifest set/],
+    ['a group of one', { 'a.yaml': secret('a'), 'g.yaml': group({ secrets: ['a'] }) }, /^g\.yaml: spec\.secrets: a group needs at least two secrets/],
+    ['a member listed twice', { 'a.yaml': secret('a'), 'g.yaml': group({ secrets: ['a', 'a'] }) }, /^g\.yaml: spec\.secrets\[1\]: "a" is listed twice/],
+    ['a member that requires approval in a group that does not', { 'a.yaml': secret('a', approval([{ name: 'bob', keys: [KEY_A] }])), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'] }) }, /^g\.yaml: spec\.approval\.required: "a" requires approval, so the group must too/],
+    ['a group whose members give up before people decide', { 'a.yaml': secret('a'), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'], holdTimeout: '1h', approval: { required: true, approvers: [{ name: 'bob', keys: [KEY_A] }], timeout: '2h' } }) }, /^g\.yaml: spec\.holdTimeout: must be longer than the group's approval wait \(2h\)/],
+    ['a schedule of a group nobody declared', { 's.yaml': schedule({ every: '7d', group: 'payments' }) }, /^s\.yaml: spec\.group: no RotationGroup named "payments"/],
+    ['a schedule with both a selector and a group', { 'a.yaml': secret('a'), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'] }), 's.yaml': schedule({ every: '7d', group: 'payments', select: { names: ['a'] } }) }, /^s\.yaml: spec\.group: give exactly one of select .* and group/],
     ['break-glass naming nobody declared', { 'p.yaml': settings({ breakGlass: ['oncall'] }) }, /^p\.yaml: spec\.breakGlass\[0\]: "oncall" is not declared in people/],
   ];
   for (const [what, files, expected] of cases) {
@@ -205,5 +214,6 @@ describe('manifest validation', () => {
     assert.deepEqual(kinds('ci-deploy-token'), ['random-bytes', undefined, 'github-actions-secret']);
     assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);
     assert.deepEqual(kinds('infra-deploy-key'), ['ssh-ed25519', 'github-deploy-key', 'command']);
+    assert.deepEqual(set.groups.get('payments')?.spec.secrets, ['payments-db-password', 'billing-api-key']);
   });
 });

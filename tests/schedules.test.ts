@@ -6,7 +6,8 @@ import { stringify } from 'yaml';
 import { loadManifests } from '../lib/manifest';
 import { apply, plan, scheduleId } from '../schedules/plan';
 import { cheapSecrets, scheduleManifest } from './fleet-fixtures';
-import { tempDir, temporalClient, uniqueId } from './helpers';
+import { tempDir, temporalClient, uniqueId, withWorker } from './helpers';
+import type { GroupReport } from '../workflows/messages';
 
 const kinds = (p: Awaited<ReturnType<typeof plan>>) => p.changes.map((c) => `${c.kind} ${c.id}`).sort();
 
@@ -93,6 +94,38 @@ describe('schedules from manifests', () => {
       assert.equal(t.getUTCMinutes(), 0);
     }
     await client.schedule.getHandle(scheduleId(name)).pause('test');
+  });
+
+  it('a schedule of a RotationGroup starts the group (all or nothing) under group/<name>, and plan says so', async () => {
+    const client = await temporalClient();
+    const dir = await tempDir();
+    const members = await cheapSecrets(dir, 2, { team: 'payments' });
+    const group = uniqueId('grp-');
+    await writeFile(join(dir, 'group.yaml'), stringify({ apiVersion: 'rekey.dev/v1', kind: 'RotationGroup', metadata: { name: group }, spec: { secrets: members.map((m) => m.name) } }));
+    const name = uniqueId('weekly-');
+    created.push(scheduleId(name));
+    await scheduleManifest(dir, 's.yaml', name, { cron: '0 2 * * SUN', group, paused: true });
+    const set = await loadManifests(dir);
+
+    const planned = await plan(client, set, { set: uniqueId('set-') });
+    const change = planned.changes.find((c) => c.kind === 'create');
+    assert.ok(change?.kind === 'create');
+    assert.match(change.summary, new RegExp(`group ${group} \\(2 secrets, all or nothing\\)`));
+    await apply(client, planned);
+
+    const report = await withWorker(
+      async (taskQueue) => {
+        // The applied schedule's own action, on this test's worker.
+        const { action } = await client.schedule.getHandle(scheduleId(name)).describe();
+        assert.ok(action.type === 'startWorkflow');
+        assert.equal(action.workflowType, 'rotateGroup');
+        assert.equal(action.workflowId, `group/${group}`);
+        return (await client.workflow.execute('rotateGroup', { taskQueue, workflowId: `group/${group}`, args: action.args as never })) as GroupReport;
+      },
+      { manifestDirs: [dir] },
+    );
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report));
+    assert.equal(report.requestedBy, `schedule ${name}`);
   });
 
   it('a selector that matches nothing is a warning in plan', async () => {

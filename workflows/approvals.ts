@@ -7,8 +7,17 @@ import { checkDecision, type RunBinding } from '../lib/authority';
 import type { DecisionDocument, Opened, SignedDocument, Signer } from '../lib/signed';
 import { signerFingerprint } from '../lib/sshsig';
 import type { Evidence } from './evidence';
-import { IGNORED_KEPT, approveSignal, decideUpdate, rejectSignal, type DecisionResult, type RotationPlan } from './messages';
-import type { RotationProgress } from './progress';
+import { IGNORED_KEPT, approveSignal, decideUpdate, rejectSignal, type ApprovalProgress, type DecisionResult, type RotationPlan } from './messages';
+
+/** Where decisions are awaited and shown: a rotation, or a group of them. */
+export interface DecisionBoard {
+  readonly stage: string;
+  readonly approval: ApprovalProgress;
+  /** "the rotation of db-password", "group payments" */
+  readonly subject: string;
+  enter(stage: 'approve'): void;
+  show(): void;
+}
 
 /** No approval came in time, or a rejection did: the rotation rolls back. */
 export class ApprovalFailure extends Error {}
@@ -19,8 +28,8 @@ export class Approvals {
   private readonly approvals: SignedDocument[] = [];
 
   constructor(
-    private readonly plan: RotationPlan,
-    private readonly progress: RotationProgress,
+    private readonly policy: RotationPlan['approval'],
+    private readonly progress: DecisionBoard,
     private readonly evidence: Evidence,
     private readonly requester: Signer | undefined,
     /** Known once the pending version exists. */
@@ -30,7 +39,7 @@ export class Approvals {
   ) {
     const approval = progress.approval;
     approval.required = required;
-    approval.needed = required ? plan.approval.minApprovals : 0;
+    approval.needed = required ? policy.minApprovals : 0;
 
     setHandler(decideUpdate, (signed) => this.accept(this.check(signed), signed), {
       validator: (signed) => {
@@ -50,11 +59,11 @@ export class Approvals {
   /** Why a decision cannot count now, or the decision. Changes nothing: validators must not. */
   private check(signed: SignedDocument): Opened<DecisionDocument> {
     const { stage, approval } = this.progress;
-    if (stage !== 'approve') return { ok: false, reason: `the rotation of ${this.progress.state.secret} is not waiting for approval (stage: ${stage})` };
+    if (stage !== 'approve') return { ok: false, reason: `${this.progress.subject} is not waiting for approval (stage: ${stage})` };
     const binding = this.binding();
-    if (!binding) return { ok: false, reason: 'the rotation has no pending version yet' };
+    if (!binding) return { ok: false, reason: `${this.progress.subject} has nothing to decide on yet` };
     if (approval.rejectedBy) return { ok: false, reason: `the rotation was rejected by ${approval.rejectedBy.approver}` };
-    const opened = checkDecision(signed, this.plan.approval.approvers, binding, this.requester, { now: Date.now() });
+    const opened = checkDecision(signed, this.policy.approvers, binding, this.requester, { now: Date.now() });
     if (opened.ok && approval.approvedBy.some((a) => a.approver === opened.signer.name)) {
       return { ok: false, reason: `${opened.signer.name} has already approved` };
     }
@@ -105,13 +114,13 @@ export class Approvals {
     if (approval.ignored.length > IGNORED_KEPT) approval.ignored.shift();
     // The first few go into the audit trail; a flood is only counted, so it cannot flood the trail.
     if (approval.ignoredCount <= IGNORED_KEPT) this.evidence.record('approval-ignored', from, { detail: reason });
-    log.warn('ignored an approval signal', { secret: this.progress.state.secret, reason });
+    log.warn('ignored an approval signal', { subject: this.progress.subject, reason });
     this.progress.show();
   }
 
   /** The approve stage: wait for enough approvals or one rejection, escalating on timeout if asked. */
   async decided(): Promise<void> {
-    const policy = this.plan.approval;
+    const policy = this.policy;
     const approval = this.progress.approval;
     this.progress.enter('approve');
     approval.waitingFor = policy.approvers.map((p) => p.name).filter((name) => name !== this.requester?.name);
@@ -121,7 +130,7 @@ export class Approvals {
     if (!inTime && policy.onTimeout === 'escalate') {
       approval.escalated = true;
       this.evidence.record('escalated', 'rekey', { detail: `no decision within ${formatMs(policy.timeoutMs)}; waiting until ${formatMs(policy.escalationLimitMs)}` });
-      log.warn('approval escalated', { secret: this.progress.state.secret, waitingFor: approval.waitingFor });
+      log.warn('approval escalated', { subject: this.progress.subject, waitingFor: approval.waitingFor });
       this.progress.show();
       inTime = await condition(decided, Math.max(0, policy.escalationLimitMs - policy.timeoutMs));
     }

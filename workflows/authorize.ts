@@ -49,7 +49,7 @@ export async function authorize(input: RotationInput, evidence: Evidence, mode: 
 
   let plan: RotationPlan;
   try {
-    plan = await resolveRotation({ secret: input.secret, specHash: input.specHash });
+    plan = await resolveRotation({ secret: input.secret, specHash: input.specHash, ...(input.group !== undefined ? { group: input.group } : {}) });
   } catch (err) {
     return refused(causeOf(err));
   }

@@ -2,3 +2,4 @@
 export { rotateSecret } from './rotateSecret';
 export { emergencyRevoke } from './emergencyRevoke';
 export { rotateFleet } from './rotateFleet';
+export { rotateGroup } from './rotateGroup';

@@ -5,7 +5,7 @@ import { ApplicationFailure } from '@temporalio/workflow';
 import type { AuditHead } from '../lib/audit';
 import { MAX_DOCUMENT_CHARS } from '../lib/signed';
 import { MAX_SIGNATURE_CHARS } from '../lib/sshsig';
-import type { EmergencyInput, FleetInput, RotationInput } from './messages';
+import type { EmergencyInput, FleetInput, GroupInput, RotationInput } from './messages';
 
 export const REFUSED = 'RotationRefused';
 
@@ -55,8 +55,11 @@ function fields(input: unknown, allowed: readonly string[]): Record<string, unkn
 }
 
 export function checkRotationInput(input: unknown): RotationInput {
-  const r = fields(input, ['secret', 'specHash', 'reason', 'requestedBy', 'request', 'emergency']);
+  const r = fields(input, ['secret', 'specHash', 'reason', 'requestedBy', 'request', 'emergency', 'group']);
+  if (r.group !== undefined && (typeof r.group !== 'string' || !SECRET_NAME.test(r.group))) refuse('input.group: expected the name of a RotationGroup manifest');
+  if (r.group !== undefined && r.emergency !== undefined) refuse('input.group: an emergency rotation never waits for a group');
   return {
+    group: r.group as string | undefined,
     secret: r.secret as string,
     specHash: r.specHash as string | undefined,
     reason: text(r.reason, 'reason', MAX_REASON),
@@ -106,5 +109,23 @@ export function checkEmergencyInput(input: unknown): EmergencyInput {
     reason: text(r.reason, 'reason', MAX_REASON),
     requestedBy: text(r.requestedBy, 'requestedBy', MAX_LABEL),
     authorization,
+  };
+}
+
+/** A group's input: its name, the reviewed hash, labels. Members are the worker's to look up. */
+export function checkGroupInput(input: unknown): GroupInput {
+  if (!input || typeof input !== 'object' || Array.isArray(input)) refuse('input: expected {"group": "<name>", "specHash": "sha256:..."}');
+  const r = input as Record<string, unknown>;
+  if ('secrets' in r || 'spec' in r) refuse('input: a group input never carries its members or a spec; the worker rotates what its own RotationGroup manifest says');
+  const allowed = ['group', 'specHash', 'reason', 'requestedBy'];
+  const unknown = Object.keys(r).filter((k) => !allowed.includes(k));
+  if (unknown.length) refuse(`input.${unknown[0].slice(0, 40)}: unknown field (expected ${allowed.join(', ')})`);
+  if (typeof r.group !== 'string' || !SECRET_NAME.test(r.group)) refuse('input.group: expected the name of a RotationGroup manifest');
+  if (r.specHash !== undefined && (typeof r.specHash !== 'string' || !SPEC_HASH.test(r.specHash))) refuse('input.specHash: expected "sha256:" and 64 hex digits (rekey plan prints it)');
+  return {
+    group: r.group,
+    specHash: r.specHash as string | undefined,
+    reason: text(r.reason, 'reason', MAX_REASON),
+    requestedBy: text(r.requestedBy, 'requestedBy', MAX_LABEL),
   };
 }

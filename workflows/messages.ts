@@ -33,6 +33,11 @@ export interface RotationInput {
   /** The requester's signed request (`rekey rotate --key`): that person cannot approve it. */
   request?: SignedDocument;
   /**
+   * The RotationGroup this rotation is a member of: it then holds before promote until the group
+   * decides. Only honoured for a child of the workflow group/<name> whose manifest lists the secret.
+   */
+  group?: string;
+  /**
    * The secret is compromised: a break-glass key holder's signed authorisation (`rekey revoke
    * --emergency --key`). No approval wait and no overlap; with revokeFirst (in the signed document)
    * the old credential is revoked right after the target learns the new one, before consumers have
@@ -83,11 +88,13 @@ export interface RotationPlan {
     approvers: Person[];
   };
   breakGlass: Person[];
+  /** Set when the rotation runs as a member of a RotationGroup: it holds before promote. */
+  group?: { name: string; holdTimeoutMs: number };
   /** Everyone the manifests know, to tell who signed a request. */
   people: Person[];
 }
 
-export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'approve', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
+export const STAGES = ['generate', 'prepare', 'deploy', 'verify', 'approve', 'held', 'promote', 'overlap', 'revoke', 'post-verify', 'rollback', 'done'] as const;
 export type Stage = (typeof STAGES)[number];
 
 export type ConsumerState = 'waiting' | 'deploying' | 'deployed' | 'verifying' | 'verified' | 'committing' | 'committed' | 'finalizing' | 'finalized' | 'failed' | 'aborting' | 'rolling-back' | 'rolled-back';
@@ -246,4 +253,92 @@ export const fleetProgressQuery = defineQuery<FleetProgress>('fleetProgress');
 
 export function fleetWorkflowId(fleet: string): string {
   return `fleet/${fleet}`;
+}
+
+/** One run of a group at a time, like rotations. */
+export function groupWorkflowId(group: string): string {
+  return `group/${group}`;
+}
+
+/** What starts a group rotation: a name and the hash of the reviewed RotationGroup spec. Untrusted, checked. */
+export interface GroupInput {
+  group: string;
+  specHash?: string;
+  reason?: string;
+  requestedBy?: string;
+}
+
+/** What the worker's manifests say about a group (resolveGroup): names, hashes, numbers and public keys. */
+export interface GroupPlan {
+  specHash: string;
+  /** Each member and the hash of its Secret spec, as the worker has it now. */
+  members: [secret: string, specHash: string][];
+  maxParallel: number;
+  approval: RotationPlan['approval'];
+  holdTimeoutMs: number;
+}
+
+/**
+ * What a member tells its group once it is prepared and verified. The group passes it to the
+ * worker, which believes only the receipts (its own signatures), never this message.
+ */
+export interface MemberPrepared {
+  secret: string;
+  runId: string;
+  pendingVersionId: string;
+  specHash: string;
+  receipts: Record<string, string | undefined>;
+}
+export const memberPreparedSignal = defineSignal<[MemberPrepared]>('memberPrepared');
+
+/**
+ * A doorbell: the group has decided. The member asks the worker what was decided (the decision
+ * lives in the audit trail), so a forged ring changes nothing.
+ */
+export const groupDecidedSignal = defineSignal('groupDecided');
+
+/** The decision as the worker gives it to a member: release comes with the worker's signed token. */
+export interface GroupVerdict {
+  decision: 'release' | 'abort' | 'undecided';
+  /** The worker's signature releasing this member's pending version (promote checks it). */
+  release?: string;
+  detail?: string;
+}
+
+export type GroupStage = 'preparing' | 'approve' | 'releasing' | 'aborting' | 'done';
+export type MemberState = 'waiting' | 'preparing' | 'prepared' | 'released' | 'rotated' | 'rolled-back' | 'failed';
+
+export interface GroupMemberProgress {
+  secret: string;
+  state: MemberState;
+  runId?: string;
+  pendingVersionId?: string;
+  detail?: string;
+}
+
+export interface GroupProgress {
+  group: string;
+  stage: GroupStage;
+  specHash?: string;
+  requestedBy?: string;
+  reason?: string;
+  members: GroupMemberProgress[];
+  approval: ApprovalProgress;
+  /** What the group decided, once it has. */
+  decision?: 'release' | 'abort';
+}
+export const groupProgressQuery = defineQuery<GroupProgress>('groupProgress');
+
+/** rotated: every member promoted. rolled-back: none did. incomplete: the report says who did what. */
+export interface GroupReport {
+  group: string;
+  outcome: 'rotated' | 'rolled-back' | 'incomplete';
+  specHash: string;
+  requestedBy?: string;
+  reason?: string;
+  startedAt: string;
+  finishedAt: string;
+  failure?: string;
+  members: GroupMemberProgress[];
+  approval: ApprovalProgress;
 }

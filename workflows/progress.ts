@@ -28,6 +28,10 @@ export class RotationProgress {
     return this.state.approval;
   }
 
+  get subject(): string {
+    return `the rotation of ${this.state.secret}`;
+  }
+
   enter(stage: Stage): void {
     const now = Date.now();
     const open = this.state.stages[this.state.stages.length - 1];

@@ -1,6 +1,7 @@
 // The rotation runbook as a durable workflow. Read it top to bottom:
 //   authorize -> generate + store-dual -> prepare target -> deploy to consumers -> verify
-//   -> approve (if asked) -> commit producers + promote (point of no return) -> overlap -> revoke
+//   -> approve (if asked; a group member holds for its group instead) -> commit producers + promote
+//   (point of no return) -> overlap -> revoke
 //   -> finalize consumers -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
 import { ApplicationFailure, CancellationScope, isCancellation, log, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
@@ -9,6 +10,7 @@ import type { RunBinding } from '../lib/authority';
 import { ApprovalFailure, Approvals } from './approvals';
 import { authorize, causeOf, unverified } from './authorize';
 import { ConsumerFailure, ConsumerPhases } from './consumers';
+import { GroupAborted, GroupMembership, type GroupRelease } from './groupHold';
 import { Evidence } from './evidence';
 import { checkRotationInput, refuse } from './input';
 import {
@@ -56,8 +58,11 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   let versions: PendingVersion | undefined;
   const binding = (): RunBinding | undefined =>
     versions && { namespace: info.namespace, workflowId: info.workflowId, runId: info.runId, secret, pendingVersionId: versions.pendingVersionId, specHash: plan.specHash };
-  const approvalRequired = plan.approval.required && !emergency;
-  const approvals = new Approvals(plan, progress, evidence, requester, binding, approvalRequired);
+  // A member of a group holds for the group's one decision instead of its own.
+  const membership = GroupMembership.of(input.group, plan, progress);
+  let released: GroupRelease | undefined;
+  const approvalRequired = plan.approval.required && !emergency && !membership;
+  const approvals = new Approvals(plan.approval, progress, evidence, requester, binding, approvalRequired);
   const overlapMs = emergency ? 0 : plan.overlapMs;
 
   // 1. generate + store-dual: the new value sits next to the old one as the pending version.
@@ -96,6 +101,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     approvals: revokeFirst ? [] : approvals.signed,
     request: input.request,
     emergency: emergency?.signed,
+    group: released,
   });
 
   /** The worker checks everything once more and records the promote in the audit trail itself. */
@@ -126,7 +132,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     receipts.target = (await act.verify.verifyTarget(pair))?.receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
-    if (approvalRequired) await approvals.decided();
+    //    A group member instead tells its group it is prepared and holds for the group's decision.
+    if (membership) released = await membership.held({ ...ref, pendingVersionId: pair.pendingVersionId, receipts });
+    else if (approvalRequired) await approvals.decided();
     // The evidence so far (request, decisions, break-glass) must be in the audit trail before
     // anything becomes irreversible: no promote goes unaudited.
     if (!(await evidence.written())) throw new AuditFailure('the audit trail could not be written; refusing to promote without evidence');
@@ -134,11 +142,19 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     // 6. commit + promote: producers of the secret (a webhook sender) switch to the new version and
     //    prove it end to end, then pending becomes current. The worker checks the signed approvals
     //    (or the break-glass) and its receipts before each; refused, the rotation rolls back.
-    await consumers.commit(promoteStep);
-    await promote();
+    // A released member goes forward whatever happens to it now: the rest of its group promotes too.
+    if (released) {
+      await CancellationScope.nonCancellable(async () => {
+        await consumers.commit(promoteStep);
+        await promote();
+      });
+    } else {
+      await consumers.commit(promoteStep);
+      await promote();
+    }
   } catch (err) {
     const failedStage = progress.stage;
-    const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure || err instanceof AuditFailure ? err.message : causeOf(err);
+    const message = err instanceof ConsumerFailure || err instanceof ApprovalFailure || err instanceof AuditFailure || err instanceof GroupAborted ? err.message : causeOf(err);
     const cancelled = isCancellation(err);
     if (revokedAt) {
       // The old credential is already dead (revoke-first): going back would restore a leaked

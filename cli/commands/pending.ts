@@ -1,19 +1,42 @@
 import { formatDuration } from '../../lib/duration';
 import { connectClient } from '../../lib/temporal';
-import { progressQuery } from '../../workflows/messages';
+import { groupProgressQuery, progressQuery } from '../../workflows/messages';
 import { EXIT, err, out, parse, plain, uiLink, withDeadline } from '../common';
 
-/** `rekey pending`: every rotation waiting for a decision, found by its RekeyStage search attribute. */
+/** `rekey pending`: every rotation and group waiting for a decision, found by its RekeyStage search attribute. */
 export async function pending(args: string[]): Promise<number> {
   const { values } = parse(args, { json: { type: 'boolean' } }, []);
   const client = await connectClient();
   const waiting = [];
   for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) waiting.push(wf);
   // Asked in parallel, each with a deadline: one rotation without a live worker must not stall the list.
-  const answers = await Promise.all(waiting.map((wf) => withDeadline(client.workflow.getHandle(wf.workflowId, wf.runId).query(progressQuery))));
+  const isGroup = (workflowId: string) => workflowId.startsWith('group/');
+  const answers = await Promise.all(
+    waiting.map((wf) => {
+      const handle = client.workflow.getHandle(wf.workflowId, wf.runId);
+      return isGroup(wf.workflowId) ? withDeadline(handle.query(groupProgressQuery)) : withDeadline(handle.query(progressQuery));
+    }),
+  );
   const rows = [];
   for (const [i, wf] of waiting.entries()) {
-    const progress = answers[i];
+    const answer = answers[i];
+    if (answer && 'group' in answer) {
+      if (answer.stage !== 'approve') continue;
+      rows.push({
+        group: answer.group,
+        members: answer.members.map((m) => m.secret),
+        workflowId: wf.workflowId,
+        runId: wf.runId,
+        requestedBy: answer.requestedBy,
+        waitingSince: undefined as string | undefined,
+        approvals: answer.approval.approvedBy.map((a) => a.approver),
+        needed: answer.approval.needed,
+        waitingFor: answer.approval.waitingFor,
+        escalated: answer.approval.escalated,
+      });
+      continue;
+    }
+    const progress = answer;
     if (!progress) {
       err(`${wf.workflowId}: waits for approval, but no worker answered (is a rekey worker running on task queue ${wf.taskQueue}?)`);
       continue;
@@ -41,9 +64,10 @@ export async function pending(args: string[]): Promise<number> {
   }
   for (const r of rows) {
     const waited = r.waitingSince ? formatDuration(Date.now() - Date.parse(r.waitingSince)) : '?';
+    const what = 'group' in r ? `group ${r.group} (${(r.members ?? []).join(', ')})` : r.secret;
     out(
       plain(
-        `${r.secret}  requested by ${r.requestedBy ?? 'unknown'}  ${r.approvals.length}/${r.needed} approvals` +
+        `${what}  requested by ${r.requestedBy ?? 'unknown'}  ${r.approvals.length}/${r.needed} approvals` +
           `  waiting ${waited} for ${r.waitingFor.join(', ') || 'nobody eligible'}${r.escalated ? '  ESCALATED' : ''}`,
       ),
     );

@@ -10,11 +10,15 @@ import {
   TASK_QUEUE,
   fleetProgressQuery,
   fleetWorkflowId,
+  groupProgressQuery,
+  groupWorkflowId,
   progressQuery,
   rotationWorkflowId,
   type FleetSummary,
+  type GroupReport,
   type RotationReport,
 } from '../../workflows/messages';
+import type { rotateGroup } from '../../workflows/rotateGroup';
 import type { rotateFleet } from '../../workflows/rotateFleet';
 import type { rotateSecret } from '../../workflows/rotateSecret';
 import { EXIT, UsageError, err, follow, out, parse, rootCause, uiLink, withDeadline } from '../common';
@@ -29,11 +33,22 @@ const ROTATE_OPTIONS = {
   all: { type: 'boolean' },
   selector: { type: 'string' },
   'max-parallel': { type: 'string' },
+  group: { type: 'string' },
 } as const;
+
+/** Who asked (a label, unverified) and why, from --as and --reason, bounded like the workflow bounds them. */
+function labels(values: { as?: unknown; reason?: unknown }): { requestedBy: string; reason?: string } {
+  const requestedBy = (values.as as string | undefined) ?? process.env.REKEY_USER ?? userInfo().username;
+  const reason = values.reason as string | undefined;
+  if (reason !== undefined && reason.length > 500) throw new UsageError('--reason: at most 500 characters');
+  if (requestedBy.length > 100) throw new UsageError('--as: at most 100 characters');
+  return { requestedBy, reason };
+}
 
 export async function rotate(args: string[]): Promise<number> {
   const many = args.includes('--all') || args.some((a) => a === '--selector' || a.startsWith('--selector='));
   if (many) return rotateMany(args);
+  if (args.some((a) => a === '--group' || a.startsWith('--group='))) return rotateGroupCommand(args);
   const { values, positionals } = parse(args, ROTATE_OPTIONS, ['NAME']);
   const [name] = positionals;
   if (!values.file) throw new UsageError('rotate needs -f DIR (the folder or file with the Secret manifests)');
@@ -42,10 +57,7 @@ export async function rotate(args: string[]): Promise<number> {
   if (!manifest) {
     throw new UsageError(`no Secret named "${name}" under ${values.file} (found: ${[...manifests.secrets.keys()].join(', ') || 'none'})`);
   }
-  const requestedBy = (values.as as string | undefined) ?? process.env.REKEY_USER ?? userInfo().username;
-  const reason = values.reason as string | undefined;
-  if (reason !== undefined && reason.length > 500) throw new UsageError('--reason: at most 500 characters');
-  if (requestedBy.length > 100) throw new UsageError('--as: at most 100 characters');
+  const { requestedBy, reason } = labels(values);
   const workflowId = rotationWorkflowId(name);
   // The worker rotates only if its own manifest has exactly the spec reviewed here.
   err(`${name}: spec ${manifest.specHash} (${manifest.source})`);
@@ -161,4 +173,69 @@ export function formatFleetSummary(s: FleetSummary): string {
   for (const f of s.failed) lines.push(`  failed ${f.secret}: ${f.reason}`);
   if (s.skipped.length) lines.push(`  skipped: ${s.skipped.join(', ')}`);
   return lines.join('\n');
+}
+
+/**
+ * `rekey rotate --group NAME -f DIR [--reason TEXT] [--as LABEL] [--wait]`: every member of the
+ * RotationGroup or none. Refuses, naming it, if a member is already rotating on its own.
+ */
+async function rotateGroupCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, ROTATE_OPTIONS, []);
+  if (!values.file) throw new UsageError('rotate --group needs -f DIR (the folder with the RotationGroup and Secret manifests)');
+  if (values.key) throw new UsageError('--key: group requests are not signed yet; approvers sign the group decision (rekey approve --group)');
+  const name = values.group as string;
+  const manifests = await loadManifests(values.file as string);
+  const group = manifests.groups.get(name);
+  if (!group) throw new UsageError(`no RotationGroup named "${name}" under ${values.file} (found: ${[...manifests.groups.keys()].join(', ') || 'none'})`);
+  const { requestedBy, reason } = labels(values);
+  err(`group ${name}: spec ${group.specHash} (${group.source}); members ${group.spec.secrets.join(', ')}`);
+  const client = await connectClient();
+  // The group would refuse too, but only after starting the members before it; say it first.
+  for (const secret of group.spec.secrets) {
+    const running = await client.workflow
+      .getHandle(rotationWorkflowId(secret))
+      .describe()
+      .then((d) => d.status.name === 'RUNNING', () => false);
+    if (running) {
+      err(`${secret} is already rotating on its own (workflow ${rotationWorkflowId(secret)}); the group rotates only when none of its members is. Follow it with: rekey status ${secret}`);
+      return EXIT.conflict;
+    }
+  }
+  const workflowId = groupWorkflowId(name);
+  let handle;
+  try {
+    handle = await client.workflow.start<typeof rotateGroup>('rotateGroup', {
+      taskQueue: process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
+      workflowId,
+      workflowIdConflictPolicy: 'FAIL',
+      args: [{ group: name, specHash: group.specHash, reason, requestedBy }],
+      staticSummary: `rotate group ${name} (${group.spec.secrets.length} secrets, all or nothing)${reason ? `: ${reason}` : ''}`,
+    });
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) {
+      err(`a rotation of group ${name} is already running (workflow ${workflowId})`);
+      return EXIT.conflict;
+    }
+    throw e;
+  }
+  err(`started rotation of group ${name}: workflow ${workflowId}, run ${handle.firstExecutionRunId}`);
+  if (process.env.REKEY_TEMPORAL_UI) err(`  watch it: ${uiLink(workflowId, handle.firstExecutionRunId)}`);
+  if (!values.wait) return EXIT.ok;
+  const result = handle.result() as Promise<GroupReport>;
+  await follow(result, async () => {
+    const p = await withDeadline(handle.query(groupProgressQuery), 3000);
+    return p ? `${p.stage}: ${p.members.map((m) => `${m.secret} ${m.state}`).join(', ')}${p.stage === 'approve' ? ` (waiting for ${p.approval.waitingFor.join(', ')}: rekey approve --group ${name})` : ''}` : 'no worker has answered yet';
+  });
+  try {
+    const report = await result;
+    out(`group ${name}: ${report.outcome}${report.failure ? ` (${report.failure})` : ''}`);
+    for (const m of report.members) out(`  ${m.secret}: ${m.state}${m.detail ? ` (${m.detail})` : ''}`);
+    return report.outcome === 'rotated' ? EXIT.ok : EXIT.rolledBack;
+  } catch (e) {
+    if (e instanceof WorkflowFailedError) {
+      err(`group rotation failed: ${rootCause(e)}`);
+      return EXIT.rolledBack;
+    }
+    throw e;
+  }
 }

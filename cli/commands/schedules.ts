@@ -24,6 +24,7 @@ export async function planCommand(args: string[]): Promise<number> {
   for (const line of formatPlan(planned)) out(line);
   out('spec hashes (the workers must run the same manifests):');
   for (const [name, m] of [...manifests.secrets].sort(([a], [b]) => a.localeCompare(b))) out(`  ${m.specHash}  ${name}`);
+  for (const [name, g] of [...manifests.groups].sort(([a], [b]) => a.localeCompare(b))) out(`  ${g.specHash}  group ${name} (${g.spec.secrets.join(', ')}: all or nothing)`);
   return EXIT.ok;
 }
 

@@ -1,4 +1,4 @@
-import { loadManifests, selectSecrets } from '../../lib/manifest';
+import { loadManifests, scheduledSecrets } from '../../lib/manifest';
 import { createTarget } from '../../activities/targets';
 import { readCurrent } from '../../activities/stores';
 import { EXIT, UsageError, err, out, parse, plain } from '../common';
@@ -12,11 +12,14 @@ export async function validate(args: string[]): Promise<number> {
   }
   for (const [name, m] of manifests.schedules) {
     const when = m.spec.cron ? `cron "${m.spec.cron}"` : m.spec.every ? `every ${m.spec.every}` : 'calendar';
-    out(`schedule ${name}  ${when} ${m.spec.timezone}  selects ${selectSecrets(manifests, m.spec.select).length} secret(s)  (${m.source})`);
+    out(`schedule ${name}  ${when} ${m.spec.timezone}  ${m.spec.group ? `rotates group ${m.spec.group}, ` : ''}selects ${scheduledSecrets(manifests, m).length} secret(s)  (${m.source})`);
+  }
+  for (const [name, g] of manifests.groups) {
+    out(`group ${name}  ${g.specHash}  ${g.spec.secrets.join(', ')}  approval ${g.spec.approval.required ? `${g.spec.approval.minApprovals} of ${g.approvers.map((p) => p.name).join(', ')}` : 'not required'}  (${g.source})`);
   }
   const { people, breakGlass } = manifests.settings;
   if (people.size) out(`people: ${[...people.values()].map((p) => `${p.name} (${p.keys.length} key${p.keys.length === 1 ? '' : 's'})`).join(', ')}; break-glass: ${breakGlass.map((p) => p.name).join(', ') || 'nobody'}`);
-  err(`${manifests.secrets.size} secret(s) and ${manifests.schedules.size} schedule(s) valid`);
+  err(`${manifests.secrets.size} secret(s), ${manifests.groups.size} group(s) and ${manifests.schedules.size} schedule(s) valid`);
   if (!values['check-targets']) return EXIT.ok;
   // What a rotation would meet at each target, asked without changing anything.
   let problems = 0;
