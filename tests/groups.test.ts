@@ -171,6 +171,80 @@ describe('atomic groups (RotationGroup)', () => {
     await e.untouched();
   });
 
+  it('the worker is killed with SIGKILL while members are still preparing: the next worker completes the group', async () => {
+    const e = await estate();
+    const taskQueue = uniqueId('rekey-group-crash-');
+    const first = spawnWorker(taskQueue, e.trusted.dir);
+    const handle = await startGroup(taskQueue, e.input);
+    await untilGroup(handle, (p) => p.members.some((m) => m.state === 'preparing'));
+
+    const report = (await killAndFinish(first, taskQueue, e.trusted.dir, handle.result() as never)) as unknown as GroupReport;
+
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report));
+    assert.deepEqual([await e.orders.branches(), await e.billing.branches()], [['main'], ['main']]);
+  });
+
+  it('the group is terminated while its members are held, before any decision: each member writes the abort itself and rolls back', async () => {
+    const alice = await newKey('alice');
+    const e = await estate({ approval: alice });
+    const client = await temporalClient();
+    await withWorker(
+      async (taskQueue) => {
+        const handle = await startGroup(taskQueue, e.input);
+        await untilGroup(handle, (p) => p.stage === 'approve');
+        await handle.terminate('the coordinator is lost');
+        for (const secret of [e.db, e.key]) {
+          const member = (await client.workflow.getHandle(rotationWorkflowId(secret)).result()) as { outcome: string; failure?: { message: string } };
+          assert.equal(member.outcome, 'rolled-back');
+          assert.match(member.failure!.message, /aborted/);
+        }
+      },
+      { manifestDirs: [e.trusted.dir] },
+    );
+    await e.untouched();
+  });
+
+  it('the group is terminated after its release was written but before any member was told: every member still promotes (the written decision stands)', async () => {
+    const alice = await newKey('alice');
+    const e = await estate({ approval: alice });
+    const client = await temporalClient();
+    let written!: () => void;
+    const releaseWritten = new Promise<void>((r) => (written = r));
+    let terminated!: () => void;
+    const groupGone = new Promise<void>((r) => (terminated = r));
+    await withWorker(
+      async (taskQueue) => {
+        const handle = await startGroup(taskQueue, e.input);
+        const waiting = await untilGroup(handle, (p) => p.stage === 'approve');
+        await handle.executeUpdate(decideUpdate, { args: [await sign(alice, groupDecision(handle, waiting))] });
+        await releaseWritten;
+        await handle.terminate('the coordinator is lost right after deciding');
+        terminated();
+        for (const secret of [e.db, e.key]) {
+          const member = (await client.workflow.getHandle(rotationWorkflowId(secret)).result()) as { outcome: string };
+          assert.equal(member.outcome, 'rotated', `${secret} did not promote`);
+        }
+      },
+      {
+        manifestDirs: [e.trusted.dir],
+        // The coordinator's decision reaches the trail, and the coordinator is lost before it can tell anyone.
+        activities: (real) => ({
+          ...real,
+          decideGroup: async (request: Parameters<typeof real.decideGroup>[0]) => {
+            const decided = await real.decideGroup(request);
+            if (decided.decision === 'release') {
+              written();
+              await groupGone;
+            }
+            return decided;
+          },
+        }),
+      },
+    );
+    assert.notEqual((await labelled(e.fx.secretId, 'AWSCURRENT'))!.versionId, e.before.db.versionId);
+    assert.notEqual((await labelled(e.api.store.secretId, 'AWSCURRENT'))!.versionId, e.before.key.versionId);
+  });
+
   it('a member already rotating on its own: the group refuses to start, naming it, and changes nothing', async () => {
     const alice = await newKey('alice');
     const e = await estate({ approval: alice });
