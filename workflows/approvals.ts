@@ -76,7 +76,7 @@ export class Approvals {
     approval.waitingFor = approval.waitingFor.filter((a) => a !== signer.name);
     this.evidence.record(doc.decision === 'approve' ? 'approved' : 'rejected', signer.name, {
       reason: doc.comment,
-      signed: { document: signed.document, signature: signed.signature, signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
+      signed: { ...evidenceOf(signed), signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
     });
     this.progress.show();
     const outcome = approval.rejectedBy ? 'rejected' : approval.approvedBy.length >= approval.needed ? 'approved' : 'waiting';
@@ -97,8 +97,7 @@ export class Approvals {
       return;
     }
     const approval = this.progress.approval;
-    const signature = signed && typeof signed === 'object' ? (signed as { signature?: unknown }).signature : undefined;
-    const from = (typeof signature === 'string' && signature.length <= 4096 && signerFingerprint(signature)) || 'unsigned';
+    const from = claimedSigner(signed);
     const reason = opened.reason.slice(0, MAX_REASON);
     approval.ignoredCount++;
     approval.ignored.push({ from, reason, at: new Date().toISOString() });
@@ -134,6 +133,23 @@ export class Approvals {
       throw new ApprovalFailure(`rejected by ${approver}${comment ? `: ${comment}` : ''}`);
     }
   }
+}
+
+/** Only the signed text and its signature or assertion: nothing else a sender added goes into the trail. */
+function evidenceOf(signed: SignedDocument): SignedDocument {
+  return signed.passkey !== undefined
+    ? { document: signed.document, passkey: { credentialId: signed.passkey.credentialId, authenticatorData: signed.passkey.authenticatorData, clientDataJSON: signed.passkey.clientDataJSON, signature: signed.passkey.signature } }
+    : { document: signed.document, signature: signed.signature };
+}
+
+/** Who an ignored decision claims to be from (an SSH key's fingerprint or a passkey's credential id), for people to read. */
+function claimedSigner(signed: unknown): string {
+  if (!signed || typeof signed !== 'object') return 'unsigned';
+  const { signature, passkey } = signed as { signature?: unknown; passkey?: { credentialId?: unknown } };
+  if (typeof signature === 'string' && signature.length <= 4096) return signerFingerprint(signature) || 'unsigned';
+  const id = passkey && typeof passkey === 'object' ? passkey.credentialId : undefined;
+  if (typeof id === 'string' && /^[A-Za-z0-9_-]{1,1366}$/.test(id)) return `passkey ${id.slice(0, 24)}`;
+  return 'unsigned';
 }
 
 /** 2000 -> "2s", 90000 -> "1m30s", 3600000 -> "1h": how the manifests write durations. */
