@@ -12,7 +12,8 @@ import {
   GetSecretValueCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, WorkflowUpdateFailedError } from '@temporalio/client';
+import assert from 'node:assert/strict';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { stringify } from 'yaml';
@@ -308,4 +309,14 @@ export async function killAndFinish(first: ChildProcess, taskQueue: string, mani
   } finally {
     second.kill('SIGTERM');
   }
+}
+
+/** The validator's reason for refusing an update (fails if it was accepted). */
+export async function refusal(promise: Promise<unknown>): Promise<string> {
+  const err = await promise.then(
+    () => assert.fail('the decision was accepted'),
+    (e) => e,
+  );
+  assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
+  return err.cause?.message ?? '';
 }

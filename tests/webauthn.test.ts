@@ -98,6 +98,8 @@ describe('passkey-signed documents (lib/webauthn)', () => {
     assert.match(refused(doc, stranger.assert(doc)), /passkey that is not allowed here/);
     const twice = [trusted('alice', es), trusted('mallory', es)];
     assert.match(refused(doc, es.assert(doc), twice), /listed more than once/);
+    // The same person reached twice (Settings people and a secret's approvers, as vouchFor sees them) is one passkey.
+    assert.ok(open(doc, es.assert(doc), [people[0], people[0], people[1]]).ok);
     const good = es.assert(doc);
     assert.match(refused(doc, { ...good, clientDataJSON: 'A'.repeat(5000) }), /passkey.clientDataJSON must be a base64url string of at most/);
     assert.match(refused(doc, { ...good, signature: `${good.signature}=` }), /passkey.signature is not base64url/);

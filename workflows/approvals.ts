@@ -114,11 +114,14 @@ export class Approvals {
     const approval = this.progress.approval;
     this.progress.enter('approve');
     approval.waitingFor = policy.approvers.map((p) => p.name).filter((name) => name !== this.requester?.name);
+    const started = Date.now();
+    approval.deadline = new Date(started + policy.timeoutMs).toISOString();
     this.progress.show();
     const decided = () => approval.rejectedBy !== undefined || approval.approvedBy.length >= approval.needed;
     let inTime = await condition(decided, policy.timeoutMs);
     if (!inTime && policy.onTimeout === 'escalate') {
       approval.escalated = true;
+      approval.deadline = new Date(started + policy.escalationLimitMs).toISOString();
       this.evidence.record('escalated', 'rekey', { detail: `no decision within ${formatMs(policy.timeoutMs)}; waiting until ${formatMs(policy.escalationLimitMs)}` });
       log.warn('approval escalated', { secret: this.progress.state.secret, waitingFor: approval.waitingFor });
       this.progress.show();
