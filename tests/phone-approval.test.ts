@@ -307,5 +307,13 @@ describe('approval from a phone with passkeys', function () {
     assert.equal((await post(port, '/api/challenge', { ...json, origin, host: `rebound.example:${port}` }, body({ csrf }))).status, 421, 'DNS rebinding');
     // With all of it, the request reaches the run (which is not waiting any more: nothing to sign).
     assert.notEqual((await post(port, '/api/challenge', { ...json, origin }, body({ csrf }))).status, 403);
+    // The server relays decide updates only to runs it offers, with the binding it offers: not to any workflow a caller names.
+    const finished = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secrets.reject)).describe();
+    for (const [workflowId, runId] of [[finished.workflowId, finished.runId], ['fleet/nightly', 'some-run']]) {
+      const document = JSON.stringify({ kind: 'rekey.dev/decision', workflowId, runId, decision: 'approve' });
+      const relayed = await post(port, '/api/decide', { ...json, origin }, JSON.stringify({ csrf, document, passkey: { credentialId: 'AAAA' } }));
+      assert.equal(relayed.status, 409, relayed.body);
+      assert.match(JSON.parse(relayed.body).error, /not offered for a decision here/);
+    }
   });
 });

@@ -195,7 +195,13 @@ export function createApprovalsServer(options: ApprovalsServerOptions): Server {
         throw new HttpError(400, 'document is not JSON');
       }
       if (typeof doc?.workflowId !== 'string' || typeof doc.runId !== 'string') throw new HttpError(400, 'document names no run');
-      // The run the document names, nothing else: the workflow checks the rest.
+      if (!isObject(passkey)) throw new HttpError(400, 'passkey must be the assertion {credentialId, authenticatorData, clientDataJSON, signature}');
+      // Only to a run this page offers, for the very binding it offers: the server's Temporal
+      // identity is not a relay for updates to any workflow someone names. The workflow checks the rest.
+      const waiting = await describeWaiting(client, namespace, set, doc.workflowId, doc.runId);
+      const offered = waiting?.document?.(doc.decision === 'reject' ? 'reject' : 'approve', undefined, now());
+      const differs = offered && (['namespace', 'workflowId', 'runId', 'secret', 'pendingVersionId', 'specHash'] as const).find((f) => offered[f] !== doc[f]);
+      if (!offered || differs) throw new HttpError(409, `not offered for a decision here${differs ? ` (${differs} differs)` : waiting ? `: ${waiting.problems.join('; ')}` : ''}`);
       try {
         const result = await client.workflow.getHandle(doc.workflowId, doc.runId).executeUpdate(decideUpdate, { args: [{ document, passkey: passkey as never }] });
         const verb = doc.decision === 'reject' ? 'rejected' : 'approved';
