@@ -31,7 +31,10 @@ export interface Waiting {
 export const PAGE_DECISION_TTL_MS = 15 * 60_000;
 
 const MAX_SHOWN = 200;
+/** Names listed per fact: a progress answer is anyone's JSON, and a page must stay a page. */
+const MAX_LISTED = 32;
 const text = (v: unknown, fallback = '?'): string => (typeof v === 'string' && v ? v.slice(0, MAX_SHOWN) : fallback);
+const list = (names: string[]): string => names.slice(0, MAX_LISTED).join(', ') + (names.length > MAX_LISTED ? ` and ${names.length - MAX_LISTED} more` : '');
 
 /**
  * A waiting rotation as the page shows it. `reviewedSpecHash` is the spec hash of the secret in
@@ -47,14 +50,14 @@ export function rotationWaiting(namespace: string, workflowId: string, runId: st
     { label: 'secret', value: secret },
     { label: 'requested by', value: progress?.requester ? `${text(progress.requester.name)} (signed, ${text(progress.requester.fingerprint)})` : `${text(progress?.requestedBy, 'unknown')} (unsigned label)` },
     { label: 'why', value: text(progress?.reason, '(no reason given)') },
-    { label: 'consumers verified', value: `${verified.length} of ${consumers.length}${verified.length ? `: ${verified.join(', ')}` : ''}` },
+    { label: 'consumers verified', value: `${verified.length} of ${consumers.length}${verified.length ? `: ${list(verified)}` : ''}` },
     { label: 'versions', value: `current ${text(progress?.versions?.current)} → pending ${text(progress?.versions?.pending)}` },
     { label: 'spec', value: text(progress?.specHash) },
     {
       label: 'approvals',
-      value: `${Array.isArray(approval?.approvedBy) ? approval.approvedBy.length : 0} of ${Number(approval?.needed) || 0}${Array.isArray(approval?.approvedBy) && approval.approvedBy.length ? ` (${approval.approvedBy.map((a) => text(a?.approver)).join(', ')})` : ''}`,
+      value: `${Array.isArray(approval?.approvedBy) ? approval.approvedBy.length : 0} of ${Number(approval?.needed) || 0}${Array.isArray(approval?.approvedBy) && approval.approvedBy.length ? ` (${list(approval.approvedBy.map((a) => text(a?.approver)))})` : ''}`,
     },
-    { label: 'waiting for', value: Array.isArray(approval?.waitingFor) && approval.waitingFor.length ? approval.waitingFor.map((n) => text(n)).join(', ') : 'nobody eligible' },
+    { label: 'waiting for', value: Array.isArray(approval?.waitingFor) && approval.waitingFor.length ? list(approval.waitingFor.map((n) => text(n))) : 'nobody eligible' },
     { label: 'deadline', value: `${text(approval?.deadline, 'unknown')}${approval?.escalated ? ' (escalated)' : ''}` },
   ];
   const problems: string[] = [];
