@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { auditSignerFrom, nextRecord, verifyTrail, type AuditEvent, type AuditRecord } from '../lib/audit';
 import { checkDecision, validApprovals, type RunBinding } from '../lib/authority';
 import { ManifestError } from '../lib/manifest';
 import { documentText, openSigned, type DecisionDocument, type Person } from '../lib/signed';
@@ -137,6 +138,44 @@ describe('passkey-signed documents (lib/webauthn)', () => {
     assert.equal(verifyAssertionWithKey(doc, assertion, a.signer.key), undefined);
     assert.match(verifyAssertionWithKey(doc.replace('approve', 'reject'), assertion, a.signer.key) ?? '', /another document/);
     assert.match(verifyAssertionWithKey(doc, assertion, open(doc, ed.assert(doc)).ok ? (open(doc, ed.assert(doc)) as { signer: { key: string } }).signer.key : '') ?? '', /signature does not match/);
+  });
+});
+
+describe('passkey decisions in the audit trail (rekey audit verify)', () => {
+  const es = softPasskey('ES256');
+  const alice = trusted('alice', es);
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const signer = auditSignerFrom(privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 'test');
+  const publicKeys = [createPublicKey(privateKey)];
+  const trailWith = (signed: AuditEvent['signed']): AuditRecord[] => {
+    const event: AuditEvent = { id: 'rotation/db/run-1#1', rotationId: 'rotation/db/run-1', secret: 'db', event: 'approved', actor: 'alice', at: new Date(0).toISOString(), signed };
+    return [nextRecord('t', event, undefined, signer)];
+  };
+  const doc = decision();
+  const opened = openSigned<DecisionDocument>({ document: doc, passkey: es.assert(doc) }, 'rekey.dev/decision', [alice], Date.now());
+  assert.ok(opened.ok);
+  const evidence = { document: doc, passkey: es.assert(doc), signer: 'alice', fingerprint: opened.signer.fingerprint, key: opened.signer.key };
+
+  it('verifies a kept passkey decision with the key alone, and with the manifests\' people', () => {
+    assert.deepEqual(verifyTrail('t', trailWith(evidence), { publicKeys }), { ok: true, records: 1, heads: 0 });
+    assert.deepEqual(verifyTrail('t', trailWith(evidence), { publicKeys, people: [alice] }), { ok: true, records: 1, heads: 0 });
+  });
+
+  it('finds a kept passkey decision that does not hold: edited, another key, not the person\'s, another origin', () => {
+    const problem = (signed: AuditEvent['signed'], people?: Person[]) => {
+      const verdict = verifyTrail('t', trailWith(signed), { publicKeys, people });
+      assert.equal(verdict.ok, false, 'accepted');
+      return (verdict as { problem: string }).problem;
+    };
+    assert.match(problem({ ...evidence, document: doc.replace('approve', 'reject') }), /passkey-signed document that does not verify .*another document/);
+    const other = softPasskey('ES256');
+    const otherKey = (openSigned({ document: doc, passkey: other.assert(doc) }, 'rekey.dev/decision', [trusted('x', other)], Date.now()) as { signer: { key: string } }).signer.key;
+    assert.match(problem({ ...evidence, key: otherKey }), /signature does not match/);
+    assert.match(problem({ ...evidence, passkey: undefined }), /without its assertion/);
+    assert.match(problem(evidence, [trusted('alice', other)]), /which the manifests given do not list for alice/);
+    const elsewhere = { ...evidence, passkey: es.assert(doc, { origin: 'https://evil.example' }) };
+    assert.equal(verifyTrail('t', trailWith(elsewhere), { publicKeys }).ok, true, 'without manifests the origin is unknown');
+    assert.match(problem(elsewhere, [alice]), /do not list for alice .*origin "https:\/\/evil.example"/);
   });
 });
 
