@@ -295,7 +295,13 @@ describe('approval from a phone with passkeys', function () {
 
   it('refuses what another site or a script could send: wrong Origin, no page token, another Host', async () => {
     const page = phones.bob.page;
-    await page.goto(`${origin}/`);
+    const response = (await page.goto(`${origin}/`))!;
+    // No framing (clickjacking a tap on Approve), no inline script, no referrer carrying an enrolment link.
+    const headers = response.headers();
+    assert.match(headers['content-security-policy'], /script-src 'self'; .*frame-ancestors 'none'/);
+    assert.doesNotMatch(headers['content-security-policy'], /unsafe-inline/);
+    assert.equal(headers['x-frame-options'], 'DENY');
+    assert.equal(headers['referrer-policy'], 'no-referrer');
     const csrf = await page.locator('meta[name=csrf]').getAttribute('content');
     const body = (extra: object) => JSON.stringify({ workflowId: rotationWorkflowId(secrets.other), runId: 'x', decision: 'approve', ...extra });
     const json = { 'content-type': 'application/json', host: `localhost:${port}` };
@@ -307,6 +313,8 @@ describe('approval from a phone with passkeys', function () {
     assert.equal((await post(port, '/api/challenge', { ...json, origin, host: `rebound.example:${port}` }, body({ csrf }))).status, 421, 'DNS rebinding');
     // With all of it, the request reaches the run (which is not waiting any more: nothing to sign).
     assert.notEqual((await post(port, '/api/challenge', { ...json, origin }, body({ csrf }))).status, 403);
+    // A body is read up to 64 KiB, no further.
+    assert.equal((await post(port, '/api/decide', { ...json, origin }, JSON.stringify({ csrf, document: 'x'.repeat(70_000) }))).status, 413);
     // The server relays decide updates only to runs it offers, with the binding it offers: not to any workflow a caller names.
     const finished = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secrets.reject)).describe();
     for (const [workflowId, runId] of [[finished.workflowId, finished.runId], ['fleet/nightly', 'some-run']]) {
