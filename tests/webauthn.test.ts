@@ -61,6 +61,7 @@ describe('passkey-signed documents (lib/webauthn)', () => {
     assert.match(refused(doc, es.assert(doc, { flags: 0x01 })), /not verified \(flag UV clear\)/);
     assert.match(refused(doc, es.assert(doc, { flags: 0x04 })), /not present \(flag UP clear\)/);
     assert.match(refused(doc, es.assert(doc, { type: 'webauthn.create' })), /clientData.type is "webauthn.create"/);
+    assert.match(refused(doc, es.assert(doc, { flags: 0x45 })), /carries attested credential data/);
     const other = decision({ runId: 'run-2' });
     assert.match(refused(doc, es.assert(other)), /made for another document/);
     // The right challenge on a document edited afterwards.
