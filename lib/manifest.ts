@@ -607,7 +607,20 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   return set;
 }
 
-function resolveApprovers(manifest: SecretManifest, people: Map<string, Person>, source: string, issues: ManifestIssue[], trust: (person: DeclaredPerson, path: string) => Person): Person[] {
+/**
+ * `trust` binds an inline approver's passkeys to the relying party; without it (a caller that has
+ * none at hand) inline passkeys are refused, never taken unbound.
+ */
+function resolveApprovers(
+  manifest: SecretManifest,
+  people: Map<string, Person>,
+  source: string,
+  issues: ManifestIssue[],
+  trust: (person: DeclaredPerson, path: string) => Person = ({ passkeys, ...person }, path) => {
+    if (passkeys) issues.push({ source, path: `${path}.passkeys`, message: 'declare people with passkeys in a Settings manifest and name them here' });
+    return person;
+  },
+): Person[] {
   const out: Person[] = [];
   manifest.spec.policy.approval.approvers.forEach((approver, i) => {
     const path = `spec.policy.approval.approvers[${i}]`;

@@ -203,6 +203,17 @@ describe('passkeys in manifests', () => {
     assert.match(await problems({ passkeys: { rpId: RP_ID, origins: ['https://evil.example'] }, people: [] }), /spec.passkeys.origins\[0\]: https:\/\/evil.example is not on localhost/);
     assert.match(await problems({ passkeys: { rpId: 'example.com', origins: ['http://example.com'] }, people: [] }), /http only for localhost/);
     assert.match(await problems({ people: [{ name: 'alice', keys: [] }] }), /spec.people\[0\].keys: must list at least one key .* or passkey/);
+
+    // An approver declared inline gets the same relying party, and cannot reuse another person's credential.
+    const dave = softPasskey('Ed25519');
+    const inline = (passkey: object) => ({ ...spec, policy: { approval: { required: true, approvers: [{ name: 'dave', passkeys: [passkey] }] } } });
+    const withDave = await manifests({ pk: inline(dave.passkey) }, passkeySettings(ORIGIN, [{ name: 'alice', passkeys: [alice.passkey] }]));
+    assert.deepEqual(withDave.set.secrets.get('pk')!.approvers[0].passkeys, [{ ...dave.passkey, rpId: RP_ID, origins: [ORIGIN] }]);
+    const stolen = await manifests({ pk: inline(alice.passkey) }, passkeySettings(ORIGIN, [{ name: 'alice', passkeys: [alice.passkey] }])).then(
+      () => '',
+      (e) => String(e.message),
+    );
+    assert.match(stolen, /spec.policy.approval.approvers\[0\].passkeys\[0\].credentialId: is also listed for alice/);
   });
 });
 
