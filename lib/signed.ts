@@ -161,6 +161,13 @@ function open<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: r
   return { ok: true, doc: doc as unknown as D, signer: verdict.signer };
 }
 
+/** Only the signed text and its signature or assertion: nothing else a sender added is kept or passed on. */
+export function signedOnly(signed: SignedDocument): SignedDocument {
+  if (signed.passkey === undefined) return { document: signed.document, signature: signed.signature };
+  const { credentialId, authenticatorData, clientDataJSON, signature } = signed.passkey;
+  return { document: signed.document, passkey: { credentialId, authenticatorData, clientDataJSON, signature } };
+}
+
 /** Every passkey of these people, each with its owner. */
 export function passkeyring(people: readonly Person[]): { name: string; passkey: TrustedPasskey }[] {
   return people.flatMap((person) => (person.passkeys ?? []).map((passkey) => ({ name: person.name, passkey })));

@@ -129,6 +129,10 @@ describe('passkey-signed documents (lib/webauthn)', () => {
     const again = decision({ comment: 'again' });
     const { approvedBy } = validApprovals([{ document: mine, passkey: es.assert(mine) }, { document: again, passkey: es.assert(again) }], people, binding, undefined);
     assert.deepEqual(approvedBy.map((s) => s.name), ['alice']);
+    // What promote keeps of an approval (and writes to the trail) is the signed part only, not what a sender added.
+    const padded = { document: mine, passkey: { ...es.assert(mine) }, note: 'x'.repeat(10_000) };
+    const { accepted } = validApprovals([padded], people, binding, undefined);
+    assert.deepEqual(Object.keys(accepted[0].signed).sort(), ['document', 'passkey']);
   });
 
   it('re-verifies a kept assertion against the key alone (the audit trail), and finds an edit', () => {

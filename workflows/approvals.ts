@@ -4,7 +4,7 @@
 // pending version and this spec; the requester's keys never count. Names are labels; keys decide.
 import { ApplicationFailure, condition, log, setHandler } from '@temporalio/workflow';
 import { checkDecision, type RunBinding } from '../lib/authority';
-import type { DecisionDocument, Opened, SignedDocument, Signer } from '../lib/signed';
+import { signedOnly, type DecisionDocument, type Opened, type SignedDocument, type Signer } from '../lib/signed';
 import { signerFingerprint } from '../lib/sshsig';
 import type { Evidence } from './evidence';
 import { IGNORED_KEPT, approveSignal, decideUpdate, rejectSignal, type DecisionResult, type RotationPlan } from './messages';
@@ -76,7 +76,7 @@ export class Approvals {
     approval.waitingFor = approval.waitingFor.filter((a) => a !== signer.name);
     this.evidence.record(doc.decision === 'approve' ? 'approved' : 'rejected', signer.name, {
       reason: doc.comment,
-      signed: { ...evidenceOf(signed), signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
+      signed: { ...signedOnly(signed), signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
     });
     this.progress.show();
     const outcome = approval.rejectedBy ? 'rejected' : approval.approvedBy.length >= approval.needed ? 'approved' : 'waiting';
@@ -136,13 +136,6 @@ export class Approvals {
       throw new ApprovalFailure(`rejected by ${approver}${comment ? `: ${comment}` : ''}`);
     }
   }
-}
-
-/** Only the signed text and its signature or assertion: nothing else a sender added goes into the trail. */
-function evidenceOf(signed: SignedDocument): SignedDocument {
-  return signed.passkey !== undefined
-    ? { document: signed.document, passkey: { credentialId: signed.passkey.credentialId, authenticatorData: signed.passkey.authenticatorData, clientDataJSON: signed.passkey.clientDataJSON, signature: signed.passkey.signature } }
-    : { document: signed.document, signature: signed.signature };
 }
 
 /** Who an ignored decision claims to be from (an SSH key's fingerprint or a passkey's credential id), for people to read. */
