@@ -130,7 +130,7 @@ describe('approval from a phone with passkeys', function () {
     const options = { client: await temporalClient(), namespace: 'default', manifestDir: dir, dataDir, log: (line: string) => log.push(line) };
     server = createApprovalsServer(options);
     await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-    stopAnnouncing = announceWaiting({ ...options, pageUrl: `${origin}/`, everyMs: 300 });
+    stopAnnouncing = announceWaiting({ ...options, pageUrl: `${origin}/`, everyMs: 1000 });
     await mkdir(ARTIFACTS, { recursive: true });
     phones.alice = await phone(browser);
     phones.bob = await phone(browser);
