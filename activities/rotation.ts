@@ -7,8 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { headOf, type AuditEvent, type AuditHead, type SignedEvidence } from '../lib/audit';
 import type { AuditSettings } from '../lib/audit-trails';
 import { checkBreakGlass, checkRequest, validApprovals, type RunBinding } from '../lib/authority';
-import { keyring } from '../lib/signed';
-import { verifySignature } from '../lib/sshsig';
+import { verifySigned } from '../lib/signed';
 import { parseDuration } from '../lib/duration';
 import type { ApprovalPolicy, SecretEntry, SecretSpec } from '../lib/manifest';
 import type { Person, SignedDocument, Signer } from '../lib/signed';
@@ -265,9 +264,10 @@ export function createActivities(options: ActivityOptions = {}) {
     const { settings, secrets, groups } = await manifests.set();
     // `secret` names a Secret, or a RotationGroup for a group's decisions.
     const people = [...settings.people.values(), ...(secrets.get(secret)?.approvers ?? []), ...(groups.get(secret)?.approvers ?? []), ...settings.breakGlass];
-    const verdict = verifySignature(signed.document, signed.signature, keyring(people));
+    const verdict = verifySigned(signed as SignedDocument, people);
     if (!verdict.ok) throw refused(`audit: the signed document attributed to ${signed.signer} does not hold: ${verdict.reason}`);
-    return { document: signed.document, signature: signed.signature, signer: verdict.key.name, fingerprint: verdict.key.key.fingerprint, key: verdict.key.key.text };
+    const proof = signed.passkey !== undefined ? { passkey: signed.passkey } : { signature: signed.signature };
+    return { document: signed.document, ...proof, signer: verdict.signer.name, fingerprint: verdict.signer.fingerprint, key: verdict.signer.key };
   };
 
   /**

@@ -4,6 +4,7 @@ import { ManifestError, secretJsonSchema } from '../lib/manifest';
 import { TASK_QUEUE } from '../workflows/messages';
 import { EXIT, UsageError, err, out } from './common';
 import { decide } from './commands/approve';
+import { approvals, approvalsServer } from './commands/approvals';
 import { inventoryCommand } from './commands/inventory';
 import { applyCommand, planCommand, scheduleCommand } from './commands/schedules';
 import { audit } from './commands/audit';
@@ -47,6 +48,13 @@ usage:
                               and spec) with your SSH key (ssh-keygen -Y sign -n rekey) and send
                               it; --print prints it for the Temporal UI's signal form instead;
                               -f DIR refuses to sign unless the rotation runs the spec DIR says
+  rekey approvals enroll --as NAME -f DIR [--expires 15m] [--data DIR]
+                              print a one-time link that enrols a passkey for NAME on the
+                              approvals server; the key it prints counts only once added to
+                              the reviewed manifests (Settings people[].passkeys)
+  rekey approvals-server -f DIR [--host 127.0.0.1] [--port PORT] [--data DIR] [--poll 10s]
+                              serve the phone page: runs waiting for a decision, approved or
+                              rejected with a passkey (relying party: Settings spec.passkeys)
   rekey revoke NAME --emergency --reason TEXT --key PATH [--agent] [-f DIR] [--revoke-first]
                               a leaked secret: rotate now on a break-glass signature, no approval,
                               no overlap, superseding any rotation in flight; prints the time until
@@ -81,6 +89,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   approve: decide(true),
   reject: decide(false),
   pending,
+  approvals,
+  'approvals-server': approvalsServer,
   revoke,
   audit,
   plan: planCommand,

@@ -8,8 +8,9 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { canonicalJson } from './canonical';
-import type { Person } from './signed';
+import { verifySigned, type Person, type SignedDocument } from './signed';
 import { parsePublicKey, verifySignature } from './sshsig';
+import { isPasskeyKeyText, parsePasskeyKeyText, verifyAssertionWithKey, type PasskeyAssertion } from './webauthn';
 
 export const GENESIS = '0'.repeat(64);
 
@@ -35,7 +36,9 @@ export type AuditEventKind =
 /** A signed document behind an event, kept whole: an auditor re-verifies it with the public key alone. */
 export interface SignedEvidence {
   document: string;
-  signature: string;
+  /** An SSH signature, or (instead) a passkey's WebAuthn assertion over the document's sha256. */
+  signature?: string;
+  passkey?: PasskeyAssertion;
   /** Who the trusted manifests say holds the key, its fingerprint and the key itself. */
   signer: string;
   fingerprint: string;
@@ -208,17 +211,37 @@ export function verifyTrail(
 
 /** Why a signed decision kept in a record does not hold up, or undefined. */
 function checkEvidence(signed: SignedEvidence, people?: Person[]): string | undefined {
+  if (signed.passkey !== undefined || isPasskeyKeyText(signed.key)) return checkPasskeyEvidence(signed, people);
   let key;
   try {
     key = parsePublicKey(signed.key);
   } catch {
     return 'holds a signed document with an unreadable key';
   }
-  if (!verifySignature(signed.document, signed.signature, [{ key }]).ok) return `holds a signed document whose signature does not verify (${signed.signer})`;
+  if (typeof signed.signature !== 'string' || !verifySignature(signed.document, signed.signature, [{ key }]).ok) return `holds a signed document whose signature does not verify (${signed.signer})`;
   if (people) {
     const person = people.find((p) => p.name === signed.signer);
     if (!person || !person.keys.some((k) => parsePublicKey(k).text === key.text)) {
       return `holds a document signed by ${signed.fingerprint}, which the manifests given do not list for ${signed.signer} (if the key was rotated since, verify against the manifests of that time)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A passkey-signed document: the assertion must hold for the key the record names (type,
+ * challenge = the document, user present and verified, signature); given the manifests, the
+ * passkey must be the signer's and the origin and relying party the manifests' too.
+ */
+function checkPasskeyEvidence(signed: SignedEvidence, people?: Person[]): string | undefined {
+  if (signed.passkey === undefined || signed.signature !== undefined) return `holds a passkey-signed document without its assertion (${signed.signer})`;
+  const problem = verifyAssertionWithKey(signed.document, signed.passkey, signed.key);
+  if (problem) return `holds a passkey-signed document that does not verify (${signed.signer}): ${problem}`;
+  if (people) {
+    const person = people.find((p) => p.name === signed.signer);
+    const verdict = person ? verifySigned({ document: signed.document, passkey: signed.passkey } as SignedDocument, [person]) : undefined;
+    if (!verdict?.ok || verdict.signer.key !== parsePasskeyKeyText(signed.key).text) {
+      return `holds a document signed by passkey ${signed.fingerprint}, which the manifests given do not list for ${signed.signer} with their relying party${verdict && !verdict.ok ? ` (${verdict.reason})` : ''}`;
     }
   }
   return undefined;

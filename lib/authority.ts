@@ -5,6 +5,7 @@
 import {
   mismatch,
   openSigned,
+  signedOnly,
   type BreakGlassDocument,
   type DecisionDocument,
   type Opened,
@@ -95,7 +96,8 @@ export function validApprovals(
     const opened = checkDecision(signed, approvers, binding, requester, time);
     if (!opened.ok) problems.push(opened.reason);
     else if (opened.doc.decision !== 'approve') problems.push(`${opened.signer.name} rejected`);
-    else if (!accepted.some((a) => a.signer.name === opened.signer.name)) accepted.push({ signed: signed as SignedDocument, signer: opened.signer });
+    // Kept as signed, nothing more: these go into promote's audit record.
+    else if (!accepted.some((a) => a.signer.name === opened.signer.name)) accepted.push({ signed: signedOnly(signed as SignedDocument), signer: opened.signer });
   }
   return { approvedBy: accepted.map((a) => a.signer), accepted, problems };
 }

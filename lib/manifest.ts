@@ -13,6 +13,7 @@ import { parseDuration } from './duration';
 import { durationBetween } from './schema';
 import type { Person } from './signed';
 import { parsePublicKey } from './sshsig';
+import { PASSKEY_ALGORITHMS, parsePasskeyKey, type RelyingParty } from './webauthn';
 
 export const API_VERSION = 'rekey.dev/v1';
 
@@ -58,12 +59,34 @@ const publicKeyText = z.string().transform((text, ctx) => {
   }
 });
 
+/** A WebAuthn credential, as `rekey approvals enroll` prints it: trusted only once reviewed here. */
+export const passkeySchema = z
+  .object({
+    credentialId: z.string().regex(/^[A-Za-z0-9_-]{16,1366}$/, 'must be the credential id in base64url (what rekey approvals enroll prints)'),
+    publicKey: z.string().max(200),
+    algorithm: z.enum(PASSKEY_ALGORITHMS),
+  })
+  .strict()
+  .superRefine((passkey, ctx) => {
+    try {
+      parsePasskeyKey(passkey.algorithm, passkey.publicKey);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['publicKey'], message: (err as Error).message });
+    }
+  });
+
 export const personSchema = z
   .object({
     name: personName,
-    keys: z.array(publicKeyText).min(1, 'must list at least one key ("ssh-ed25519 AAAA...")').max(20),
+    keys: z.array(publicKeyText).max(20).default([]),
+    /** Passkeys that sign decisions from a phone (rekey approvals-server); need Settings spec.passkeys. */
+    passkeys: z.array(passkeySchema).max(20).optional(),
   })
-  .strict();
+  .strict()
+  .refine((person) => person.keys.length > 0 || (person.passkeys?.length ?? 0) > 0, {
+    path: ['keys'],
+    message: 'must list at least one key ("ssh-ed25519 AAAA...") or passkey',
+  });
 
 export const approvalSchema = z
   .object({
@@ -243,6 +266,35 @@ const envName = z
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
   .refine((name) => !WORKER_CREDENTIALS.test(name), { message: "is one of the worker's own credentials; manifests and commands never see it" });
 
+/** A WebAuthn origin: scheme, host and port only; https, or http on localhost (a browser's secure context). */
+const webOrigin = z.string().refine(
+  (text) => {
+    try {
+      const url = new URL(text);
+      return url.origin === text && (url.protocol === 'https:' || (url.protocol === 'http:' && url.hostname === 'localhost'));
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be an origin like https://approve.example.com (no path; http only for localhost)' },
+);
+
+export const relyingPartySchema = z
+  .object({
+    rpId: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'must be a lower-case domain name (no scheme, no port), e.g. approve.example.com'),
+    origins: z.array(webOrigin).min(1).max(10),
+  })
+  .strict()
+  .superRefine((rp, ctx) => {
+    rp.origins.forEach((origin, i) => {
+      const host = new URL(origin).hostname;
+      // WebAuthn: the rpId must be the origin's host or a registrable suffix of it.
+      if (host !== rp.rpId && !host.endsWith(`.${rp.rpId}`)) {
+        ctx.addIssue({ code: 'custom', path: ['origins', i], message: `${origin} is not on ${rp.rpId} or a subdomain of it` });
+      }
+    });
+  });
+
 /**
  * What the whole manifest set shares: the environment variables manifests may refer to, the people
  * who decide (with their SSH public keys) and who may break the glass. Never expanded: the trust
@@ -255,6 +307,11 @@ export const settingsSpecSchema = z
     people: z.array(personSchema).max(1000).default([]),
     /** Names of people whose signature authorises an emergency rotation (rekey revoke --emergency). */
     breakGlass: z.array(personName).max(100).default([]),
+    /**
+     * The WebAuthn relying party passkeys are valid for: the approvals server's domain (rpId) and
+     * the exact origins its pages are served from. An assertion made anywhere else is refused.
+     */
+    passkeys: relyingPartySchema.optional(),
   })
   .strict();
 
@@ -317,6 +374,8 @@ export type SecretManifest = z.output<typeof secretManifestSchema>;
 export type PolicySpec = z.output<typeof policySchema>;
 export type ApprovalPolicy = z.output<typeof approvalSchema>;
 export type SettingsManifest = z.output<typeof settingsManifestSchema>;
+/** A person as written: passkeys not yet bound to the relying party. */
+type DeclaredPerson = z.output<typeof personSchema>;
 
 export type GroupManifest = z.output<typeof groupManifestSchema>;
 
@@ -342,7 +401,7 @@ export interface ManifestSet {
   secrets: Map<string, SecretEntry>;
   groups: Map<string, GroupEntry>;
   schedules: Map<string, ScheduleManifest & { source: string }>;
-  settings: { env: string[]; people: Map<string, Person>; breakGlass: Person[] };
+  settings: { env: string[]; people: Map<string, Person>; breakGlass: Person[]; passkeys?: RelyingParty };
 }
 
 export interface ManifestIssue {
@@ -535,17 +594,24 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
 
   // Settings first: they say which variables the others may use, and who the people are.
   const breakGlass: { source: string; index: number; name: string }[] = [];
+  const declared: { source: string; path: string; person: DeclaredPerson }[] = [];
   for (const { source, value } of docs.filter((d) => d.value?.kind === 'Settings')) {
     collect(() => {
       const settings = parseManifest(source, value) as SettingsManifest;
       set.settings.env.push(...settings.spec.env);
-      settings.spec.people.forEach((person, i) => {
-        if (set.settings.people.has(person.name)) {
-          issues.push({ source, path: `spec.people[${i}].name`, message: `person "${person.name}" is declared twice` });
-        } else set.settings.people.set(person.name, person);
-      });
+      settings.spec.people.forEach((person, i) => declared.push({ source, path: `spec.people[${i}]`, person }));
       settings.spec.breakGlass.forEach((name, index) => breakGlass.push({ source, index, name }));
+      if (settings.spec.passkeys) {
+        if (set.settings.passkeys) issues.push({ source, path: 'spec.passkeys', message: 'the passkey relying party is declared twice (one Settings manifest declares it)' });
+        else set.settings.passkeys = settings.spec.passkeys;
+      }
     });
+  }
+  // People once the relying party is known: a passkey is trusted only for it.
+  const credentials = new Map<string, string>();
+  for (const { source, path, person } of declared) {
+    if (set.settings.people.has(person.name)) issues.push({ source, path: `${path}.name`, message: `person "${person.name}" is declared twice` });
+    else set.settings.people.set(person.name, trustPasskeys(person, set.settings.passkeys, credentials, source, path, issues));
   }
   for (const { source, index, name } of breakGlass) {
     const person = set.settings.people.get(name);
@@ -567,7 +633,7 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         const previous = set.groups.get(name);
         if (previous) issues.push({ source, path: 'metadata.name', message: `group "${name}" is also defined in ${previous.source}` });
         else {
-          const approvers = resolveApprovers(manifest.spec.approval, 'spec.approval', set.settings.people, source, issues);
+          const approvers = resolveApprovers(manifest.spec.approval, 'spec.approval', set.settings.people, source, issues, (person, path) => trustPasskeys(person, set.settings.passkeys, credentials, source, path, issues));
           set.groups.set(name, { ...manifest, source, specHash: specHashOf((value as { spec?: unknown }).spec), approvers });
         }
         return;
@@ -586,7 +652,7 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         issues.push({ source, path: 'metadata.name', message: `secret "${name}" is also defined in ${previous.source}` });
         return;
       }
-      const approvers = resolveApprovers(manifest.spec.policy.approval, 'spec.policy.approval', set.settings.people, source, issues);
+      const approvers = resolveApprovers(manifest.spec.policy.approval, 'spec.policy.approval', set.settings.people, source, issues, (person, path) => trustPasskeys(person, set.settings.passkeys, credentials, source, path, issues));
       // What a consumer passes from the worker's environment must be listed where reviewers look.
       manifest.spec.consumers.forEach((consumer, i) => {
         consumerEnvironment(consumer).forEach((name, j) => {
@@ -643,11 +709,25 @@ function checkGroups(set: ManifestSet, issues: ManifestIssue[]): void {
   }
 }
 
-function resolveApprovers(approval: ApprovalPolicy, at: string, people: Map<string, Person>, source: string, issues: ManifestIssue[]): Person[] {
+/**
+ * `trust` binds an inline approver's passkeys to the relying party; without it (a caller that has
+ * none at hand) inline passkeys are refused, never taken unbound.
+ */
+function resolveApprovers(
+  approval: ApprovalPolicy,
+  at: string,
+  people: Map<string, Person>,
+  source: string,
+  issues: ManifestIssue[],
+  trust: (person: DeclaredPerson, path: string) => Person = ({ passkeys, ...person }, path) => {
+    if (passkeys) issues.push({ source, path: `${path}.passkeys`, message: 'declare people with passkeys in a Settings manifest and name them here' });
+    return person;
+  },
+): Person[] {
   const out: Person[] = [];
   approval.approvers.forEach((approver, i) => {
     const path = `${at}.approvers[${i}]`;
-    const person = typeof approver === 'string' ? people.get(approver) : approver;
+    const person = typeof approver === 'string' ? people.get(approver) : trust(approver, path);
     if (!person) {
       issues.push({ source, path, message: `"${approver}" is not declared in the people of a Settings manifest (or write {name, keys} here)` });
     } else if (typeof approver !== 'string' && people.has(approver.name)) {
@@ -655,10 +735,33 @@ function resolveApprovers(approval: ApprovalPolicy, at: string, people: Map<stri
     } else if (out.some((p) => p.name === person.name)) {
       issues.push({ source, path, message: `"${person.name}" is listed twice` });
     } else {
-      out.push({ name: person.name, keys: person.keys });
+      out.push({ name: person.name, keys: person.keys, ...(person.passkeys ? { passkeys: person.passkeys } : {}) });
     }
   });
   return out;
+}
+
+/**
+ * A person's passkeys with the relying party they are valid for (Settings spec.passkeys). A
+ * credential id belongs to one person only: otherwise one passkey could count as two people.
+ */
+function trustPasskeys(person: DeclaredPerson, rp: RelyingParty | undefined, seen: Map<string, string>, source: string, path: string, issues: ManifestIssue[]): Person {
+  const { passkeys, ...rest } = person;
+  if (!passkeys) return rest;
+  if (!rp) {
+    issues.push({ source, path: `${path}.passkeys`, message: 'passkeys need the relying party: declare spec.passkeys {rpId, origins} in a Settings manifest' });
+    return rest;
+  }
+  passkeys.forEach((passkey, j) => {
+    const owner = seen.get(passkey.credentialId);
+    if (owner !== undefined && owner !== person.name) {
+      issues.push({ source, path: `${path}.passkeys[${j}].credentialId`, message: `is also listed for ${owner}: a passkey belongs to one person` });
+    } else if (owner !== undefined) {
+      issues.push({ source, path: `${path}.passkeys[${j}].credentialId`, message: 'is listed twice' });
+    }
+    seen.set(passkey.credentialId, person.name);
+  });
+  return { ...rest, passkeys: passkeys.map((p) => ({ credentialId: p.credentialId, publicKey: p.publicKey, algorithm: p.algorithm, rpId: rp.rpId, origins: [...rp.origins] })) };
 }
 
 /** JSON Schema for editors, generated from the same zod schema that validates. */

@@ -5,11 +5,24 @@
 // workflow sandbox verifies these inside update validators.
 import { canonicalJson } from './canonical';
 import { parsePublicKey, verifySignature, type PublicKey } from './sshsig';
+import { verifyAssertion, type PasskeyAssertion, type TrustedPasskey } from './webauthn';
 
-/** What travels in an update, a signal or a workflow input: the signed text and its signature. */
-export interface SignedDocument {
+/**
+ * What travels in an update, a signal or a workflow input: the signed text and either its SSH
+ * signature, or a passkey's WebAuthn assertion whose challenge is the sha256 of the text.
+ */
+export type SignedDocument = SshSignedDocument | PasskeySignedDocument;
+
+export interface SshSignedDocument {
   document: string;
   signature: string;
+  passkey?: undefined;
+}
+
+export interface PasskeySignedDocument {
+  document: string;
+  passkey: PasskeyAssertion;
+  signature?: undefined;
 }
 
 /** A person as the trusted manifests declare them: a name (a label) and keys (the identity). */
@@ -17,6 +30,8 @@ export interface Person {
   name: string;
   /** "ssh-ed25519 AAAA..." */
   keys: string[];
+  /** WebAuthn credentials, each with the relying party (Settings spec.passkeys) it is valid for. */
+  passkeys?: TrustedPasskey[];
 }
 
 interface DocumentBase {
@@ -118,9 +133,10 @@ export function show(value: unknown): string {
 
 function open<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: readonly Person[], now: number | undefined): Opened<D> {
   if (!signed || typeof signed !== 'object') return { ok: false, reason: 'expected {"document": "...", "signature": "..."} (a signed document; see rekey approve --print)' };
-  const { document, signature } = signed as Partial<SignedDocument>;
+  const { document, signature, passkey } = signed as { document?: unknown; signature?: unknown; passkey?: unknown };
   if (!isText(document, MAX_DOCUMENT_CHARS)) return { ok: false, reason: `document must be a string of at most ${MAX_DOCUMENT_CHARS} characters` };
-  if (typeof signature !== 'string' || !signature) return { ok: false, reason: 'unsigned: signature is missing' };
+  if (signature !== undefined && passkey !== undefined) return { ok: false, reason: 'give a signature or a passkey assertion, not both' };
+  if (passkey === undefined && (typeof signature !== 'string' || !signature)) return { ok: false, reason: 'unsigned: signature is missing' };
   let doc: Record<string, unknown>;
   try {
     doc = JSON.parse(document);
@@ -140,10 +156,42 @@ function open<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: r
   if ('comment' in doc && doc.comment !== undefined && !isText(doc.comment, MAX_COMMENT_CHARS)) {
     return { ok: false, reason: `comment must be a string of at most ${MAX_COMMENT_CHARS} characters` };
   }
-  const verdict = verifySignature(document, signature, keyring(people));
+  const verdict = verifySigned(signed as SignedDocument, people);
   if (!verdict.ok) return verdict;
-  const { name, key } = verdict.key;
-  return { ok: true, doc: doc as unknown as D, signer: { name, fingerprint: key.fingerprint, key: key.text } };
+  return { ok: true, doc: doc as unknown as D, signer: verdict.signer };
+}
+
+/** Only the signed text and its signature or assertion: nothing else a sender added is kept or passed on. */
+export function signedOnly(signed: SignedDocument): SignedDocument {
+  if (signed.passkey === undefined) return { document: signed.document, signature: signed.signature };
+  const { credentialId, authenticatorData, clientDataJSON, signature } = signed.passkey;
+  return { document: signed.document, passkey: { credentialId, authenticatorData, clientDataJSON, signature } };
+}
+
+/** Every passkey of these people, each with its owner. */
+export function passkeyring(people: readonly Person[]): { name: string; passkey: TrustedPasskey }[] {
+  return people.flatMap((person) => (person.passkeys ?? []).map((passkey) => ({ name: person.name, passkey })));
+}
+
+/**
+ * Who signed `signed.document`, by the keys and passkeys of `people`: the signature part of
+ * openSigned, for re-verifying a document accepted earlier (the audit trail). Never throws.
+ */
+export function verifySigned(signed: SignedDocument, people: readonly Person[]): { ok: true; signer: Signer } | { ok: false; reason: string } {
+  try {
+    if (signed.passkey !== undefined) {
+      const verdict = verifyAssertion(signed.document, signed.passkey, passkeyring(people));
+      if (!verdict.ok) return verdict;
+      // The identity is the credential's public key: one passkey is one signer, whoever it is named after.
+      return { ok: true, signer: { name: verdict.key.name, fingerprint: verdict.passkey.fingerprint, key: verdict.passkey.text } };
+    }
+    const verdict = verifySignature(signed.document, signed.signature, keyring(people));
+    if (!verdict.ok) return verdict;
+    const { name, key } = verdict.key;
+    return { ok: true, signer: { name, fingerprint: key.fingerprint, key: key.text } };
+  } catch {
+    return { ok: false, reason: 'not a well-formed signed document' };
+  }
 }
 
 /** The first field of `doc` that differs from `expected`, as a sentence; undefined if all match. */

@@ -65,14 +65,15 @@ export function utf8(text: string): Uint8Array {
   return Uint8Array.from(out);
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
+/** Constant-time byte comparison. */
+export function equal(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
   return diff === 0;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
+export function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

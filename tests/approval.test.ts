@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle } from '@temporalio/client';
 import type { RequestDocument, SignedDocument } from '../lib/signed';
 import {
   approveSignal,
@@ -14,7 +14,7 @@ import {
 } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { decisionFor, newKey, people, sign, validFor, type TestKey } from './keys';
-import { canLogin, databaseFixture, labelled, manifests, postgresSpec, tempDir, temporalClient, withWorker, type DatabaseFixture, type Manifests, untilProgress } from './helpers';
+import { canLogin, databaseFixture, refusal, labelled, manifests, postgresSpec, tempDir, temporalClient, withWorker, type DatabaseFixture, type Manifests, untilProgress } from './helpers';
 
 const ROOT = join(__dirname, '..');
 let alice: TestKey, bob: TestKey, carol: TestKey, mallory: TestKey;
@@ -44,15 +44,6 @@ async function startAwaitingApproval(taskQueue: string, trusted: Manifests, secr
 const until = untilProgress;
 
 const decision = decisionFor;
-
-async function refusal(promise: Promise<unknown>): Promise<string> {
-  const err = await promise.then(
-    () => assert.fail('the decision was accepted'),
-    (e) => e,
-  );
-  assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
-  return err.cause?.message ?? '';
-}
 
 const decide = (handle: WorkflowHandle, signed: unknown) => handle.executeUpdate(decideUpdate, { args: [signed as SignedDocument] });
 

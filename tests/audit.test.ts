@@ -263,7 +263,7 @@ describe('audit trail', () => {
       const approved = records.find((r) => r.event === 'approved')!.signed!;
       const dir = await tempDir();
       await writeFile(join(dir, 'allowed_signers'), `bob ${bob.publicKey}\n`);
-      await writeFile(join(dir, 'decision.sig'), approved.signature);
+      await writeFile(join(dir, 'decision.sig'), approved.signature!);
       const checked = await new Promise<{ code: number | null; out: string }>((resolve) => {
         const child = spawn('ssh-keygen', ['-Y', 'verify', '-f', join(dir, 'allowed_signers'), '-I', 'bob', '-n', 'rekey', '-s', join(dir, 'decision.sig')]);
         let out = '';

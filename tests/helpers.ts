@@ -13,7 +13,8 @@ import {
   GetSecretValueCommand,
   SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, WorkflowUpdateFailedError } from '@temporalio/client';
+import assert from 'node:assert/strict';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { Client as PgClient, escapeIdentifier } from 'pg';
 import { stringify } from 'yaml';
@@ -318,4 +319,14 @@ export function rekeyCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{
     (r) => ({ code: 0, out: r.stdout, errOut: r.stderr }),
     (e) => ({ code: e.code as number, out: e.stdout as string, errOut: e.stderr as string }),
   );
+}
+
+/** The validator's reason for refusing an update (fails if it was accepted). */
+export async function refusal(promise: Promise<unknown>): Promise<string> {
+  const err = await promise.then(
+    () => assert.fail('the decision was accepted'),
+    (e) => e,
+  );
+  assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
+  return err.cause?.message ?? '';
 }

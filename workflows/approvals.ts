@@ -4,7 +4,7 @@
 // pending version and this spec; the requester's keys never count. Names are labels; keys decide.
 import { ApplicationFailure, condition, log, setHandler } from '@temporalio/workflow';
 import { checkDecision, type RunBinding } from '../lib/authority';
-import type { DecisionDocument, Opened, SignedDocument, Signer } from '../lib/signed';
+import { signedOnly, type DecisionDocument, type Opened, type SignedDocument, type Signer } from '../lib/signed';
 import { signerFingerprint } from '../lib/sshsig';
 import type { Evidence } from './evidence';
 import { IGNORED_KEPT, approveSignal, decideUpdate, rejectSignal, type ApprovalProgress, type DecisionResult, type RotationPlan } from './messages';
@@ -85,7 +85,7 @@ export class Approvals {
     approval.waitingFor = approval.waitingFor.filter((a) => a !== signer.name);
     this.evidence.record(doc.decision === 'approve' ? 'approved' : 'rejected', signer.name, {
       reason: doc.comment,
-      signed: { document: signed.document, signature: signed.signature, signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
+      signed: { ...signedOnly(signed), signer: signer.name, fingerprint: signer.fingerprint, key: signer.key },
     });
     this.progress.show();
     const outcome = approval.rejectedBy ? 'rejected' : approval.approvedBy.length >= approval.needed ? 'approved' : 'waiting';
@@ -106,8 +106,7 @@ export class Approvals {
       return;
     }
     const approval = this.progress.approval;
-    const signature = signed && typeof signed === 'object' ? (signed as { signature?: unknown }).signature : undefined;
-    const from = (typeof signature === 'string' && signature.length <= 4096 && signerFingerprint(signature)) || 'unsigned';
+    const from = claimedSigner(signed);
     const reason = opened.reason.slice(0, MAX_REASON);
     approval.ignoredCount++;
     approval.ignored.push({ from, reason, at: new Date().toISOString() });
@@ -124,11 +123,14 @@ export class Approvals {
     const approval = this.progress.approval;
     this.progress.enter('approve');
     approval.waitingFor = policy.approvers.map((p) => p.name).filter((name) => name !== this.requester?.name);
+    const started = Date.now();
+    approval.deadline = new Date(started + policy.timeoutMs).toISOString();
     this.progress.show();
     const decided = () => approval.rejectedBy !== undefined || approval.approvedBy.length >= approval.needed;
     let inTime = await condition(decided, policy.timeoutMs);
     if (!inTime && policy.onTimeout === 'escalate') {
       approval.escalated = true;
+      approval.deadline = new Date(started + policy.escalationLimitMs).toISOString();
       this.evidence.record('escalated', 'rekey', { detail: `no decision within ${formatMs(policy.timeoutMs)}; waiting until ${formatMs(policy.escalationLimitMs)}` });
       log.warn('approval escalated', { subject: this.progress.subject, waitingFor: approval.waitingFor });
       this.progress.show();
@@ -143,6 +145,16 @@ export class Approvals {
       throw new ApprovalFailure(`rejected by ${approver}${comment ? `: ${comment}` : ''}`);
     }
   }
+}
+
+/** Who an ignored decision claims to be from (an SSH key's fingerprint or a passkey's credential id), for people to read. */
+function claimedSigner(signed: unknown): string {
+  if (!signed || typeof signed !== 'object') return 'unsigned';
+  const { signature, passkey } = signed as { signature?: unknown; passkey?: { credentialId?: unknown } };
+  if (typeof signature === 'string' && signature.length <= 4096) return signerFingerprint(signature) || 'unsigned';
+  const id = passkey && typeof passkey === 'object' ? passkey.credentialId : undefined;
+  if (typeof id === 'string' && /^[A-Za-z0-9_-]{1,1366}$/.test(id)) return `passkey ${id.slice(0, 24)}`;
+  return 'unsigned';
 }
 
 /** 2000 -> "2s", 90000 -> "1m30s", 3600000 -> "1h": how the manifests write durations. */

@@ -134,6 +134,8 @@ export interface ApprovalProgress {
   /** Approvers who may still decide. */
   waitingFor: string[];
   escalated: boolean;
+  /** When the wait ends (the timeout, or the escalation limit once escalated), ISO 8601. */
+  deadline?: string;
 }
 
 export interface Progress {
@@ -145,6 +147,8 @@ export interface Progress {
   requestedBy?: string;
   /** The key that signed the request, when it was signed. */
   requester?: Signer;
+  /** Why, as the requester wrote it (untrusted text, bounded by the input's checks). */
+  reason?: string;
   emergency: boolean;
   approval: ApprovalProgress;
   versions: { current?: string; pending?: string };

@@ -47,7 +47,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const { plan, requester, emergency } = await authorize(input, evidence);
   const revokeFirst = emergency?.doc.revokeFirst === true;
   const requestedBy = requester?.name ?? input.requestedBy;
-  Object.assign(progress.state, { specHash: plan.specHash, requestedBy, requester });
+  Object.assign(progress.state, { specHash: plan.specHash, requestedBy, requester, reason: input.reason });
   if (requestedBy) upsertSearchAttributes([{ key: REQUESTED_BY_ATTRIBUTE, value: requestedBy }]);
   // A signed request was recorded when authorize claimed it; an unsigned one is recorded here.
   if (!requester) evidence.record('requested', unverified(input.requestedBy), { reason: input.reason, detail: `spec ${plan.specHash}, unsigned request${emergency ? ', emergency' : ''}` });

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Payload } from '@temporalio/common';
 import { AesGcmCodec, loadKeyring } from '../../lib/codec';
+import { HttpError, readBody as readLimited } from '../../lib/http';
 import { EXIT, UsageError, err, parse } from '../common';
 
 /** Temporal refuses payloads over 2 MiB; base64 and JSON add about a third. */
@@ -24,15 +25,6 @@ const toJson = (p: Payload): JsonPayload => ({
   metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v ?? new Uint8Array()).toString('base64')])),
   data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
 });
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 function tokenFromEnv(): string {
   if (process.env.REKEY_CODEC_TOKEN) return process.env.REKEY_CODEC_TOKEN;
@@ -58,23 +50,6 @@ function cookie(req: IncomingMessage, name: string): string | undefined {
     }
   }
   return undefined;
-}
-
-/** Stops keeping the body once it passes the limit, so a huge request costs no memory. */
-function readBody(req: IncomingMessage): Promise<string> {
-  const tooBig = new HttpError(413, `a request body may hold at most ${MAX_BODY_BYTES} bytes`);
-  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooBig);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) reject(tooBig);
-      else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
 
 function requestUrl(req: IncomingMessage): URL {
@@ -172,7 +147,7 @@ export function createCodecServer({ codec, token, origins, log = () => undefined
       }
       if (req.method !== 'POST' || !['/encode', '/decode'].includes(path)) return reply(404, { error: 'POST /encode or /decode' });
       if (!signedIn(req)) return reply(401, { error: 'a bearer token (or a session from /login) is required' });
-      const input = payloadsOf(await readBody(req));
+      const input = payloadsOf(await readLimited(req, MAX_BODY_BYTES));
       const output = path === '/encode' ? await codec.encode(input) : await codec.decode(input);
       return reply(200, { payloads: output.map(toJson) });
     } catch (e) {
