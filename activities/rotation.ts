@@ -12,14 +12,14 @@ import { parseDuration } from '../lib/duration';
 import type { ApprovalPolicy, SecretEntry, SecretSpec } from '../lib/manifest';
 import type { Person, SignedDocument, Signer } from '../lib/signed';
 import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
-import { emergencyWorkflowId, rotationWorkflowId, type FleetItem, type RotationPlan } from '../workflows/messages';
+import { emergencyWorkflowId, isGroupWorkflowId, rotationWorkflowId, type FleetItem, type RotationPlan } from '../workflows/messages';
 
 export { isRekeyVersionId, versionTokenFor };
 import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
 import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import { configureGitHubClients, type GitHubClientSettings } from './github';
-import { createGroupActivities, releaseHolds } from './groups';
+import { createGroupActivities } from './groups';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
 import type { Credential, DeployOptions, SecretStore, Target, TargetContext, VersionRef } from './provider';
 import { openStore } from './stores';
@@ -82,7 +82,7 @@ export interface PromoteStep extends RotationRef {
   request?: SignedDocument;
   emergency?: SignedDocument;
   /** A group member: the worker's token releasing this version, issued when the whole group decided. */
-  group?: { name: string; runId: string; release: string };
+  group?: { release: string };
 }
 
 export interface RevokeStep extends RotationRef {
@@ -133,6 +133,15 @@ function refused(message: string): ApplicationFailure {
 function requireRotationOf(secret: string): void {
   const { workflowId } = thisRotation();
   if (workflowId !== rotationWorkflowId(secret)) throw refused(`only the workflow ${rotationWorkflowId(secret)} may act on ${secret}, not ${workflowId}`);
+}
+
+/** What a workflow reports about itself (Evidence.record); everything else is an activity's to write. */
+const WORKFLOW_EVENTS = new Set<AuditEvent['event']>(['refused', 'requested', 'approved', 'rejected', 'approval-ignored', 'escalated', 'failed', 'rolled-back', 'rollback-incomplete', 'superseded']);
+
+/** A rotation and an emergency record events of their secret, a group of its own name. */
+function recordsFor(workflowId: string, subject: unknown): boolean {
+  if (typeof subject !== 'string') return false;
+  return workflowId === rotationWorkflowId(subject) || workflowId === emergencyWorkflowId(subject) || isGroupWorkflowId(workflowId, subject);
 }
 
 /** `versionId` must be the pending version this very rotation wrote. */
@@ -329,12 +338,12 @@ export function createActivities(options: ActivityOptions = {}) {
 
     // A group member's decision is its group's: the worker released this very version only after
     // every member was verified and the group's approval (at least the member's, see checkGroups) held.
+    // The group this run joined is the trail's record, not the current manifests: a manifest
+    // deployed after the release must not split the group.
     if (step.group !== undefined) {
-      const group = (await manifests.set()).groups.get(step.group.name);
-      if (!group?.spec.secrets.includes(step.secret) || !(await releaseHolds(audit, step.group.release, run.rotationId, step.group, step.pendingVersionId))) {
-        throw refused(`${what} refused: group ${String(step.group.name).slice(0, 63)} did not release ${step.pendingVersionId}`);
-      }
-      return { breakGlass: undefined, approvedWith: [], group: step.group.name };
+      const group = await groups.released(step.group.release, step.pendingVersionId);
+      if (!group) throw refused(`${what} refused: no group released ${step.pendingVersionId} for this run`);
+      return { breakGlass: undefined, approvedWith: [], group };
     }
     const approval = entry.spec.policy.approval;
     let approvedWith: { signed: SignedDocument; signer: Signer }[] = [];
@@ -359,12 +368,26 @@ export function createActivities(options: ActivityOptions = {}) {
     return { breakGlass, approvedWith, group: undefined };
   };
 
+  const groups = createGroupActivities({ manifests, audit, thisRotation, refused, verificationReceipts, planApproval: (group) => approvalPlan(group.spec.approval, group.approvers) });
+
   const readPair = async (ref: VersionPair, store: SecretStore) =>
     Promise.all([store.read(ref.currentVersionId), store.read(ref.pendingVersionId)]);
 
   return {
-    /** Idempotent per event id. A signed document in it is written only if the worker's manifests vouch for it. */
+    /**
+     * Idempotent per event id. A workflow records only its own events, under its own rotation id
+     * (`<workflow>/<run>#n`), about the secret or group it is for, and only kinds the workflow
+     * itself reports: the records other checks rely on (a group's decision, a claim, a promote or
+     * revoke) are written by the activities that cause them, under ids no workflow can take.
+     * A signed document in it is written only if the worker's manifests vouch for it.
+     */
     async recordAuditEvent(event: AuditEvent): Promise<AuditHead> {
+      const run = thisRotation();
+      if (!event || event.rotationId !== run.rotationId || typeof event.id !== 'string' || !event.id.startsWith(`${run.rotationId}#`)) {
+        throw refused(`audit: a workflow records its own events only (rotation id ${run.rotationId}, event ids ${run.rotationId}#n)`);
+      }
+      if (!WORKFLOW_EVENTS.has(event.event)) throw refused(`audit: ${String(event.event).slice(0, 40)} is recorded by the step that causes it, never by a workflow`);
+      if (!recordsFor(run.workflowId, event.secret)) throw refused(`audit: workflow ${run.workflowId} does not record events of ${String(event.secret).slice(0, 63)}`);
       const signed = event.signed ? await vouchFor(event.secret, event.signed) : undefined;
       return recordAuditEvent({ ...event, ...(signed ? { signed, actor: signed.signer } : {}) });
     },
@@ -409,7 +432,7 @@ export function createActivities(options: ActivityOptions = {}) {
       return { ...plan, group: { name: request.group, holdTimeoutMs: parseDuration(group.spec.holdTimeout) } };
     },
 
-    ...createGroupActivities({ manifests, audit, thisRotation, refused, verificationReceipts, planApproval: (group) => approvalPlan(group.spec.approval, group.approvers) }),
+    ...groups.activities,
 
     async createPendingVersion(ref: RotationRef): Promise<PendingVersion> {
       const spec = await specFor(ref, 'started-with');
@@ -478,6 +501,7 @@ export function createActivities(options: ActivityOptions = {}) {
     async undoTarget(ref: VersionPair): Promise<void> {
       requireOwnVersion(ref.pendingVersionId, 'undo');
       await refuseAfterRevoke('undo');
+      await groups.beforeRollback('undo the target');
       const spec = await specFor(ref, 'finish');
       const target = targetOf(spec);
       if (!target) return;
@@ -508,7 +532,10 @@ export function createActivities(options: ActivityOptions = {}) {
     /** Deploy a version to one consumer: the new one (before promote) or the current one again (rollback). */
     async deployToConsumer(step: ConsumerStep & { rollback?: boolean; previousVersionId?: string }): Promise<{ receipt?: string }> {
       if (!step.rollback) requireOwnVersion(step.versionId, `deploy to ${step.consumer}`);
-      else await refuseAfterRevoke(`roll ${step.consumer} back`);
+      else {
+        await refuseAfterRevoke(`roll ${step.consumer} back`);
+        await groups.beforeRollback(`roll ${step.consumer} back`);
+      }
       const entry = await entryFor(step, step.rollback ? 'finish' : 'started-with');
       await withHeartbeat(async () => {
         const store = openStore(entry.spec.store);
@@ -570,7 +597,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const by = breakGlass?.ok
           ? `break-glass by ${breakGlass.signer.name} (${breakGlass.signer.fingerprint})`
           : group
-            ? `released by group ${group} (run ${step.group!.runId})`
+            ? `released by group ${group}`
             : approvedWith.length
             ? `approved by ${approvedWith.map((a) => `${a.signer.name} (${a.signer.fingerprint})`).join(', ')}`
             : 'no approval required';
@@ -621,6 +648,7 @@ export function createActivities(options: ActivityOptions = {}) {
      */
     async abortConsumer(step: ConsumerStep): Promise<void> {
       await refuseAfterRevoke(`abort ${step.consumer}`);
+      await groups.beforeRollback(`abort ${step.consumer}`);
       const entry = await entryFor(step, 'finish');
       const consumer = createConsumer(consumerSpec(entry, step.consumer));
       if (!consumer.abort) return;
@@ -671,6 +699,7 @@ export function createActivities(options: ActivityOptions = {}) {
 
     async discardPendingVersion(ref: RotationRef & { pendingVersionId: string }): Promise<void> {
       requireOwnVersion(ref.pendingVersionId, 'discard');
+      await groups.beforeRollback('discard the pending version');
       const spec = await specFor(ref, 'finish');
       await withHeartbeat(() => openStore(spec.store).discardPending(ref.pendingVersionId));
     },

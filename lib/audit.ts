@@ -31,7 +31,9 @@ export type AuditEventKind =
   | 'superseded'
   /** A group's one decision (2PC): every member promotes, or every member rolls back. */
   | 'group-released'
-  | 'group-aborted';
+  | 'group-aborted'
+  /** A member run joined its group's run: from then on it rolls back only if the group aborts. */
+  | 'group-joined';
 
 /** A signed document behind an event, kept whole: an auditor re-verifies it with the public key alone. */
 export interface SignedEvidence {

@@ -393,6 +393,7 @@ export interface SecretEntry extends SecretManifest {
 /** A RotationGroup as the worker and the CLI use it. */
 export interface GroupEntry extends GroupManifest {
   source: string;
+  /** sha256 of the group's spec as written and of every member's spec hash: what is reviewed and signed for. */
   specHash: string;
   approvers: Person[];
 }
@@ -688,6 +689,8 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
 function checkGroups(set: ManifestSet, issues: ManifestIssue[]): void {
   for (const group of set.groups.values()) {
     const { source } = group;
+    // Audit records of a group carry its name where a rotation's carry the secret's.
+    if (set.secrets.has(group.metadata.name)) issues.push({ source, path: 'metadata.name', message: `"${group.metadata.name}" is also a Secret's name; name the group differently` });
     group.spec.secrets.forEach((secret, i) => {
       const path = `spec.secrets[${i}]`;
       const member = set.secrets.get(secret);
@@ -701,8 +704,18 @@ function checkGroups(set: ManifestSet, issues: ManifestIssue[]): void {
         issues.push({ source, path: 'spec.approval.required', message: `"${secret}" requires approval, so the group must too (its decision stands in for the member's)` });
       } else if (asked.required && group.spec.approval.minApprovals < asked.minApprovals) {
         issues.push({ source, path: 'spec.approval.minApprovals', message: `"${secret}" requires ${asked.minApprovals} approvals; the group asks for ${group.spec.approval.minApprovals}` });
+      } else if (asked.required) {
+        // Anyone who may approve the group must be someone who may approve the member.
+        const theirs = new Set(member.approvers.map((p) => p.name));
+        group.approvers.forEach((approver, j) => {
+          if (!theirs.has(approver.name)) issues.push({ source, path: `spec.approval.approvers[${j}]`, message: `${approver.name} may not approve "${secret}" (not among its approvers), so cannot approve the group` });
+        });
       }
     });
+    // What a requester reviews and approvers sign for: the group and the spec of every member, so
+    // a member's manifest changing changes the group's hash too.
+    const members = group.spec.secrets.map((secret) => [secret, set.secrets.get(secret)?.specHash ?? 'missing']);
+    group.specHash = specHashOf({ group: group.specHash, members });
     if (group.spec.maxParallel !== undefined && group.spec.maxParallel > group.spec.secrets.length) {
       issues.push({ source, path: 'spec.maxParallel', message: `is ${group.spec.maxParallel} but the group has ${group.spec.secrets.length} secrets` });
     }

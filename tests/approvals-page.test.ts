@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { versionTokenFor } from '../lib/version-token';
 import { createEnrolment, findEnrolment, useEnrolment } from '../web/enrolment';
 import { escapeHtml, listPage } from '../web/page';
-import { rotationWaiting } from '../web/waiting';
-import type { Progress } from '../workflows/messages';
+import { groupWaiting, rotationWaiting } from '../web/waiting';
+import type { GroupProgress, Progress } from '../workflows/messages';
 import { tempDir } from './helpers';
 
 const SPEC = `sha256:${'b'.repeat(64)}`;
@@ -46,6 +46,31 @@ describe('the approvals page (what it offers and shows)', () => {
     assert.match(problems('rotation/db', progressOf({ specHash: `sha256:${'c'.repeat(64)}` })), /runs spec sha256:c+, but the reviewed manifests say/);
     assert.match(problems('rotation/db', progressOf(), null), /db is not in this server's manifests/);
     assert.match(problems('rotation/db', progressOf({ stage: 'promote' })), /not waiting for approval/);
+  });
+
+  it('offers a group one decision bound to every member\'s version, and only when each version is its member run\'s and the spec is reviewed', () => {
+    const group = (change: Partial<GroupProgress> = {}): GroupProgress => ({
+      group: 'payments',
+      stage: 'approve',
+      specHash: SPEC,
+      requestedBy: 'carol',
+      members: [
+        { secret: 'db', state: 'prepared', runId: 'r1', pendingVersionId: versionTokenFor('rotation/db/r1') },
+        { secret: 'key', state: 'prepared', runId: 'r2', pendingVersionId: versionTokenFor('rotation/key/r2') },
+      ],
+      approval: { required: true, needed: 1, approvedBy: [], ignored: [], ignoredCount: 0, waitingFor: ['alice'], escalated: false },
+      ...change,
+    });
+    const w = groupWaiting('default', 'group/payments', RUN, group(), SPEC);
+    assert.deepEqual(w.problems, []);
+    const doc = w.document!('approve', undefined, Date.parse('2026-01-01T00:00:00Z'));
+    assert.equal(doc.workflowId, 'group/payments');
+    assert.equal(doc.secret, 'payments');
+    assert.equal(doc.pendingVersionId, `db@${versionTokenFor('rotation/db/r1')},key@${versionTokenFor('rotation/key/r2')}`);
+    const lying = group({ members: [{ secret: 'db', state: 'prepared', runId: 'r1', pendingVersionId: versionTokenFor('rotation/db/other') }] });
+    assert.match(groupWaiting('default', 'group/payments', RUN, lying, SPEC).problems.join('; '), /member db's pending version is not the one its run writes/);
+    assert.match(groupWaiting('default', 'group/payments', RUN, group(), `sha256:${'c'.repeat(64)}`).problems.join('; '), /runs spec .* but the reviewed manifests say/);
+    assert.match(groupWaiting('default', 'group/other', RUN, group(), SPEC).problems.join('; '), /not a run of group payments/);
   });
 
   it('shows hostile progress as text, bounded', () => {

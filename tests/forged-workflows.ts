@@ -4,7 +4,7 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { RotationActivities } from '../activities/rotation';
 
-const { abortConsumer, resolveRotation, createPendingVersion } = proxyActivities<RotationActivities>({ startToCloseTimeout: '1m', retry: { maximumAttempts: 1 } });
+const { abortConsumer, resolveRotation, createPendingVersion, recordAuditEvent } = proxyActivities<RotationActivities>({ startToCloseTimeout: '1m', retry: { maximumAttempts: 1 } });
 
 /** Switch a producer back to `versionId`, as a rollback would, without being the rotation. */
 export async function forgedAbort(step: Parameters<RotationActivities['abortConsumer']>[0]): Promise<void> {
@@ -15,4 +15,20 @@ export async function forgedAbort(step: Parameters<RotationActivities['abortCons
 export async function forgedPendingVersion(ref: { secret: string; specHash: string }): Promise<void> {
   await resolveRotation(ref).catch(() => undefined);
   await createPendingVersion(ref);
+}
+
+/**
+ * Plant a group's decision in the audit trail through the workflow's own audit activity: a
+ * release its approvers never gave, under the id the worker reads the decision from.
+ */
+export async function forgedGroupRelease(forged: { groupRotationId: string; group: string; members: string }): Promise<void> {
+  await recordAuditEvent({
+    id: `group-decision/${forged.groupRotationId}`,
+    rotationId: forged.groupRotationId,
+    secret: forged.group,
+    event: 'group-released',
+    actor: 'rekey',
+    at: new Date().toISOString(),
+    detail: `members ${forged.members}`,
+  });
 }

@@ -18,7 +18,8 @@ import { rotateGroup } from '../workflows/rotateGroup';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { configConsumer, git, repository, storeSecret } from './git-fixtures';
 import { newKey, people, sign, validFor, type TestKey } from './keys';
-import { canLogin, databaseFixture, killAndFinish, labelled, manifests, postgresSpec, rekeyCli, spawnWorker, temporalClient, uniqueId, withWorker } from './helpers';
+import { canLogin, databaseFixture, failureOf, killAndFinish, labelled, manifests, postgresSpec, rekeyCli, spawnWorker, temporalClient, uniqueId, withWorker } from './helpers';
+import { forgedGroupRelease } from './forged-workflows';
 
 /** The seed-004 estate: orders-config refers to the database password, billing-config to the API key. */
 async function estate(options: { approval?: TestKey; billingVerify?: string } = {}) {
@@ -58,6 +59,8 @@ async function estate(options: { approval?: TestKey; billingVerify?: string } = 
   return { id, fx, orders, billing, api, db, key, trusted, input, before, untouched };
 }
 
+type Estate = Awaited<ReturnType<typeof estate>>;
+
 async function untilGroup(handle: WorkflowHandle, ok: (p: GroupProgress) => boolean): Promise<GroupProgress> {
   for (let i = 0; i < 1200; i++) {
     const p = await handle.query(groupProgressQuery).catch(() => undefined);
@@ -65,6 +68,17 @@ async function untilGroup(handle: WorkflowHandle, ok: (p: GroupProgress) => bool
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('the group never got there');
+}
+
+/** Run `work` on a fresh worker once the group of `e` waits for its approval, every member held. */
+async function whileHeld<T>(e: Estate, work: (handle: WorkflowHandle, waiting: GroupProgress) => Promise<T>, options: Parameters<typeof withWorker>[1] = {}): Promise<T> {
+  return withWorker(
+    async (taskQueue) => {
+      const handle = await startGroup(taskQueue, e.input);
+      return work(handle, await untilGroup(handle, (p) => p.stage === 'approve'));
+    },
+    { manifestDirs: [e.trusted.dir], ...options },
+  );
 }
 
 /** The decision `rekey approve --group` signs for the group waiting now, with `change` applied. */
@@ -82,10 +96,9 @@ describe('atomic groups (RotationGroup)', () => {
     const alice = await newKey('alice');
     const e = await estate({ approval: alice });
     const client = await temporalClient();
-    const report = await withWorker(
-      async (taskQueue) => {
-        const handle = await startGroup(taskQueue, e.input);
-        const waiting = await untilGroup(handle, (p) => p.stage === 'approve');
+    const report = await whileHeld(
+      e,
+      async (handle, waiting) => {
         assert.deepEqual(waiting.members.map((m) => m.state), ['prepared', 'prepared']);
         const member = client.workflow.getHandle(rotationWorkflowId(e.db));
         assert.equal((await member.query(progressQuery)).stage, 'held');
@@ -154,10 +167,9 @@ describe('atomic groups (RotationGroup)', () => {
     const alice = await newKey('alice');
     const e = await estate({ approval: alice });
     const client = await temporalClient();
-    await withWorker(
-      async (taskQueue) => {
-        const handle = await startGroup(taskQueue, e.input);
-        await untilGroup(handle, (p) => p.stage === 'approve');
+    await whileHeld(
+      e,
+      async (handle) => {
         await handle.cancel();
         await assert.rejects(handle.result(), (err: Error) => err instanceof WorkflowFailedError);
         for (const secret of [e.db, e.key]) {
@@ -188,10 +200,9 @@ describe('atomic groups (RotationGroup)', () => {
     const alice = await newKey('alice');
     const e = await estate({ approval: alice });
     const client = await temporalClient();
-    await withWorker(
-      async (taskQueue) => {
-        const handle = await startGroup(taskQueue, e.input);
-        await untilGroup(handle, (p) => p.stage === 'approve');
+    await whileHeld(
+      e,
+      async (handle) => {
         await handle.terminate('the coordinator is lost');
         for (const secret of [e.db, e.key]) {
           const member = (await client.workflow.getHandle(rotationWorkflowId(secret)).result()) as { outcome: string; failure?: { message: string } };
@@ -212,10 +223,9 @@ describe('atomic groups (RotationGroup)', () => {
     const releaseWritten = new Promise<void>((r) => (written = r));
     let terminated!: () => void;
     const groupGone = new Promise<void>((r) => (terminated = r));
-    await withWorker(
-      async (taskQueue) => {
-        const handle = await startGroup(taskQueue, e.input);
-        const waiting = await untilGroup(handle, (p) => p.stage === 'approve');
+    await whileHeld(
+      e,
+      async (handle, waiting) => {
         await handle.executeUpdate(decideUpdate, { args: [await sign(alice, groupDecision(handle, waiting))] });
         await releaseWritten;
         await handle.terminate('the coordinator is lost right after deciding');
@@ -303,6 +313,66 @@ describe('atomic groups (RotationGroup)', () => {
       },
       { manifestDirs: [e.trusted.dir] },
     );
+  });
+
+  it('no workflow can write a group\'s decision through the audit activity: a planted release is refused and the group still waits for its approvers', async () => {
+    const alice = await newKey('alice');
+    const e = await estate({ approval: alice });
+    const client = await temporalClient();
+    // The real group waits for alice on one worker; the attacker's workflow runs on another queue of the same worker code.
+    await whileHeld(
+      e,
+      async (handle, waiting) => {
+        const groupRotationId = `${handle.workflowId}/${(handle as { firstExecutionRunId?: string }).firstExecutionRunId}`;
+        const members = membersLine(waiting.members.map((m) => ({ secret: m.secret, pendingVersionId: m.pendingVersionId! })));
+        const planted = await withWorker(
+          (forgedQueue) => failureOf(client.workflow.execute(forgedGroupRelease, { taskQueue: forgedQueue, workflowId: uniqueId('forged-'), args: [{ groupRotationId, group: e.id, members }] })),
+          { manifestDirs: [e.trusted.dir], forgedWorkflows: true },
+        );
+        assert.match(planted, /a workflow records its own events only/);
+        // Rung now, a member asks the worker: nothing was decided, so it stays held.
+        const member = client.workflow.getHandle(rotationWorkflowId(e.db));
+        await member.signal(groupDecidedSignal);
+        await untilHistory(member, 'groupVerdict');
+        assert.equal((await member.query(progressQuery)).stage, 'held');
+        await handle.cancel();
+        await assert.rejects(handle.result());
+      },
+      { manifestDirs: [e.trusted.dir] },
+    );
+    await e.untouched();
+  });
+
+  it('a released member told to roll back (a forged verdict) is refused by the worker: it undoes nothing, the release stands', async () => {
+    const alice = await newKey('alice');
+    const e = await estate({ approval: alice });
+    const report = await whileHeld(
+      e,
+      async (handle, waiting) => {
+        await handle.executeUpdate(decideUpdate, { args: [await sign(alice, groupDecision(handle, waiting))] });
+        return (await handle.result()) as GroupReport;
+      },
+      {
+        manifestDirs: [e.trusted.dir],
+        // Whoever can complete activities answers the API key's question with "abort" after the release.
+        activities: (real) => ({
+          ...real,
+          groupVerdict: async (request: Parameters<typeof real.groupVerdict>[0]) => {
+            const verdict = await real.groupVerdict(request);
+            return request.secret === e.key && verdict.decision === 'release' ? { decision: 'abort', detail: 'forged' } : verdict;
+          },
+        }),
+      },
+    );
+
+    assert.equal(report.outcome, 'incomplete');
+    const key = report.members.find((m) => m.secret === e.key)!;
+    assert.equal(key.state, 'failed');
+    assert.match(key.detail ?? '', /rollback incomplete: .*a released member goes forward, never back/);
+    // Nothing of the API key's rotation was undone: its version is still pending and its branch still there for a person to finish.
+    assert.equal((await labelled(e.api.store.secretId, 'AWSPENDING'))?.versionId, key.pendingVersionId);
+    assert.equal((await e.billing.branches()).length, 2);
+    assert.notEqual((await labelled(e.fx.secretId, 'AWSCURRENT'))!.versionId, e.before.db.versionId, 'the database password promoted');
   });
 
   it('a rotation that claims a group it was not started by is refused before anything changes', async () => {

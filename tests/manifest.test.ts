@@ -31,6 +31,8 @@ const group = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', 
 const settings = (spec: Record<string, unknown>) => ({ apiVersion: 'rekey.dev/v1', kind: 'Settings', metadata: { name: 'people' }, spec });
 // Well-formed ed25519 public keys (32 bytes each); signatures are not needed to validate manifests.
 const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIgDOStPRVYh55I4nsWpQL7dNyzChv0rVQca49GQ0i1F';
+/** Bytes 1..32: plainly not anyone's key. */
+const KEY_B = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g';
 const approval = (approvers: unknown[]) => ({ policy: { approval: { required: true, approvers } } });
 
 /** The issues loading `docs` (each a file) produces, as "file: path: message" lines. */
@@ -95,6 +97,8 @@ describe('manifest validation', () => {
     ['a member listed twice', { 'a.yaml': secret('a'), 'g.yaml': group({ secrets: ['a', 'a'] }) }, /^g\.yaml: spec\.secrets\[1\]: "a" is listed twice/],
     ['a member that requires approval in a group that does not', { 'a.yaml': secret('a', approval([{ name: 'bob', keys: [KEY_A] }])), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'] }) }, /^g\.yaml: spec\.approval\.required: "a" requires approval, so the group must too/],
     ['a group whose members give up before people decide', { 'a.yaml': secret('a'), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'], holdTimeout: '1h', approval: { required: true, approvers: [{ name: 'bob', keys: [KEY_A] }], timeout: '2h' } }) }, /^g\.yaml: spec\.holdTimeout: must be longer than the group's approval wait \(2h\)/],
+    ['a group approver who may not approve a member', { 'a.yaml': secret('a', approval([{ name: 'bob', keys: [KEY_A] }])), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'], approval: { required: true, approvers: [{ name: 'carol', keys: [KEY_B] }] } }) }, /^g\.yaml: spec\.approval\.approvers\[0\]: carol may not approve "a" \(not among its approvers\), so cannot approve the group/],
+    ['a group named like a secret', { 'a.yaml': secret('payments'), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['payments', 'b'] }) }, /^g\.yaml: metadata\.name: "payments" is also a Secret's name/],
     ['a schedule of a group nobody declared', { 's.yaml': schedule({ every: '7d', group: 'payments' }) }, /^s\.yaml: spec\.group: no RotationGroup named "payments"/],
     ['a schedule with both a selector and a group', { 'a.yaml': secret('a'), 'b.yaml': secret('b'), 'g.yaml': group({ secrets: ['a', 'b'] }), 's.yaml': schedule({ every: '7d', group: 'payments', select: { names: ['a'] } }) }, /^s\.yaml: spec\.group: give exactly one of select .* and group/],
     ['break-glass naming nobody declared', { 'p.yaml': settings({ breakGlass: ['oncall'] }) }, /^p\.yaml: spec\.breakGlass\[0\]: "oncall" is not declared in people/],
@@ -205,6 +209,18 @@ describe('manifest validation', () => {
     assert.match(about('h.yaml'), /spec\.consumers\[0\]\.keys: must be current-and-previous: gh switches to the new version only at promote/);
     assert.match(about('h.yaml'), /spec\.consumers\[1\]\.hooks\[0\]\.url: must not carry a user name, password or query/);
   });
+  it("a group's spec hash covers its members' specs: a member's manifest changing changes it", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'g.yaml'), stringify(group({ secrets: ['a', 'b'] })));
+    await writeFile(join(dir, 'b.yaml'), stringify(secret('b')));
+    await writeFile(join(dir, 'a.yaml'), stringify(secret('a')));
+    const before = (await loadManifests(dir)).groups.get('payments')!.specHash;
+    await writeFile(join(dir, 'a.yaml'), stringify(secret('a', { policy: { overlap: '1m' } })));
+    const after = await loadManifests(dir);
+    assert.notEqual(after.groups.get('payments')!.specHash, before);
+    assert.match(after.groups.get('payments')!.specHash, /^sha256:[0-9a-f]{64}$/);
+  });
+
   it('every example manifest is valid, and examples/github.yaml declares each GitHub kind', async () => {
     const set = await loadManifests(join(ROOT, 'examples'));
     const kinds = (name: string) => {

@@ -96,7 +96,7 @@ describe('schedules from manifests', () => {
     await client.schedule.getHandle(scheduleId(name)).pause('test');
   });
 
-  it('a schedule of a RotationGroup starts the group (all or nothing) under group/<name>, and plan says so', async () => {
+  it('a schedule of a RotationGroup starts the group (all or nothing) when it fires, and plan says so', async () => {
     const client = await temporalClient();
     const dir = await tempDir();
     const members = await cheapSecrets(dir, 2, { team: 'payments' });
@@ -107,20 +107,24 @@ describe('schedules from manifests', () => {
     await scheduleManifest(dir, 's.yaml', name, { cron: '0 2 * * SUN', group, paused: true });
     const set = await loadManifests(dir);
 
-    const planned = await plan(client, set, { set: uniqueId('set-') });
-    const change = planned.changes.find((c) => c.kind === 'create');
-    assert.ok(change?.kind === 'create');
-    assert.match(change.summary, new RegExp(`group ${group} \\(2 secrets, all or nothing\\)`));
-    await apply(client, planned);
-
     const report = await withWorker(
       async (taskQueue) => {
-        // The applied schedule's own action, on this test's worker.
-        const { action } = await client.schedule.getHandle(scheduleId(name)).describe();
-        assert.ok(action.type === 'startWorkflow');
-        assert.equal(action.workflowType, 'rotateGroup');
-        assert.equal(action.workflowId, `group/${group}`);
-        return (await client.workflow.execute('rotateGroup', { taskQueue, workflowId: `group/${group}`, args: action.args as never })) as GroupReport;
+        const planned = await plan(client, set, { set: uniqueId('set-'), taskQueue });
+        const change = planned.changes.find((c) => c.kind === 'create');
+        assert.ok(change?.kind === 'create');
+        assert.match(change.summary, new RegExp(`group ${group} \\(2 secrets, all or nothing\\)`));
+        await apply(client, planned);
+        // Fired as Temporal fires it: the workflow id gets the scheduled time appended.
+        const schedule = client.schedule.getHandle(scheduleId(name));
+        await schedule.trigger();
+        let started: string | undefined;
+        for (let i = 0; i < 100 && !started; i++) {
+          const action = (await schedule.describe()).info.recentActions[0]?.action;
+          started = action?.type === 'startWorkflow' ? action.workflow.workflowId : undefined;
+          if (!started) await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.match(started ?? '', new RegExp(`^group/${group}-\\d{4}-`));
+        return (await client.workflow.getHandle(started!).result()) as GroupReport;
       },
       { manifestDirs: [dir] },
     );

@@ -12,10 +12,10 @@ import { HttpError, readBody } from '../lib/http';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
 import { documentText, type DecisionDocument } from '../lib/signed';
 import { readRegistration, type RelyingParty } from '../lib/webauthn';
-import { decideUpdate, progressQuery } from '../workflows/messages';
+import { decideUpdate, groupProgressQuery, progressQuery } from '../workflows/messages';
 import { findEnrolment, useEnrolment } from './enrolment';
 import { SCRIPT, SECURITY_HEADERS, STYLE, enrolPage, listPage, messagePage } from './page';
-import { rotationWaiting, type Waiting } from './waiting';
+import { groupWaiting, rotationWaiting, type Waiting } from './waiting';
 
 export const MAX_REQUEST_BYTES = 64 * 1024;
 const PAGE_TOKEN_MS = 60 * 60_000;
@@ -46,15 +46,21 @@ function rootMessage(e: unknown): string {
 }
 
 /**
- * One run, as the page shows it. The extension point for rotation groups: a workflow id
- * `group/<name>` gets its own describer (its progress query, its members as pendingVersionId),
- * returning the same Waiting shape; the page, the challenge and the decide call need no change.
+ * One run, as the page shows it: a rotation, or a group (its progress query, its members'
+ * versions as the decision's pendingVersionId), in the same Waiting shape; the page, the challenge
+ * and the decide call are the same for both.
  */
 export async function describeWaiting(client: Client, namespace: string, set: ManifestSet, workflowId: string, runId: string): Promise<Waiting | undefined> {
+  const handle = client.workflow.getHandle(workflowId, runId);
   if (workflowId.startsWith('rotation/')) {
-    const progress = await withDeadline(client.workflow.getHandle(workflowId, runId).query(progressQuery));
+    const progress = await withDeadline(handle.query(progressQuery));
     if (!progress) return undefined;
     return rotationWaiting(namespace, workflowId, runId, progress, set.secrets.get(String(progress.secret))?.specHash);
+  }
+  if (workflowId.startsWith('group/')) {
+    const progress = await withDeadline(handle.query(groupProgressQuery));
+    if (!progress) return undefined;
+    return groupWaiting(namespace, workflowId, runId, progress, set.groups.get(String(progress.group))?.specHash);
   }
   return undefined;
 }

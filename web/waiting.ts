@@ -5,7 +5,8 @@
 // from the run; the spec is the reviewed one). The workflow's validator decides in the end.
 import type { DecisionDocument } from '../lib/signed';
 import { versionTokenFor } from '../lib/version-token';
-import { rotationWorkflowId, type Progress } from '../workflows/messages';
+import { groupBinding, membersLine } from '../lib/authority';
+import { isGroupWorkflowId, rotationWorkflowId, type GroupProgress, type Progress } from '../workflows/messages';
 
 /** One line of what a person needs to decide. */
 export interface Fact {
@@ -16,7 +17,7 @@ export interface Fact {
 export interface Waiting {
   workflowId: string;
   runId: string;
-  /** "rotation" now; "group" when rotation groups land (see groupWaiting below). */
+  /** A rotation, or a RotationGroup deciding once for all its members. */
   kind: 'rotation' | 'group';
   /** The secret's (or group's) name. */
   title: string;
@@ -73,6 +74,48 @@ export function rotationWaiting(namespace: string, workflowId: string, runId: st
     runId,
     kind: 'rotation',
     title: secret,
+    facts,
+    problems,
+    document: problems.length ? undefined : (decision, comment, now) => decisionDocument(binding, decision, comment, now),
+  };
+}
+
+/**
+ * A waiting RotationGroup as the page shows it: one decision for every member, bound to each
+ * member's pending version (offered only if each derives from that member's run, as `rekey approve
+ * --group` checks) and to the group's reviewed spec hash, which covers the members' specs.
+ */
+export function groupWaiting(namespace: string, workflowId: string, runId: string, progress: GroupProgress, reviewedSpecHash: string | undefined): Waiting {
+  const group = text(progress?.group);
+  const approval = progress?.approval;
+  const members = (Array.isArray(progress?.members) ? progress.members : []).slice(0, MAX_LISTED);
+  const facts: Fact[] = [
+    { label: 'group', value: group },
+    { label: 'requested by', value: `${text(progress?.requestedBy, 'unknown')} (unsigned label)` },
+    { label: 'why', value: text(progress?.reason, '(no reason given)') },
+    ...members.map((m) => ({ label: `member ${text(m?.secret)}`, value: `${text(m?.state)}, pending ${text(m?.pendingVersionId)}` })),
+    { label: 'spec', value: text(progress?.specHash) },
+    {
+      label: 'approvals',
+      value: `${Array.isArray(approval?.approvedBy) ? approval.approvedBy.length : 0} of ${Number(approval?.needed) || 0}${Array.isArray(approval?.approvedBy) && approval.approvedBy.length ? ` (${list(approval.approvedBy.map((a) => text(a?.approver)))})` : ''}`,
+    },
+    { label: 'waiting for', value: Array.isArray(approval?.waitingFor) && approval.waitingFor.length ? list(approval.waitingFor.map((n) => text(n))) : 'nobody eligible' },
+  ];
+  const problems: string[] = [];
+  if (progress?.stage !== 'approve') problems.push(`not waiting for approval (stage ${text(progress?.stage)})`);
+  if (!isGroupWorkflowId(workflowId, group)) problems.push(`workflow ${workflowId} is not a run of group ${group}`);
+  for (const m of members) {
+    if (typeof m?.runId !== 'string' || m.pendingVersionId !== versionTokenFor(`${rotationWorkflowId(text(m.secret))}/${m.runId}`)) problems.push(`member ${text(m?.secret)}'s pending version is not the one its run writes`);
+  }
+  if (members.length === 0) problems.push('the group lists no members');
+  if (reviewedSpecHash === undefined) problems.push(`group ${group} is not in this server's manifests`);
+  else if (progress?.specHash !== reviewedSpecHash) problems.push(`the group runs spec ${text(progress?.specHash)}, but the reviewed manifests say ${reviewedSpecHash}`);
+  const binding = groupBinding(namespace, workflowId, runId, group, text(reviewedSpecHash), membersLine(members.map((m) => ({ secret: text(m?.secret), pendingVersionId: text(m?.pendingVersionId) }))));
+  return {
+    workflowId,
+    runId,
+    kind: 'group',
+    title: `group ${group}`,
     facts,
     problems,
     document: problems.length ? undefined : (decision, comment, now) => decisionDocument(binding, decision, comment, now),

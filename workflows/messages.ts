@@ -264,6 +264,15 @@ export function groupWorkflowId(group: string): string {
   return `group/${group}`;
 }
 
+/**
+ * Is `workflowId` a run of `group`: group/<name>, or what a Temporal Schedule makes of it (the id
+ * followed by "-" and the scheduled time, e.g. group/payments-2026-11-23T02:00:00Z).
+ */
+export function isGroupWorkflowId(workflowId: string, group: string): boolean {
+  const id = groupWorkflowId(group);
+  return workflowId === id || (workflowId.startsWith(`${id}-`) && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(workflowId.slice(id.length + 1)));
+}
+
 /** What starts a group rotation: a name and the hash of the reviewed RotationGroup spec. Untrusted, checked. */
 export interface GroupInput {
   group: string;

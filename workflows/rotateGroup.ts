@@ -28,6 +28,7 @@ import { checkGroupInput, refuse } from './input';
 import {
   groupDecidedSignal,
   groupWorkflowId,
+  isGroupWorkflowId,
   memberPreparedSignal,
   rotationWorkflowId,
   type GroupInput,
@@ -48,7 +49,10 @@ const { resolveGroup, decideGroup } = proxyActivities<RotationActivities>({
 /** Why the group aborts before its release. */
 class GroupFailure extends Error {}
 
-const MAX_RECEIPT_CHARS = 200;
+const MAX_RECEIPT_CHARS = 100;
+/** Two per consumer (at most 64) and the target's. */
+const MAX_RECEIPTS = 129;
+const RECEIPT_NAME = /^(target|(deployed|consumer):.{1,200})$/s;
 const FAILED = Symbol('a member failed');
 
 export async function rotateGroup(untrusted: GroupInput): Promise<GroupReport> {
@@ -56,7 +60,8 @@ export async function rotateGroup(untrusted: GroupInput): Promise<GroupReport> {
   const input = checkGroupInput(untrusted);
   const { group } = input;
   const info = workflowInfo();
-  if (info.workflowId !== groupWorkflowId(group)) refuse(`a rotation of group ${group} must run as workflow ${groupWorkflowId(group)}, not ${info.workflowId}`);
+  // One run per group at a time (a schedule's run is group/<name>-<time>); members are singletons anyway.
+  if (!isGroupWorkflowId(info.workflowId, group)) refuse(`a rotation of group ${group} must run as workflow ${groupWorkflowId(group)}, not ${info.workflowId}`);
   const startedAt = new Date().toISOString();
   const board = new GroupBoard(input);
   const evidence = new Evidence(`${info.workflowId}/${info.runId}`, group, () => ({}));
@@ -86,6 +91,8 @@ export async function rotateGroup(untrusted: GroupInput): Promise<GroupReport> {
     // 2. approve once for the whole group, with every member verified in front of the approvers.
     if (plan.approval.required) await members.unlessOneFails(approvals.decided());
     if (!(await evidence.written())) throw new GroupFailure('the audit trail could not be written; refusing to release without evidence');
+    // A member may have failed while people decided.
+    members.check();
     // 3. release: the point of no return for every member at once. Written first, then announced.
     board.enter('releasing');
     const decided = await decide('release');
@@ -164,6 +171,11 @@ class GroupMembers {
       await this.start(secret, specHash);
     }
     await this.unlessOneFails(condition(() => this.prepared.size === this.plan.members.length));
+  }
+
+  /** Throws GroupFailure naming the first member that failed, if one did. */
+  check(): void {
+    if (this.failed !== undefined) throw new GroupFailure(this.failed);
   }
 
   /** `work`, unless a member fails first (then GroupFailure naming it). */
@@ -273,9 +285,10 @@ function wellFormed(report: unknown): MemberPrepared | undefined {
   const short = (v: unknown, max: number): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
   if (!r || typeof r !== 'object' || !short(r.secret, 63) || !short(r.runId, 100) || !short(r.pendingVersionId, 100) || !short(r.specHash, 80)) return undefined;
   if (!r.receipts || typeof r.receipts !== 'object' || Array.isArray(r.receipts)) return undefined;
+  // Only receipts promote asks for (a consumer deployed, healthy; the target), each a signature's length.
   const receipts: Record<string, string> = {};
   const entries = Object.entries(r.receipts);
-  if (entries.length > 200) return undefined;
-  for (const [k, v] of entries) if (k.length <= 200 && short(v, MAX_RECEIPT_CHARS)) receipts[k] = v;
+  if (entries.length > MAX_RECEIPTS) return undefined;
+  for (const [k, v] of entries) if (RECEIPT_NAME.test(k) && short(v, MAX_RECEIPT_CHARS)) receipts[k] = v;
   return { secret: r.secret, runId: r.runId, pendingVersionId: r.pendingVersionId, specHash: r.specHash, receipts };
 }

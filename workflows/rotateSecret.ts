@@ -24,6 +24,9 @@ import {
 import { RotationProgress } from './progress';
 import { activitiesFor } from './stages';
 
+/** How long a released group member waits, at most, between attempts to commit. */
+const RELEASED_RETRY_MAX_MS = 10 * 60_000;
+
 /** The audit trail could not take the rotation's evidence: it does not promote. */
 class AuditFailure extends Error {}
 
@@ -104,6 +107,26 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     group: released,
   });
 
+  /**
+   * Released by its group, a member commits and promotes however long it takes: going back would
+   * split the group (the worker refuses it anyway). A commit that keeps failing is for a person to
+   * fix (a conflicting change in a repository, say); each attempt is logged at error level.
+   */
+  async function commitReleased(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await consumers.commit(promoteStep);
+        await promote();
+        return;
+      } catch (err) {
+        const why = causeOf(err);
+        if (attempt === 1) warnings.push(`commit after the group's release failed (${why}); retried until it succeeded`);
+        log.error("a released group member could not commit; retrying (fix the consumer: the rest of the group promoted)", { secret, attempt, detail: why });
+        await sleep(Math.min(RELEASED_RETRY_MAX_MS, 15_000 * attempt));
+      }
+    }
+  }
+
   /** The worker checks everything once more and records the promote in the audit trail itself. */
   async function promote(): Promise<void> {
     progress.enter('promote');
@@ -132,23 +155,19 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     receipts.target = (await act.verify.verifyTarget(pair))?.receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
-    //    A group member instead tells its group it is prepared and holds for the group's decision.
-    if (membership) released = await membership.held({ ...ref, pendingVersionId: pair.pendingVersionId, receipts });
-    else if (approvalRequired) await approvals.decided();
+    if (approvalRequired) await approvals.decided();
     // The evidence so far (request, decisions, break-glass) must be in the audit trail before
     // anything becomes irreversible: no promote goes unaudited.
     if (!(await evidence.written())) throw new AuditFailure('the audit trail could not be written; refusing to promote without evidence');
+    //    A group member instead tells its group it is prepared and holds for the group's decision;
+    //    released, it only goes forward (below): the rest of its group promotes too.
+    if (membership) released = await membership.held({ ...ref, pendingVersionId: pair.pendingVersionId, receipts });
 
     // 6. commit + promote: producers of the secret (a webhook sender) switch to the new version and
     //    prove it end to end, then pending becomes current. The worker checks the signed approvals
     //    (or the break-glass) and its receipts before each; refused, the rotation rolls back.
-    // A released member goes forward whatever happens to it now: the rest of its group promotes too.
-    if (released) {
-      await CancellationScope.nonCancellable(async () => {
-        await consumers.commit(promoteStep);
-        await promote();
-      });
-    } else {
+    if (released) await CancellationScope.nonCancellable(commitReleased);
+    else {
       await consumers.commit(promoteStep);
       await promote();
     }
