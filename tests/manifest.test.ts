@@ -205,5 +205,6 @@ describe('manifest validation', () => {
     assert.deepEqual(kinds('ci-deploy-token'), ['random-bytes', undefined, 'github-actions-secret']);
     assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);
     assert.deepEqual(kinds('infra-deploy-key'), ['ssh-ed25519', 'github-deploy-key', 'command']);
+    assert.deepEqual(kinds('payments-db-password'), ['random-bytes', undefined, 'gitops-github']);
   });
 });
