@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
+import { Octokit } from '@octokit/rest';
 import { ApplicationFailure } from '@temporalio/common';
 import { branchFor } from '../activities/consumers/gitops';
 import { gitopsGithubConsumerSchema } from '../activities/consumers/gitops-github';
@@ -360,6 +361,46 @@ describe('gitops-github consumer: hostile repository, pull requests and checks',
     assert.deepEqual(pulls.find((p) => p.number === forked)!.state, 'open', 'the fork\'s pull request is left alone');
     assert.ok(pulls.some((p) => p.number !== forked && p.merged && p.headRepo === fx.repository));
     assert.doesNotMatch(gh.file(fx.repository, 'main', PATH)!, /attacker/);
+  });
+
+  it('a pull request retargeted to another branch just before the merge: rekey sees main lacks the change and lands it by a new pull request', async () => {
+    const fx = await fixture();
+    gh.pushFiles(fx.repository, 'release', {}, { message: 'cut release' });
+    const [owner, repo] = fx.repository.split('/');
+    const someone = new Octokit({ auth: gh.addToken({ permissions: { pull_requests: 'write' }, repositories: [fx.repository] }), baseUrl: gh.url });
+    let retargeted = false;
+    const stop = gh.intercept({ method: 'PUT', path: /\/pulls\/\d+\/merge$/ }, async (req) => {
+      if (retargeted) return;
+      retargeted = true;
+      await someone.pulls.update({ owner, repo, pull_number: Number(/pulls\/(\d+)/.exec(req.path)![1]), base: 'release' });
+    });
+
+    const { report, failure } = await rotate(fx.id, fx.spec).finally(stop);
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(fx.secretId, 'AWSCURRENT'))!;
+    assert.match(gh.file(fx.repository, 'main', PATH)!, new RegExp(`#${current.versionId}'`), 'main refers to the new version');
+    assert.deepEqual(gh.pulls(fx.repository).map((p) => [p.base, p.merged]), [['release', true], ['main', true]]);
+  });
+
+  it('a merged pull request is no proof: after main was force-pushed back, a retried commit lands the change again', async () => {
+    const fx = await fixture();
+    const { report, failure } = await rotate(fx.id, fx.spec, {
+      activities: (real) => ({
+        ...real,
+        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
+          await real.commitConsumer(step);
+          // Someone force-pushes main back to before the merge; the activity runs again (a retry).
+          gh.setBranch(fx.repository, 'main', fx.mainBefore);
+          return real.commitConsumer(step);
+        },
+      }),
+    });
+
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    const current = (await labelled(fx.secretId, 'AWSCURRENT'))!;
+    assert.match(gh.file(fx.repository, 'main', PATH)!, new RegExp(`#${current.versionId}'`), 'main refers to the new version');
+    assert.deepEqual(gh.pulls(fx.repository).map((p) => p.merged), [true, true]);
   });
 
   it('at the next rotation, a branch an abandoned rotation left is deleted; a branch named like rekey\'s with someone else\'s commit is left', async () => {

@@ -209,19 +209,19 @@ export function gitopsGithubConsumer(spec: GitopsGithubConsumerSpec): Consumer {
   }
 
   /** rekey's pull requests from `branch` into the base: from this repository (never a fork), newest first. */
-  async function pullsFrom(gh: GitHubClient, branch: string, state: 'open' | 'all') {
+  async function pullsFrom(gh: GitHubClient, branch: string, state: 'open') {
     const pulls = await call(`read of the pull requests from ${branch}`, 'pull_requests=read', () => gh.rest.pulls.list({ ...R, state, head: `${R.owner}:${branch}`, base: spec.branch, per_page: 100 }));
     return pulls.filter((p) => p.head.ref === branch && p.head.repo?.full_name?.toLowerCase() === spec.repository.toLowerCase() && p.base.ref === spec.branch && p.base.repo?.full_name?.toLowerCase() === spec.repository.toLowerCase());
   }
 
-  /** The open pull request from `branch` (opened now if there is none), or the one merged at `sha`. */
-  async function pullFor(gh: GitHubClient, branch: string, sha: string, ref: VersionRef, guard: () => Promise<void>, what: What): Promise<{ number: number; merged: boolean }> {
+  /**
+   * The open pull request from `branch`, opened now if there is none. One merged earlier says
+   * nothing: only the base's file says whether the change is there (land looks at it first).
+   */
+  async function pullFor(gh: GitHubClient, branch: string, ref: VersionRef, guard: () => Promise<void>, what: What): Promise<number> {
     for (let attempt = 1; attempt <= 2; attempt++) {
-      const pulls = await pullsFrom(gh, branch, 'all');
-      const merged = pulls.find((p) => p.merged_at && p.head.sha === sha);
-      if (merged) return { number: merged.number, merged: true };
-      const open = pulls.find((p) => p.state === 'open');
-      if (open) return { number: open.number, merged: false };
+      const open = (await pullsFrom(gh, branch, 'open'))[0];
+      if (open) return open.number;
       await guard();
       try {
         const created = await call(`opening of a pull request from ${branch}`, 'pull_requests=write', () =>
@@ -235,7 +235,7 @@ export function gitopsGithubConsumer(spec: GitopsGithubConsumerSpec): Consumer {
           }),
         );
         if (!Number.isInteger(created.number)) throw new Error(`consumer ${spec.name}: GitHub's answer to opening a pull request from ${branch} has no number`);
-        return { number: created.number, merged: false };
+        return created.number;
       } catch (err) {
         // "A pull request already exists": an earlier attempt's create landed after all; look again.
         if (statusOf(err) !== 422) throw err;
@@ -295,24 +295,29 @@ export function gitopsGithubConsumer(spec: GitopsGithubConsumerSpec): Consumer {
       });
       if (!verdict) throw refused(`the required checks were not green before the deadline: ${last?.detail ?? 'not read'}`);
       if (!verdict.healthy) throw refused(verdict.detail);
-      const pull = await pullFor(gh, branch, sha, ref, guard, what);
-      if (!pull.merged) {
-        await guard();
-        try {
-          // Pinned to the commit whose checks rekey saw: anything pushed since makes GitHub refuse (409).
-          await call(`merge of pull request #${pull.number}`, 'contents=write', () =>
-            gh.rest.pulls.merge({ ...R, pull_number: pull.number, sha, merge_method: spec.mergeMethod, commit_title: `rekey: ${ref.secret} ${what} ${ref.versionId} (#${pull.number})`, commit_message: `Made by rekey for a rotation of ${ref.secret}; the value itself is in ${ref.storeRef}.` }),
-          );
-        } catch (err) {
-          // 405: not mergeable now (the base moved under a strict rule, a conflict); 409: the head moved.
-          const status = statusOf(err);
-          if ((status !== 405 && status !== 409) || attempt >= MERGE_ATTEMPTS) throw err;
-          note('info', 'gitops-github: the merge was refused; making the edit again on the base as it is now', { consumer: spec.name, pull: pull.number, status, attempt });
-          continue;
-        }
+      const pull = await pullFor(gh, branch, ref, guard, what);
+      await guard();
+      try {
+        // Pinned to the commit whose checks rekey saw: anything pushed since makes GitHub refuse (409).
+        await call(`merge of pull request #${pull}`, 'contents=write', () =>
+          gh.rest.pulls.merge({ ...R, pull_number: pull, sha, merge_method: spec.mergeMethod, commit_title: `rekey: ${ref.secret} ${what} ${ref.versionId} (#${pull})`, commit_message: `Made by rekey for a rotation of ${ref.secret}; the value itself is in ${ref.storeRef}.` }),
+        );
+      } catch (err) {
+        // 405: not mergeable now (the base moved under a strict rule, a conflict); 409: the head moved.
+        const status = statusOf(err);
+        if ((status !== 405 && status !== 409) || attempt >= MERGE_ATTEMPTS) throw err;
+        note('info', 'gitops-github: the merge was refused; making the edit again on the base as it is now', { consumer: spec.name, pull, status, attempt });
+        continue;
+      }
+      // Merged, but into what? The pull request may have been retargeted meanwhile: only the base's
+      // file says the change landed; if it did not, the next attempt makes it again.
+      if (await makeCommit(gh, (await base(gh)).sha, ref, what, options.onlyFromRekey)) {
+        if (attempt >= MERGE_ATTEMPTS) throw refused(`pull request #${pull} was merged, but ${spec.branch} still does not refer to ${ref.versionId}`);
+        note('warn', 'gitops-github: merged, but the base does not have the change', { consumer: spec.name, pull, attempt });
+        continue;
       }
       await removeBranch(gh, branch, forVersion(ref, what), guard);
-      return pull.number;
+      return pull;
     }
   }
 

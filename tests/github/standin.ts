@@ -40,6 +40,7 @@
  *   corruptNextResponse(match, corrupt?)  the next matching answer is deliberately malformed
  *   dropNextResponse(match)               the next matching request is done, but its answer is lost (connection cut)
  *   pushFiles(fullName, branch, files, { message?, author?, from? }) -> sha: someone pushes a commit
+ *   setBranch(fullName, branch, sha)      someone force-pushes a branch to an existing commit
  *   file(fullName, ref, path) / branches(fullName) / head(fullName, branch) / commit(fullName, sha) / log(fullName, branch)
  *   protectBranch(fullName, branch, { checks: (name | { context, appId })[], strict? })  required status checks
  *   addCi(fullName, name, handler, { appId?, appSlug?, delayMs? })  a check run on every new branch head
@@ -147,6 +148,8 @@ export interface GitHubStandin {
   runs(fullName: string): { id: number; workflow: string; status: string; conclusion: string | null; inputs: Record<string, string>; ref: string }[];
   /** Someone pushes a commit changing `files` (null deletes) on `branch` (created from `from`, default main, if missing); bypasses protection. */
   pushFiles(fullName: string, branch: string, files: Record<string, string | null>, options?: { message?: string; author?: { name: string; email: string; date?: string }; from?: string }): string;
+  /** Someone force-pushes `branch` to an existing commit (creating the branch if missing). */
+  setBranch(fullName: string, branch: string, sha: string): void;
   file(fullName: string, ref: string, path: string): string | undefined;
   branches(fullName: string): string[];
   head(fullName: string, branch: string): string | undefined;
@@ -1319,6 +1322,11 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
       const now = isoSeconds();
       if (c.body.title !== undefined) pr.title = c.body.title;
       if (c.body.body !== undefined) pr.body = c.body.body;
+      // "The name of the branch you want your changes pulled into": an open pull request may be retargeted.
+      if (c.body.base !== undefined) {
+        if (pr.state !== 'open' || !repo.git.refs.has(`heads/${c.body.base}`)) return invalidRequest(`base ${c.body.base} is not a branch of ${repo.fullName}`);
+        pr.base = c.body.base;
+      }
       if (c.body.state === 'closed' && pr.state === 'open') Object.assign(pr, { state: 'closed', closedAt: now });
       if (c.body.state === 'open' && pr.state === 'closed') {
         if (pr.mergedAt) return error(422, 'Cannot reopen a merged pull request');
@@ -1683,6 +1691,11 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
       const sha = putCommit(repo, { tree: putTree(repo, tree), parents: [parent], author: who, committer: who, message });
       setRef(repo, `heads/${branch}`, sha);
       return sha;
+    },
+    setBranch(fullName, branch, sha) {
+      const repo = unwrap(() => repoOf(fullName));
+      if (!repo.git.commits.has(sha)) throw new Error(`GitHub stand-in: no commit ${sha} in ${fullName}`);
+      setRef(repo, `heads/${branch}`, sha);
     },
     file(fullName, ref, path) {
       return fileAt(unwrap(() => repoOf(fullName)), ref, path);
