@@ -74,6 +74,17 @@ async function rotate(secret: string, spec: object, options: WorkerOptions = {})
   );
 }
 
+/** The worker's activities, with `before` (what someone does at GitHub meanwhile) run just before each commit. */
+type Real = Parameters<NonNullable<WorkerOptions['activities']>>[0];
+type CommitStep = Parameters<Real['commitConsumer']>[0];
+const beforeCommit = (before: (step: CommitStep) => unknown) => (real: Real) => ({
+  ...real,
+  async commitConsumer(step: CommitStep) {
+    await before(step);
+    return real.commitConsumer(step);
+  },
+});
+
 /** Requests to the repository, as "METHOD path status". */
 const calls = (repository: string, from = 0) => gh.requests.slice(from).filter((r) => r.path.startsWith(`/repos/${repository}/`)).map((r) => `${r.method} ${r.path.slice(`/repos/${repository}`.length)} ${r.status}`);
 
@@ -84,13 +95,9 @@ describe('gitops-github consumer (GitHub stand-in)', () => {
     const logStart = workerLog.length;
 
     const { report, failure } = await rotate(fx.id, fx.spec, {
-      activities: (real) => ({
-        ...real,
-        // What GitHub holds just before the commit: the branch, no pull request, main untouched.
-        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
-          Object.assign(atCommit, { pulls: gh.pulls(fx.repository).length, main: gh.head(fx.repository, 'main'), branches: gh.branches(fx.repository) });
-          return real.commitConsumer(step);
-        },
+      // What GitHub holds just before the commit: the branch, no pull request, main untouched.
+      activities: beforeCommit(() => {
+        Object.assign(atCommit, { pulls: gh.pulls(fx.repository).length, main: gh.head(fx.repository, 'main'), branches: gh.branches(fx.repository) });
       }),
     });
 
@@ -284,15 +291,11 @@ describe('gitops-github consumer: hostile repository, pull requests and checks',
   it('someone pushes to rekey\'s branch before the merge, even as "rekey": only the commit rekey made is merged', async () => {
     const fx = await fixture();
     const { report, failure } = await rotate(fx.id, fx.spec, {
-      activities: (real) => ({
-        ...real,
-        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
-          const branch = branchFor(fx.id, step.pendingVersionId);
-          const head = gh.commit(fx.repository, gh.head(fx.repository, branch)!)!;
-          // A commit that passes for rekey's (same author, same message) adding a workflow.
-          gh.pushFiles(fx.repository, branch, { '.github/workflows/exfiltrate.yml': 'on: push\n' }, { message: head.message, author: head.author });
-          return real.commitConsumer(step);
-        },
+      activities: beforeCommit((step) => {
+        const branch = branchFor(fx.id, step.pendingVersionId);
+        const head = gh.commit(fx.repository, gh.head(fx.repository, branch)!)!;
+        // A commit that passes for rekey's (same author, same message) adding a workflow.
+        gh.pushFiles(fx.repository, branch, { '.github/workflows/exfiltrate.yml': 'on: push\n' }, { message: head.message, author: head.author });
       }),
     });
 
@@ -304,12 +307,8 @@ describe('gitops-github consumer: hostile repository, pull requests and checks',
   it('someone else\'s commit on rekey\'s branch (their author) fails the rotation instead of being merged or reset', async () => {
     const fx = await fixture();
     const { report } = await rotate(fx.id, fx.spec, {
-      activities: (real) => ({
-        ...real,
-        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
-          gh.pushFiles(fx.repository, branchFor(fx.id, step.pendingVersionId), { 'notes.md': 'mine\n' }, { message: 'my work' });
-          return real.commitConsumer(step);
-        },
+      activities: beforeCommit((step) => {
+        gh.pushFiles(fx.repository, branchFor(fx.id, step.pendingVersionId), { 'notes.md': 'mine\n' }, { message: 'my work' });
       }),
     });
 
@@ -345,14 +344,10 @@ describe('gitops-github consumer: hostile repository, pull requests and checks',
     gh.addRepository(fork);
     let forked: number | undefined;
     const { report, failure } = await rotate(fx.id, fx.spec, {
-      activities: (real) => ({
-        ...real,
-        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
-          const branch = branchFor(fx.id, step.pendingVersionId);
-          gh.pushFiles(fork, branch, { [PATH]: VALUES.replace('rekey/none#none', 'attacker') }, { message: 'rekey' });
-          forked = gh.openPull(fx.repository, { head: branch, headRepo: fork, title: 'rekey', user: 'evil' });
-          return real.commitConsumer(step);
-        },
+      activities: beforeCommit((step) => {
+        const branch = branchFor(fx.id, step.pendingVersionId);
+        gh.pushFiles(fork, branch, { [PATH]: VALUES.replace('rekey/none#none', 'attacker') }, { message: 'rekey' });
+        forked = gh.openPull(fx.repository, { head: branch, headRepo: fork, title: 'rekey', user: 'evil' });
       }),
     });
 
@@ -388,7 +383,7 @@ describe('gitops-github consumer: hostile repository, pull requests and checks',
     const { report, failure } = await rotate(fx.id, fx.spec, {
       activities: (real) => ({
         ...real,
-        async commitConsumer(step: Parameters<typeof real.commitConsumer>[0]) {
+        async commitConsumer(step: CommitStep) {
           await real.commitConsumer(step);
           // Someone force-pushes main back to before the merge; the activity runs again (a retry).
           gh.setBranch(fx.repository, 'main', fx.mainBefore);
