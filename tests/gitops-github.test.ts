@@ -136,6 +136,27 @@ describe('gitops-github consumer (GitHub stand-in)', () => {
     assert.equal(await labelled(fx.secretId, 'AWSPENDING'), undefined);
   });
 
+  it('openPullRequest: at-deploy opens the pull request before verify (for checks that run on pull requests only); a failing check closes it unmerged', async () => {
+    let repository = '';
+    // CI that reports only once a pull request is open, as GitHub Actions "on: pull_request" does.
+    const fx = await fixture({
+      consumer: { openPullRequest: 'at-deploy' },
+      ci: async () => {
+        for (let i = 0; i < 200 && !gh.pulls(repository).some((p) => p.state === 'open'); i++) await new Promise((r) => setTimeout(r, 25));
+        return gh.pulls(repository).some((p) => p.state === 'open') ? 'failure' : 'cancelled';
+      },
+    });
+    repository = fx.repository;
+
+    const { report } = await rotate(fx.id, fx.spec);
+
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, /required check "ci" concluded failure/, 'the check ran with the pull request open');
+    assert.deepEqual(gh.pulls(fx.repository).map((p) => [p.state, p.merged]), [['closed', false]]);
+    assert.deepEqual(gh.branches(fx.repository), ['main']);
+    assert.equal(gh.head(fx.repository, 'main'), fx.mainBefore);
+  });
+
   it('main moved just before the merge (strict protection refuses a stale head): the edit is made again on the new main, checked again, and lands without losing the other commit', async () => {
     const fx = await fixture({ strict: true });
     let moved = false;
@@ -198,11 +219,12 @@ describe('gitops-github consumer (GitHub stand-in)', () => {
     assert.deepEqual(gh.branches(fx.repository), ['main']);
   });
 
-  it('retries: a deploy done twice and answers lost after GitHub created the branch and the pull request make one branch, one commit and one pull request', async () => {
+  it('retries: a deploy done twice and answers lost after GitHub created the branch, opened the pull request and merged it make one branch, one commit and one pull request', async () => {
     const fx = await fixture();
     // GitHub creates them, and the answer never arrives: the client (or Temporal) asks again.
     gh.dropNextResponse({ method: 'POST', path: new RegExp(`^/repos/${fx.repository}/git/refs$`) });
     gh.dropNextResponse({ method: 'POST', path: new RegExp(`^/repos/${fx.repository}/pulls$`) });
+    gh.dropNextResponse({ method: 'PUT', path: new RegExp(`^/repos/${fx.repository}/pulls/\\d+/merge$`) });
     const from = gh.requests.length;
 
     const { report, failure } = await rotate(fx.id, fx.spec, {
@@ -221,6 +243,7 @@ describe('gitops-github consumer (GitHub stand-in)', () => {
     assert.ok(made.some((c) => /^POST \/git\/refs 422/.test(c)), 'the retried create found the branch there');
     assert.ok(!made.some((c) => c.startsWith('PATCH /git/refs')), 'the branch was never reset: the retried deploy made the same commit');
     assert.equal(made.filter((c) => /^POST \/pulls 201/.test(c)).length, 1);
+    assert.equal(made.filter((c) => /^PUT \/pulls\/1\/merge 200/.test(c)).length, 1, 'merged once; asking again found it merged');
     assert.equal(gh.pulls(fx.repository).length, 1, 'one pull request');
     assert.deepEqual(gh.log(fx.repository, 'main').map((c) => c.message.split('\n')[0]).length, 3, 'one commit on main');
     assert.deepEqual(gh.branches(fx.repository), ['main']);

@@ -46,6 +46,13 @@ export const gitopsGithubConsumerSchema = z
     /** How the pull request merges. */
     mergeMethod: z.enum(['merge', 'squash', 'rebase']).default('squash'),
     /**
+     * When the pull request opens: at promote (default: nobody sees one that may never merge), or
+     * at deploy, for required checks that run only on pull requests (GitHub Actions `on:
+     * pull_request`). Either way rekey merges it only at promote; one a person merges earlier is
+     * reverted by rollback.
+     */
+    openPullRequest: z.enum(['at-promote', 'at-deploy']).default('at-promote'),
+    /**
      * Checks that must be green besides those the base's branch protection requires; `appId` pins
      * the GitHub App that must report it (a check of the same name from another app does not count).
      */
@@ -336,6 +343,7 @@ export function gitopsGithubConsumer(spec: GitopsGithubConsumerSpec): Consumer {
       // A base that already refers to this version gets a branch at its own head: commit has nothing to merge.
       const sha = (await makeCommit(gh, baseSha, ref, 'uses')) ?? baseSha;
       await pointBranch(gh, branch, sha, ref, noGuard);
+      if (spec.openPullRequest === 'at-deploy' && sha !== baseSha) await pullFor(gh, branch, ref, noGuard, 'uses');
     },
 
     async health(ref, signal): Promise<Health> {
