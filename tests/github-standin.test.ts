@@ -10,6 +10,7 @@ import { throttling } from '@octokit/plugin-throttling';
 import { Octokit } from '@octokit/rest';
 import sodium from 'libsodium-wrappers';
 import { githubDescription, startGitHubStandin, type GitHubStandin } from './github/standin';
+import { OPERATIONS } from '../scripts/github-openapi-extract';
 
 const REPO = { owner: 'octo', repo: 'app' };
 const ALL_REPO_PERMISSIONS = { secrets: 'write', environments: 'write', administration: 'write', actions: 'write', repository_hooks: 'write' } as const;
@@ -339,9 +340,121 @@ describe('GitHub stand-in', () => {
     gh.violations.length = 0;
   });
 
+  describe('git data, pull requests, branch protection and checks', () => {
+    const GIT = { contents: 'write', pull_requests: 'write', checks: 'read', statuses: 'read' } as const;
+    let git: Octokit;
+    beforeEach(() => {
+      git = client(gh.url, gh.addToken({ permissions: { ...GIT }, repositories: ['octo/app'] }));
+      gh.pushFiles('octo/app', 'main', { 'deploy/values.yaml': 'a: 1\n' }, { message: 'config' });
+    });
+
+    /** A commit on main changing deploy/values.yaml to `text`, made with the git data API, dated so it is reproducible. */
+    async function commitOnMain(text: string) {
+      const main = (await git.git.getRef({ ...REPO, ref: 'heads/main' })).data.object.sha;
+      const blob = (await git.git.createBlob({ ...REPO, content: Buffer.from(text).toString('base64'), encoding: 'base64' })).data;
+      const parent = (await git.git.getCommit({ ...REPO, commit_sha: main })).data;
+      const tree = (await git.git.createTree({ ...REPO, base_tree: parent.tree.sha, tree: [{ path: 'deploy/values.yaml', mode: '100644', type: 'blob', sha: blob.sha }] })).data;
+      const who = { name: 'rekey', email: 'rekey@localhost', date: '2026-11-23T10:00:00Z' };
+      return { main, commit: (await git.git.createCommit({ ...REPO, message: 'edit', tree: tree.sha, parents: [main], author: who, committer: who })).data };
+    }
+
+    it('git objects are content-addressed: the same commit twice is one sha; refs create (422 when there), fast-forward, force, list by prefix and delete', async () => {
+      const first = await commitOnMain('a: 2\n');
+      const again = await commitOnMain('a: 2\n');
+      assert.equal(again.commit.sha, first.commit.sha, 'same parent, tree, people, dates and message: same commit');
+      assert.deepEqual(first.commit.parents.map((p) => p.sha), [first.main]);
+
+      await git.git.createRef({ ...REPO, ref: 'refs/heads/rekey/s/v1', sha: first.commit.sha });
+      await assert.rejects(git.git.createRef({ ...REPO, ref: 'refs/heads/rekey/s/v1', sha: first.main }), (e: { status: number; response: { data: { message: string } } }) => e.status === 422 && e.response.data.message === 'Reference already exists');
+      const content = (await git.repos.getContent({ ...REPO, path: 'deploy/values.yaml', ref: 'rekey/s/v1' })).data as { content: string; type: string };
+      assert.equal(Buffer.from(content.content, 'base64').toString(), 'a: 2\n');
+      await assert.rejects(git.git.updateRef({ ...REPO, ref: 'heads/rekey/s/v1', sha: first.main }), { status: 422 }, 'not a fast-forward without force');
+      await git.git.updateRef({ ...REPO, ref: 'heads/rekey/s/v1', sha: first.main, force: true });
+      assert.equal(gh.head('octo/app', 'rekey/s/v1'), first.main);
+      assert.deepEqual((await git.git.listMatchingRefs({ ...REPO, ref: 'heads/rekey/s/' })).data.map((r) => r.ref), ['refs/heads/rekey/s/v1']);
+      await git.git.deleteRef({ ...REPO, ref: 'heads/rekey/s/v1' });
+      await assert.rejects(git.git.getRef({ ...REPO, ref: 'heads/rekey/s/v1' }), { status: 404 });
+    });
+
+    it('a pull request merges only with its required checks green, from the pinned head, and with the chosen method', async () => {
+      gh.protectBranch('octo/app', 'main', { checks: [{ context: 'ci', appId: 15368 }], strict: true });
+      const { commit } = await commitOnMain('a: 3\n');
+      await git.git.createRef({ ...REPO, ref: 'refs/heads/feature', sha: commit.sha });
+      const { data: pr } = await git.pulls.create({ ...REPO, head: 'feature', base: 'main', title: 'feature' });
+      await assert.rejects(git.pulls.create({ ...REPO, head: 'feature', base: 'main', title: 'again' }), { status: 422 }, 'one open pull request per head and base');
+      assert.deepEqual((await git.pulls.list({ ...REPO, head: 'octo:feature', state: 'all' })).data.map((p) => p.number), [pr.number]);
+
+      // The branch requires "ci" from GitHub Actions: another app's success does not count.
+      gh.addCheckRun('octo/app', commit.sha, { name: 'ci', conclusion: 'success', appId: 999 });
+      await assert.rejects(git.pulls.merge({ ...REPO, pull_number: pr.number, sha: commit.sha }), (e: { status: number; response: { data: { message: string } } }) => e.status === 405 && /Required status check "ci"/.test(e.response.data.message));
+      gh.addCheckRun('octo/app', commit.sha, { name: 'ci', conclusion: 'success' });
+      const runs = (await git.checks.listForRef({ ...REPO, ref: commit.sha })).data.check_runs;
+      assert.deepEqual(runs.map((r) => [r.name, r.app?.id, r.conclusion]).sort(), [['ci', 15368, 'success'], ['ci', 999, 'success']]);
+      await assert.rejects(git.pulls.merge({ ...REPO, pull_number: pr.number, sha: 'f'.repeat(40) }), { status: 409 }, 'a head other than the pinned sha');
+
+      const { data: merged } = await git.pulls.merge({ ...REPO, pull_number: pr.number, sha: commit.sha, merge_method: 'squash', commit_title: 'squashed' });
+      assert.equal(merged.merged, true);
+      assert.deepEqual(gh.commit('octo/app', gh.head('octo/app', 'main')!)!.parents.length, 1, 'squash: one parent');
+      assert.equal(gh.file('octo/app', 'main', 'deploy/values.yaml'), 'a: 3\n');
+      const { data: after } = await git.pulls.get({ ...REPO, pull_number: pr.number });
+      assert.deepEqual([after.state, after.merged, after.merge_commit_sha], ['closed', true, merged.sha]);
+    });
+
+    it('branch protection, statuses and closing: what rekey reads and does', async () => {
+      gh.protectBranch('octo/app', 'main', { checks: ['ci', { context: 'lint', appId: 15368 }] });
+      const { data: branch } = await git.repos.getBranch({ ...REPO, branch: 'main' });
+      assert.equal(branch.protected, true);
+      assert.deepEqual(branch.protection.required_status_checks?.checks, [{ context: 'ci', app_id: null }, { context: 'lint', app_id: 15368 }]);
+      const sha = gh.head('octo/app', 'main')!;
+      gh.setStatus('octo/app', sha, 'ci', 'pending');
+      gh.setStatus('octo/app', sha, 'ci', 'failure');
+      const { data: combined } = await git.repos.getCombinedStatusForRef({ ...REPO, ref: sha });
+      assert.deepEqual([combined.state, combined.statuses.map((s) => s.state)], ['failure', ['failure']], 'the latest status of each context');
+      // A direct push to a branch that requires checks is refused.
+      const { commit } = await commitOnMain('a: 4\n');
+      await assert.rejects(git.git.updateRef({ ...REPO, ref: 'heads/main', sha: commit.sha }), { status: 422 });
+
+      await git.git.createRef({ ...REPO, ref: 'refs/heads/feature', sha: commit.sha });
+      const { data: pr } = await git.pulls.create({ ...REPO, head: 'feature', base: 'main', title: 'feature' });
+      await git.pulls.update({ ...REPO, pull_number: pr.number, state: 'closed' });
+      assert.deepEqual(gh.pulls('octo/app').map((p) => [p.state, p.merged]), [['closed', false]]);
+    });
+
+    it('each new operation needs its permission: 403 naming it in X-Accepted-GitHub-Permissions', async () => {
+      const reader = client(gh.url, gh.addToken({ permissions: { contents: 'read' }, repositories: ['octo/app'] }));
+      const refused = await reader.git.createBlob({ ...REPO, content: 'x' }).catch((e) => e);
+      assert.equal(refused.status, 403);
+      assert.equal(refused.response.headers['x-accepted-github-permissions'], 'contents=write');
+      const checks = await reader.checks.listForRef({ ...REPO, ref: 'main' }).catch((e) => e);
+      assert.equal(checks.response.headers['x-accepted-github-permissions'], 'checks=read');
+      const pulls = await reader.pulls.list(REPO).catch((e) => e);
+      assert.equal(pulls.response.headers['x-accepted-github-permissions'], 'pull_requests=read');
+    });
+
+    it('the validator catches a malformed answer of a new operation (a ref without its object, a pull request without its head)', async () => {
+      gh.corruptNextResponse({ method: 'GET', path: /\/git\/ref\// }, (body) => ({ ...(body as object), object: undefined }));
+      await git.git.getRef({ ...REPO, ref: 'heads/main' });
+      await git.git.createRef({ ...REPO, ref: 'refs/heads/feature', sha: (await commitOnMain('a: 5\n')).commit.sha });
+      gh.corruptNextResponse({ method: 'POST', path: /\/pulls$/ }, (body) => ({ ...(body as object), head: { ref: 'feature' } }));
+      await git.pulls.create({ ...REPO, head: 'feature', base: 'main', title: 'x' });
+      assert.equal(gh.violations.length, 2, gh.violations.join('\n'));
+      assert.match(gh.violations[0], /git\/get-ref.*response 200 body: body must have required property 'object'/);
+      assert.match(gh.violations[1], /pulls\/create.*response 201 body: body\/head must have required property/);
+      gh.violations.length = 0;
+    });
+
+    it('a dropped answer: the request is carried out, the client sees the connection cut', async () => {
+      const { commit } = await commitOnMain('a: 6\n');
+      gh.dropNextResponse({ method: 'POST', path: /\/git\/refs$/ });
+      const bare = new Octokit({ auth: gh.addToken({ permissions: { ...GIT }, repositories: ['octo/app'] }), baseUrl: gh.url, log: quiet });
+      await assert.rejects(bare.git.createRef({ ...REPO, ref: 'refs/heads/feature', sha: commit.sha }));
+      assert.equal(gh.head('octo/app', 'feature'), commit.sha, 'GitHub made the branch all the same');
+    });
+  });
+
   it('loads the extract once, quickly', () => {
     const { loadMs, description } = githubDescription();
-    assert.equal(description.operations.length, 35);
+    assert.equal(description.operations.length, OPERATIONS.length, 'every operation of the extract script, no more');
     assert.ok(loadMs < 1000, `loaded in ${loadMs} ms`);
   });
 });

@@ -230,6 +230,7 @@ describe('manifest validation', () => {
     assert.deepEqual(kinds('ci-deploy-token'), ['random-bytes', undefined, 'github-actions-secret']);
     assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);
     assert.deepEqual(kinds('infra-deploy-key'), ['ssh-ed25519', 'github-deploy-key', 'command']);
-    assert.deepEqual(set.groups.get('payments')?.spec.secrets, ['payments-db-password', 'billing-api-key']);
+    assert.deepEqual(kinds('payments-db-password'), ['random-bytes', undefined, 'gitops-github']);
+    assert.deepEqual(set.groups.get('payments')?.spec.secrets, ['payments-db', 'billing-api-key']);
   });
 });

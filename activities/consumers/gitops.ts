@@ -35,18 +35,33 @@ const gitUrl = z
   .refine((url) => !URL.canParse(url) || !new URL(url).password, 'must not carry a password; put a token in credentials (a store reference)');
 
 /** A field path such as "database.passwordRef" or "spec.env[0].value" split into keys and indexes. */
-const fieldPath = z
+export const fieldPath = z
   .string()
   .max(500)
   .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+|\[\d{1,4}\])*$/, 'must be a field path such as database.passwordRef or env[0].value');
 
 /** What the field is set to: text with ${versionId}, ${secretId} and ${secret}; nothing else is filled. */
-const reference = z
+export const reference = z
   .string()
   .min(1)
   .max(500)
   .refine((text) => [...text.matchAll(/\$\{([^}]*)\}/g)].every((m) => ['versionId', 'secretId', 'secret'].includes(m[1])), 'may use ${versionId}, ${secretId} and ${secret} only')
   .refine((text) => text.split('${versionId}').length === 2, 'must contain ${versionId} once (it changes, and says which version it names)');
+
+/** A branch name git and GitHub both take. */
+export const branchName = z
+  .string()
+  .regex(/^[A-Za-z0-9._/-]{1,200}$/, 'must be a branch name')
+  .refine((b) => !b.includes('..') && !b.startsWith('-') && !b.endsWith('/') && !b.endsWith('.lock'), 'must be a branch name');
+/** A file's path relative to the repository's root, never outside it or in .git. */
+export const pathInRepository = z
+  .string()
+  .min(1)
+  .max(500)
+  .refine((p) => !p.startsWith('/') && !normalize(p).split(sep).includes('..') && !p.split('/').includes('.git'), 'must be a path inside the repository');
+/** Field path -> reference; at least one. */
+export const fieldsToSet = z.record(fieldPath, reference).refine((s) => Object.keys(s).length > 0 && Object.keys(s).length <= 20, 'must set 1 to 20 fields');
+export const commitAuthor = z.object({ name: z.string().min(1).max(100).regex(/^[^<>\n]+$/), email: z.string().max(200).regex(/^[^<>\s]+@[^<>\s]+$/) }).strict().default({ name: 'rekey', email: 'rekey@localhost' });
 
 export const gitopsConsumerSchema = z
   .object({
@@ -58,17 +73,16 @@ export const gitopsConsumerSchema = z
     /** A private git server's CA (PEM file on the worker), for https:// repositories. */
     tls: z.object({ ca: z.string().min(1).max(500).refine((p) => p.startsWith('/'), 'must be an absolute path') }).strict().optional(),
     /** The base branch the change lands on at promote. */
-    branch: z.string().regex(/^[A-Za-z0-9._/-]{1,200}$/, 'must be a branch name').refine((b) => !b.includes('..') && !b.startsWith('-') && !b.endsWith('/'), 'must be a branch name').default('main'),
+    branch: branchName.default('main'),
     /** The file to change, relative to the repository's root. */
-    path: z.string().max(500).refine((p) => !p.startsWith('/') && !normalize(p).split(sep).includes('..') && !p.split('/').includes('.git'), 'must be a path inside the repository'),
-    /** Field path -> reference; at least one. */
-    set: z.record(fieldPath, reference).refine((s) => Object.keys(s).length > 0 && Object.keys(s).length <= 20, 'must set 1 to 20 fields'),
+    path: pathInRepository,
+    set: fieldsToSet,
     /**
      * Sign rekey's commits with this SSH private key (OpenSSH format, read from the store for each
      * commit, written only to the private temp folder of the clone): git's gpg.format=ssh.
      */
     signingKey: z.object({ store: storeSchema, field: z.string().min(1).default('value') }).strict().optional(),
-    author: z.object({ name: z.string().min(1).max(100).regex(/^[^<>\n]+$/), email: z.string().max(200).regex(/^[^<>\s]+@[^<>\s]+$/) }).strict().default({ name: 'rekey', email: 'rekey@localhost' }),
+    author: commitAuthor,
     /** Run in a clone of the prepared branch (exit 0: healthy), with PATH, HOME and REKEY_* only. */
     verify: z.string().min(1).max(2000).optional(),
     commandTimeout: durationBetween('1s', '1h').default('2m'),
@@ -108,8 +122,53 @@ const isJson = (text: string) => {
   }
 };
 
+/** A file of the repository rekey will not edit: a person must look (retrying changes nothing). */
+export const refusedEdit = (spec: { name: string }, message: string) => ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${message}`, 'ConsumerUnhealthy');
+
+/**
+ * `text` (the YAML or JSON file at `spec.path`) with each field of `spec.set` referring to `ref`,
+ * everything else byte for byte; undefined when it already does. With `onlyFromRekey`, a field
+ * changes only if it refers to another version rekey made: what a person wrote is never overwritten.
+ */
+export function editedText(spec: { name: string; path: string; set: Record<string, string> }, text: string, ref: VersionRef, onlyFromRekey = false): string | undefined {
+  const refusedFile = (message: string) => refusedEdit(spec, message);
+  const doc = parseDocument(text, { keepSourceTokens: true, uniqueKeys: true });
+  if (doc.errors.length) throw refusedFile(`${spec.path} is not valid YAML or JSON (${doc.errors[0].message.split('\n')[0].slice(0, 200)})`);
+  if (!isMap(doc.contents)) throw refusedFile(`${spec.path} is not a mapping`);
+  const fields = Object.entries(spec.set).map(([path, template]) => {
+    const keys = [...path.matchAll(/([A-Za-z0-9_-]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
+    const node = doc.getIn(keys, true);
+    // A text value in plain or quoted style, nothing that other fields share (an anchor) or that
+    // spans lines (a block scalar): the edit is then one value in one place.
+    if (!isScalar(node) || typeof node.value !== 'string' || !node.range || node.anchor || node.tag || !['PLAIN', 'QUOTE_DOUBLE', 'QUOTE_SINGLE'].includes(node.type ?? '')) {
+      throw refusedFile(`${spec.path}: ${path} is not a single text value (plain or quoted, without anchor or tag)`);
+    }
+    return { path, keys, node, value: fill(template, ref), was: referencedVersion(node.value, template, ref) };
+  });
+  // Reverting, only fields that name another of rekey's versions change: a person's pin stays.
+  const changing = fields.filter((f) => f.node.value !== f.value && (!onlyFromRekey || (f.was !== undefined && f.was !== ref.versionId && isRekeyVersionId(f.was))));
+  // Each value is replaced where it stands in the text, in its own quoting: everything else of
+  // the file (comments, spacing, key order, line width) stays byte for byte.
+  const edits = changing.map((f) => ({ start: f.node.range![0], end: f.node.range![1], text: quoted(f.value, f.node.type) }));
+  if (!edits.length) return undefined;
+  let out = text;
+  for (const e of edits.sort((x, y) => y.start - x.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
+  // Read back: the new text must mean the old file with exactly these fields changed.
+  const expected = parseDocument(text);
+  for (const f of changing) expected.setIn(f.keys, f.value);
+  const reread = parseDocument(out, { uniqueKeys: true });
+  const jsonStill = !text.trimStart().startsWith('{') || isJson(out);
+  if (reread.errors.length || !jsonStill || JSON.stringify(reread.toJS()) !== JSON.stringify(expected.toJS())) {
+    throw refusedFile(`${spec.path}: the change would not read back as intended; nothing was written`);
+  }
+  return out;
+}
+
 /** The branch a rotation prepares: one per rotation (its version id), never shared. */
 export const branchFor = (secret: string, versionId: string) => `rekey/${secret}/${versionId}`;
+
+/** rekey's commit message: it names the version, and where the value is, never the value. */
+export const commitMessage = (ref: VersionRef, what: string) => `rekey: ${ref.secret} ${what} ${ref.versionId}\n\nMade by rekey for a rotation of ${ref.secret}; the value itself is in ${ref.storeRef}.`;
 
 export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
   const commandTimeoutMs = parseDuration(spec.commandTimeout);
@@ -216,39 +275,12 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     }
     if ((await lstat(file)).size > MAX_FILE_BYTES) throw refusedFile(`${spec.path} is over 1 MiB`);
     const text = await readFile(file, 'utf8');
-    const doc = parseDocument(text, { keepSourceTokens: true, uniqueKeys: true });
-    if (doc.errors.length) throw refusedFile(`${spec.path} is not valid YAML or JSON (${doc.errors[0].message.split('\n')[0].slice(0, 200)})`);
-    if (!isMap(doc.contents)) throw refusedFile(`${spec.path} is not a mapping`);
-    const fields = Object.entries(spec.set).map(([path, template]) => {
-      const keys = [...path.matchAll(/([A-Za-z0-9_-]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
-      const node = doc.getIn(keys, true);
-      // A text value in plain or quoted style, nothing that other fields share (an anchor) or that
-      // spans lines (a block scalar): the edit is then one value in one place.
-      if (!isScalar(node) || typeof node.value !== 'string' || !node.range || node.anchor || node.tag || !['PLAIN', 'QUOTE_DOUBLE', 'QUOTE_SINGLE'].includes(node.type ?? '')) {
-        throw refusedFile(`${spec.path}: ${path} is not a single text value (plain or quoted, without anchor or tag)`);
-      }
-      return { path, keys, node, value: fill(template, ref), was: referencedVersion(node.value, template, ref) };
-    });
-    // Reverting, only fields that name another of rekey's versions change: a person's pin stays.
-    const changing = fields.filter((f) => f.node.value !== f.value && (!onlyFromRekey || (f.was !== undefined && f.was !== ref.versionId && isRekeyVersionId(f.was))));
-    // Each value is replaced where it stands in the text, in its own quoting: everything else of
-    // the file (comments, spacing, key order, line width) stays byte for byte.
-    const edits = changing.map((f) => ({ start: f.node.range![0], end: f.node.range![1], text: quoted(f.value, f.node.type) }));
-    if (!edits.length) return undefined;
-    let out = text;
-    for (const e of edits.sort((x, y) => y.start - x.start)) out = out.slice(0, e.start) + e.text + out.slice(e.end);
-    // Read back: the new text must mean the old file with exactly these fields changed.
-    const expected = parseDocument(text);
-    for (const f of changing) expected.setIn(f.keys, f.value);
-    const reread = parseDocument(out, { uniqueKeys: true });
-    const jsonStill = !text.trimStart().startsWith('{') || isJson(out);
-    if (reread.errors.length || !jsonStill || JSON.stringify(reread.toJS()) !== JSON.stringify(expected.toJS())) {
-      throw refusedFile(`${spec.path}: the change would not read back as intended; nothing was written`);
-    }
+    const out = editedText(spec, text, ref, onlyFromRekey);
+    if (out === undefined) return undefined;
     await writeFile(file, out);
     return out;
   }
-  const refusedFile = (message: string) => ApplicationFailure.nonRetryable(`consumer ${spec.name}: ${message}`, 'ConsumerUnhealthy');
+  const refusedFile = (message: string) => refusedEdit(spec, message);
 
   /** Commit the change in `clone`, dated like the version, so the same change is the same commit. */
   async function commitChange(clone: string, ref: VersionRef, message: string, signal?: AbortSignal): Promise<string> {
@@ -307,7 +339,6 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     }
   }
 
-  const message = (ref: VersionRef, what: string) => `rekey: ${ref.secret} ${what} ${ref.versionId}\n\nMade by rekey for a rotation of ${ref.secret}; the value itself is in ${ref.storeRef}.`;
 
   return {
     name: spec.name,
@@ -320,7 +351,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
       await withClone(spec.branch, async (clone) => {
         await must(clone, 'checkout', ['checkout', '--quiet', '-B', branch], signal);
         // A base that already refers to this version gets a branch at its own head: commit has nothing to do.
-        if (await change(clone, ref)) await commitChange(clone, ref, message(ref, 'uses'), signal);
+        if (await change(clone, ref)) await commitChange(clone, ref, commitMessage(ref, 'uses'), signal);
         // The branch is this rotation's alone: what is there from an earlier attempt is replaced.
         await must(clone, `push of ${branch}`, ['push', '--quiet', '--force', 'origin', `HEAD:refs/heads/${branch}`], signal);
       }, signal);
@@ -345,7 +376,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     async commit(ref, _credential, options) {
       deadline = options.deadline;
       await options.guard();
-      const landed = await landOnBase(ref, message(ref, 'uses'), options.guard, options.signal);
+      const landed = await landOnBase(ref, commitMessage(ref, 'uses'), options.guard, options.signal);
       await deleteBranch(branchFor(ref.secret, ref.versionId), options.signal);
       return landed;
     },
@@ -356,7 +387,7 @@ export function gitopsConsumer(spec: GitopsConsumerSpec): Consumer {
     async abort(current, _credential, options) {
       deadline = options.deadline;
       await options.guard();
-      await landOnBase(current, message(current, 'back to'), options.guard, options.signal, true);
+      await landOnBase(current, commitMessage(current, 'back to'), options.guard, options.signal, true);
       // This rotation's branch, and any a terminated rotation of this secret left (named after one of rekey's versions).
       const prefix = `rekey/${current.secret}/`;
       const stale = (await remoteBranches(`refs/heads/${prefix}*`, options.signal))

@@ -5,9 +5,10 @@ import { commandConsumer, commandConsumerSchema } from './command';
 import { githubActionsSecret, githubActionsSecretSchema } from './github-actions-secret';
 import { githubWebhook, githubWebhookSchema } from './github-webhook';
 import { gitopsConsumer, gitopsConsumerSchema } from './gitops';
+import { gitopsGithubConsumer, gitopsGithubConsumerSchema } from './gitops-github';
 import { httpConsumer, httpConsumerSchema } from './http';
 
-export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema, githubActionsSecretSchema, githubWebhookSchema, gitopsConsumerSchema]);
+export const consumerSchema = z.discriminatedUnion('type', [commandConsumerSchema, httpConsumerSchema, githubActionsSecretSchema, githubWebhookSchema, gitopsConsumerSchema, gitopsGithubConsumerSchema]);
 export type ConsumerSpec = z.infer<typeof consumerSchema>;
 
 const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { type: K }>) => Consumer } = {
@@ -16,6 +17,7 @@ const factories: { [K in ConsumerSpec['type']]: (spec: Extract<ConsumerSpec, { t
   'github-actions-secret': githubActionsSecret,
   'github-webhook': githubWebhook,
   gitops: gitopsConsumer,
+  'gitops-github': gitopsGithubConsumer,
 };
 
 export function createConsumer(spec: ConsumerSpec): Consumer {

@@ -38,6 +38,14 @@
  *   secondaryRateLimit({ count?, retryAfterSeconds?, match? })
  *   intercept(match, handler)             -> remover; handler may delay or replace an answer
  *   corruptNextResponse(match, corrupt?)  the next matching answer is deliberately malformed
+ *   dropNextResponse(match)               the next matching request is done, but its answer is lost (connection cut)
+ *   pushFiles(fullName, branch, files, { message?, author?, from? }) -> sha: someone pushes a commit
+ *   setBranch(fullName, branch, sha)      someone force-pushes a branch to an existing commit
+ *   file(fullName, ref, path) / branches(fullName) / head(fullName, branch) / commit(fullName, sha) / log(fullName, branch)
+ *   protectBranch(fullName, branch, { checks: (name | { context, appId })[], strict? })  required status checks
+ *   addCi(fullName, name, handler, { appId?, appSlug?, delayMs? })  a check run on every new branch head
+ *   addCheckRun(fullName, sha, { name, conclusion, appId? }) / setStatus(fullName, sha, context, state)
+ *   pulls(fullName) -> PullView[] / openPull(fullName, { head, base?, title?, headRepo?, user? }) -> number
  *   requests: RequestRecord[]; violations: string[]; assertNoViolations()
  *
  * Scopes: { repository: 'o/r' } | { repository: 'o/r', environment: 'prod' } | { organization: 'o' }.
@@ -47,9 +55,12 @@
  * errors GitHub can return from any endpoint (401 bad credentials, 403 missing permission or a
  * secondary rate limit, 404 hidden or missing, 422 invalid input, 5xx). An undeclared status in
  * UNIVERSAL_ERRORS is accepted if its body is GitHub's error shape (`basic-error`); any other
- * undeclared status is a violation. Refs and branches are not modelled: any dispatch ref is accepted.
+ * undeclared status is a violation. Git is modelled for what the GitOps consumer uses: blobs, flat
+ * trees (path -> blob, no sub-trees), commits hashed in git's format, refs; pull requests with
+ * merge/squash/rebase and a three-way merge of files; branch protection's required checks; check
+ * runs and commit statuses. A workflow dispatch accepts any ref.
  */
-import { createHmac, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, verify as verifySignature } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, generateKeyPairSync, randomBytes, randomUUID, verify as verifySignature } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -70,6 +81,11 @@ export type HookScope = { repository: string } | { organization: string };
 export type Match = { method?: string; path?: RegExp };
 export type Conclusion = 'success' | 'failure';
 export type WorkflowHandler = (run: { inputs: Record<string, string>; secrets: Record<string, string>; ref: string; runId: number }) => Conclusion | Promise<Conclusion>;
+export type CheckConclusion = 'success' | 'failure' | 'neutral' | 'cancelled' | 'skipped' | 'timed_out' | 'action_required';
+/** CI for a repository: sees each new branch head and concludes a check run of its name. */
+export type CiHandler = (commit: { sha: string; file(path: string): string | undefined }) => CheckConclusion | Promise<CheckConclusion>;
+export interface PullView { number: number; title: string; body?: string; head: string; headRepo: string; base: string; state: 'open' | 'closed'; merged: boolean; mergeMethod?: string; user: string; mergeCommitSha: string | null }
+export interface CommitView { sha: string; message: string; parents: string[]; author: { name: string; email: string; date: string }; committer: { name: string; email: string; date: string } }
 export type Replacement = { status: number; body?: unknown; headers?: Record<string, string> };
 export type InterceptHandler = (req: { method: string; path: string; body: unknown }) => Promise<Replacement | void> | Replacement | void;
 
@@ -130,9 +146,30 @@ export interface GitHubStandin {
   addDeployKey(fullName: string, key: { key: string; title?: string; readOnly?: boolean; addedBy?: string }): { id: number };
   addWorkflow(fullName: string, file: string, handler: WorkflowHandler, options?: { environment?: string }): { id: number };
   runs(fullName: string): { id: number; workflow: string; status: string; conclusion: string | null; inputs: Record<string, string>; ref: string }[];
+  /** Someone pushes a commit changing `files` (null deletes) on `branch` (created from `from`, default main, if missing); bypasses protection. */
+  pushFiles(fullName: string, branch: string, files: Record<string, string | null>, options?: { message?: string; author?: { name: string; email: string; date?: string }; from?: string }): string;
+  /** Someone force-pushes `branch` to an existing commit (creating the branch if missing). */
+  setBranch(fullName: string, branch: string, sha: string): void;
+  file(fullName: string, ref: string, path: string): string | undefined;
+  branches(fullName: string): string[];
+  head(fullName: string, branch: string): string | undefined;
+  commit(fullName: string, sha: string): CommitView | undefined;
+  /** First-parent history of a branch, newest first. */
+  log(fullName: string, branch: string): CommitView[];
+  /** Branch protection requiring these checks (a name, or a name pinned to the app that must report it). */
+  protectBranch(fullName: string, branch: string, options: { checks: (string | { context: string; appId?: number })[]; strict?: boolean }): void;
+  /** CI reporting check run `name` on every new branch head; appId defaults to GitHub Actions' (15368). */
+  addCi(fullName: string, name: string, handler: CiHandler, options?: { appId?: number; appSlug?: string; delayMs?: number }): void;
+  addCheckRun(fullName: string, sha: string, run: { name: string; conclusion: CheckConclusion | null; appId?: number; appSlug?: string }): void;
+  setStatus(fullName: string, sha: string, context: string, state: 'error' | 'failure' | 'pending' | 'success'): void;
+  pulls(fullName: string): PullView[];
+  /** A pull request someone else opened (from `headRepo`, default the repository itself). */
+  openPull(fullName: string, pull: { head: string; base?: string; title?: string; headRepo?: string; user?: string }): number;
   secondaryRateLimit(options?: { count?: number; retryAfterSeconds?: number; match?: Match }): void;
   intercept(match: Match, handler: InterceptHandler): () => void;
   corruptNextResponse(match: Match, corrupt?: (body: unknown) => unknown): void;
+  /** The next matching request is carried out, then its connection is cut before the answer (a lost answer). */
+  dropNextResponse(match: Match): void;
   readonly requests: RequestRecord[];
   readonly violations: string[];
   assertNoViolations(): void;
@@ -158,6 +195,7 @@ class Description {
   private readonly cache = new Map<string, ValidateFunction>();
 
   constructor(doc: Json) {
+    doc = Description.typedNullables(doc);
     this.doc = doc;
     // strict: false because GitHub's schemas carry OpenAPI-only keywords (example, deprecated);
     // `nullable` is OpenAPI 3.0 and ajv implements it natively.
@@ -171,10 +209,31 @@ class Description {
         if (!op || typeof op !== 'object' || !op.operationId) continue;
         const paramNames: string[] = [];
         const segments = template.split('/');
-        const pattern = segments.map((s) => (/^\{.+\}$/.test(s) ? (paramNames.push(s.slice(1, -1)), '([^/]+)') : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
+        // A parameter marked x-multi-segment (a file path in .../contents/{path}) spans slashes.
+        const multi = new Set([...(item.parameters ?? []), ...(op.parameters ?? [])].map((p: Json) => (p.$ref ? doc.components.parameters[p.$ref.split('/').pop()] : p)).filter((p: Json) => p?.['x-multi-segment']).map((p: Json) => p.name));
+        const pattern = segments.map((s) => (/^\{.+\}$/.test(s) ? (paramNames.push(s.slice(1, -1)), multi.has(s.slice(1, -1)) ? '(.+)' : '([^/]+)') : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/');
         this.operations.push({ method: method.toUpperCase(), template, operationId: op.operationId, op, paramNames, regex: new RegExp(`^${pattern}$`), literalSegments: segments.filter((s) => !s.startsWith('{')).length });
       }
     }
+  }
+
+  /**
+   * OpenAPI 3.0 allows `nullable: true` beside oneOf/allOf without a `type` (GitHub's `commit`
+   * schema has `author: { nullable, oneOf }`); ajv needs a type for it, so such a schema becomes
+   * "anyOf: [the schema, null]", which means the same. A nullable enum gets null among its values.
+   */
+  private static typedNullables(node: Json): Json {
+    if (Array.isArray(node)) return node.map((n) => Description.typedNullables(n));
+    if (!node || typeof node !== 'object') return node;
+    const out: Json = Object.fromEntries(Object.entries(node).map(([k, v]) => [k, Description.typedNullables(v)]));
+    // "nullable: true" adds null to the allowed values (OpenAPI 3.0.3), an enum's too: GitHub
+    // answers `conclusion: null` for a check run in progress, which ajv would otherwise refuse.
+    if (out.nullable === true && Array.isArray(out.enum) && !out.enum.includes(null)) out.enum = [...out.enum, null];
+    if (out.nullable === true && out.type === undefined && !out.$ref) {
+      const { nullable: _nullable, ...rest } = out;
+      return { anyOf: [rest, { type: 'null' }] };
+    }
+    return out;
   }
 
   /** The operation for a request; a literal segment beats a parameter (".../secrets/public-key"). */
@@ -305,7 +364,18 @@ interface Hook { id: number; url: string; secret?: string; contentType: 'json' |
 interface DeployKey { id: number; key: string; title: string; readOnly: boolean; addedBy?: string; createdAt: string }
 interface Workflow { id: number; file: string; handler: WorkflowHandler; environment?: string; runNumber: number }
 interface Run { id: number; workflow: Workflow; runNumber: number; status: 'queued' | 'in_progress' | 'completed'; conclusion: Conclusion | null; inputs: Record<string, string>; ref: string; actor: string; createdAt: string; updatedAt: string; startedAt: string }
-interface Repository { id: number; owner: string; name: string; fullName: string; createdAt: string; headSha: string; store: SecretStore; environments: Map<string, SecretStore>; hooks: Map<number, Hook>; deployKeys: Map<number, DeployKey>; workflows: Map<string, Workflow>; runs: Map<number, Run> }
+interface Repository {
+  id: number; owner: string; name: string; fullName: string; createdAt: string; headSha: string; store: SecretStore; environments: Map<string, SecretStore>; hooks: Map<number, Hook>;
+  deployKeys: Map<number, DeployKey>; workflows: Map<string, Workflow>; runs: Map<number, Run>;
+  git: { blobs: Map<string, Buffer>; trees: Map<string, Map<string, string>>; commits: Map<string, GitCommit>; refs: Map<string, string> };
+  pulls: Map<number, Pull>; lastIssue: number; protection: Map<string, { checks: { context: string; appId?: number }[]; strict: boolean }>;
+  ci: { name: string; appId: number; appSlug: string; delayMs: number; handler: CiHandler }[]; checkRuns: CheckRun[]; statuses: CommitStatus[];
+}
+interface GitPerson { name: string; email: string; date: string }
+interface GitCommit { sha: string; tree: string; parents: string[]; author: GitPerson; committer: GitPerson; message: string }
+interface Pull { number: number; title: string; body?: string; head: string; headRepo: string; headSha: string; base: string; state: 'open' | 'closed'; user: string; createdAt: string; updatedAt: string; closedAt: string | null; mergedAt: string | null; mergeCommitSha: string | null; mergedBy?: string; mergeMethod?: string }
+interface CheckRun { id: number; headSha: string; name: string; appId: number; appSlug: string; status: 'queued' | 'in_progress' | 'completed'; conclusion: CheckConclusion | null; startedAt: string; completedAt: string | null }
+interface CommitStatus { id: number; sha: string; context: string; state: 'error' | 'failure' | 'pending' | 'success'; at: string }
 interface Organization { id: number; login: string; store: SecretStore; hooks: Map<number, Hook> }
 interface Grant { kind: 'personal' | 'installation'; permissions: Permissions; repositories?: Set<string>; organizations?: Set<string>; actor: string; expiresAt?: number; used: number; resetAt: number }
 interface App { id: number; slug: string; publicKey: ReturnType<typeof createPublicKey>; installationId: number; permissions: Permissions; repositories?: Set<string>; organizations?: Set<string> }
@@ -352,6 +422,25 @@ const REQUIRED: Record<string, string[][] | 'app-jwt' | 'none'> = {
   'apps/create-installation-access-token': 'app-jwt',
   // "Accessing this endpoint does not count against your REST API rate limit" and needs no permission.
   'rate-limit/get': 'none',
+  // https://docs.github.com/en/rest/authentication/permissions-required-for-fine-grained-personal-access-tokens
+  'repos/get-branch': [['metadata=read']],
+  'repos/get-content': [['contents=read']],
+  'git/get-ref': [['contents=read']],
+  'git/list-matching-refs': [['contents=read']],
+  'git/create-ref': [['contents=write']],
+  'git/update-ref': [['contents=write']],
+  'git/delete-ref': [['contents=write']],
+  'git/get-commit': [['contents=read']],
+  'git/create-blob': [['contents=write']],
+  'git/create-tree': [['contents=write']],
+  'git/create-commit': [['contents=write']],
+  'pulls/list': [['pull_requests=read']],
+  'pulls/get': [['pull_requests=read']],
+  'pulls/create': [['pull_requests=write']],
+  'pulls/update': [['pull_requests=write']],
+  'pulls/merge': [['contents=write']],
+  'checks/list-for-ref': [['checks=read']],
+  'repos/get-combined-status-for-ref': [['statuses=read']],
 };
 
 /** An answer from a handler, before it is serialised, validated and recorded. */
@@ -399,6 +488,7 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
   const continuous = new Set<() => void>(); // stops for deliverContinuously loops, so close() cannot hang on one
   const intercepts: { match: Match; handler: InterceptHandler }[] = [];
   const corruptions: { match: Match; corrupt: (body: unknown) => unknown }[] = [];
+  const drops: Match[] = [];
   const secondaryLimits: { remaining: number; retryAfterSeconds: number; match: Match }[] = [];
   let nextId = 1000;
   const newId = () => ++nextId;
@@ -861,7 +951,415 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
     return new Answer(200, { resources: { core, search: idle(30), graphql: idle(5000), integration_manifest: idle(5000), code_search: idle(10) }, rate: core });
   };
 
+  // -- Git: blobs, trees, commits, refs; pull requests; branch protection; checks and statuses --
+
+  /**
+   * Objects are content-addressed as git addresses them: the same blob, tree or commit (same
+   * parents, author, committer, dates and message) is the same sha, so creating it twice is a
+   * no-op. Blobs and commits are hashed in git's own object format; a tree here is flat (path ->
+   * blob sha, no sub-trees), hashed from its sorted entries.
+   * https://docs.github.com/en/rest/git/commits#create-a-commit
+   */
+  const gitHash = (kind: string, body: Buffer) => createHash('sha1').update(Buffer.concat([Buffer.from(`${kind} ${body.length}\0`), body])).digest('hex');
+  const putBlob = (repo: Repository, content: Buffer) => {
+    const sha = gitHash('blob', content);
+    repo.git.blobs.set(sha, content);
+    return sha;
+  };
+  const putTree = (repo: Repository, files: Map<string, string>) => {
+    const sorted = new Map([...files.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const sha = gitHash('tree', Buffer.from([...sorted].map(([p, s]) => `100644 ${p}\0${s}`).join('')));
+    repo.git.trees.set(sha, sorted);
+    return sha;
+  };
+  const gitDate = (iso: string) => `${Math.floor(Date.parse(iso) / 1000)} +0000`;
+  const putCommit = (repo: Repository, c: Omit<GitCommit, 'sha'>) => {
+    const text = [`tree ${c.tree}`, ...c.parents.map((p) => `parent ${p}`), `author ${c.author.name} <${c.author.email}> ${gitDate(c.author.date)}`, `committer ${c.committer.name} <${c.committer.email}> ${gitDate(c.committer.date)}`, '', c.message].join('\n');
+    const sha = gitHash('commit', Buffer.from(text));
+    if (!repo.git.commits.has(sha)) repo.git.commits.set(sha, { ...c, sha });
+    return sha;
+  };
+  const commitOf = (repo: Repository, sha: string) => repo.git.commits.get(sha);
+  const filesAt = (repo: Repository, sha: string) => repo.git.trees.get(commitOf(repo, sha)!.tree)!;
+  /** A branch, a full sha, or "heads/x"/"refs/heads/x". */
+  const resolve = (repo: Repository, ref: string): string | undefined => {
+    if (/^[0-9a-f]{40}$/.test(ref) && repo.git.commits.has(ref)) return ref;
+    const name = ref.replace(/^refs\//, '');
+    return repo.git.refs.get(name) ?? repo.git.refs.get(`heads/${name}`);
+  };
+  const ancestors = (repo: Repository, sha: string): Set<string> => {
+    const seen = new Set<string>();
+    const todo = [sha];
+    while (todo.length) {
+      const s = todo.pop()!;
+      if (seen.has(s)) continue;
+      seen.add(s);
+      todo.push(...(commitOf(repo, s)?.parents ?? []));
+    }
+    return seen;
+  };
+  const commitUrl = (repo: Repository, sha: string) => `${baseUrl}/repos/${repo.fullName}/git/commits/${sha}`;
+  const gitCommitJson = (repo: Repository, c: GitCommit) => ({
+    sha: c.sha, node_id: Buffer.from(`C_${c.sha}`).toString('base64'), url: commitUrl(repo, c.sha), html_url: `https://github.com/${repo.fullName}/commit/${c.sha}`,
+    author: c.author, committer: c.committer, message: c.message, tree: { sha: c.tree, url: `${baseUrl}/repos/${repo.fullName}/git/trees/${c.tree}` },
+    parents: c.parents.map((p) => ({ sha: p, url: commitUrl(repo, p), html_url: `https://github.com/${repo.fullName}/commit/${p}` })),
+    verification: { verified: false, reason: 'unsigned', signature: null, payload: null, verified_at: null },
+  });
+  /** The `commit` shape (GET .../branches/{branch} and others). */
+  const commitJson = (repo: Repository, c: GitCommit) => ({
+    url: `${baseUrl}/repos/${repo.fullName}/commits/${c.sha}`, sha: c.sha, node_id: Buffer.from(`C_${c.sha}`).toString('base64'), html_url: `https://github.com/${repo.fullName}/commit/${c.sha}`,
+    comments_url: `${baseUrl}/repos/${repo.fullName}/commits/${c.sha}/comments`,
+    commit: { url: commitUrl(repo, c.sha), author: c.author, committer: c.committer, message: c.message, comment_count: 0, tree: { sha: c.tree, url: `${baseUrl}/repos/${repo.fullName}/git/trees/${c.tree}` } },
+    author: null, committer: null, parents: c.parents.map((p) => ({ sha: p, url: `${baseUrl}/repos/${repo.fullName}/commits/${p}`, html_url: `https://github.com/${repo.fullName}/commit/${p}` })),
+  });
+  const refJson = (repo: Repository, name: string, sha: string) => ({
+    ref: `refs/${name}`, node_id: Buffer.from(`REF_${repo.id}_${name}`).toString('base64'), url: `${baseUrl}/repos/${repo.fullName}/git/refs/${name}`,
+    object: { type: 'commit', sha, url: commitUrl(repo, sha) },
+  });
+
+  /** Moves a ref and lets the repository's CI see a new branch head (as a push would). */
+  const setRef = (repo: Repository, name: string, sha: string) => {
+    repo.git.refs.set(name, sha);
+    if (name.startsWith('heads/')) runChecks(repo, sha);
+  };
+
+  /** CI that reports on every new branch head: queued at once, completed just after, like GitHub Actions after a push. */
+  const runChecks = (repo: Repository, sha: string) => {
+    for (const ci of repo.ci) {
+      if (repo.checkRuns.some((r) => r.headSha === sha && r.name === ci.name && r.appId === ci.appId)) continue;
+      const run: CheckRun = { id: newId(), headSha: sha, name: ci.name, appId: ci.appId, appSlug: ci.appSlug, status: 'queued', conclusion: null, startedAt: isoSeconds(), completedAt: null };
+      repo.checkRuns.push(run);
+      track(
+        (async () => {
+          await sleep(ci.delayMs);
+          Object.assign(run, { status: 'in_progress' });
+          let conclusion: CheckConclusion;
+          try {
+            conclusion = await ci.handler({ sha, file: (path) => fileAt(repo, sha, path) });
+          } catch {
+            conclusion = 'failure';
+          }
+          Object.assign(run, { status: 'completed', conclusion, completedAt: isoSeconds() });
+        })(),
+      );
+    }
+  };
+  const fileAt = (repo: Repository, ref: string, path: string) => {
+    const sha = resolve(repo, ref);
+    const blob = sha && filesAt(repo, sha).get(path);
+    return blob ? repo.git.blobs.get(blob)!.toString('utf8') : undefined;
+  };
+
+  /**
+   * Is each required check green on `sha`? A check run counts only from the app a protection rule
+   * names (app_id), a commit status from anyone; success, neutral and skipped pass.
+   * https://docs.github.com/en/repositories/configuring-branches-and-merges-in-your-repository/managing-protected-branches/troubleshooting-required-status-checks
+   */
+  const missingCheck = (repo: Repository, branch: string, sha: string): string | undefined => {
+    const rule = repo.protection.get(branch);
+    for (const { context, appId } of rule?.checks ?? []) {
+      const runs = repo.checkRuns.filter((r) => r.headSha === sha && r.name === context && (appId === undefined || appId === r.appId));
+      const latest = runs.sort((a, b) => b.id - a.id)[0];
+      const status = latestStatuses(repo, sha).find((s) => s.context === context);
+      const ok = (latest?.status === 'completed' && ['success', 'neutral', 'skipped'].includes(latest.conclusion ?? '')) || (appId === undefined && status?.state === 'success');
+      if (!ok) return context;
+    }
+    return undefined;
+  };
+  const latestStatuses = (repo: Repository, sha: string) => {
+    const byContext = new Map<string, CommitStatus>();
+    for (const s of repo.statuses.filter((x) => x.sha === sha).sort((a, b) => b.id - a.id)) if (!byContext.has(s.context)) byContext.set(s.context, s);
+    return [...byContext.values()];
+  };
+
+  const appJson = (id: number, slug: string) => ({
+    id, slug, node_id: Buffer.from(`A_${id}`).toString('base64'), owner: userJson('github'), name: slug, description: null, external_url: `https://github.com/apps/${slug}`,
+    html_url: `https://github.com/apps/${slug}`, created_at: '2020-01-01T00:00:00Z', updated_at: '2020-01-01T00:00:00Z', permissions: { checks: 'write', metadata: 'read' }, events: [],
+  });
+  const checkRunJson = (repo: Repository, r: CheckRun) => ({
+    id: r.id, head_sha: r.headSha, node_id: Buffer.from(`CR_${r.id}`).toString('base64'), external_id: null, url: `${baseUrl}/repos/${repo.fullName}/check-runs/${r.id}`,
+    html_url: `https://github.com/${repo.fullName}/runs/${r.id}`, details_url: null, status: r.status, conclusion: r.conclusion, started_at: r.startedAt, completed_at: r.completedAt,
+    output: { title: null, summary: null, text: null, annotations_count: 0, annotations_url: `${baseUrl}/repos/${repo.fullName}/check-runs/${r.id}/annotations` },
+    name: r.name, check_suite: { id: r.id + 1 }, app: appJson(r.appId, r.appSlug), pull_requests: [],
+  });
+  const statusJson = (repo: Repository, s: CommitStatus) => ({
+    description: null, id: s.id, node_id: Buffer.from(`ST_${s.id}`).toString('base64'), state: s.state, context: s.context, target_url: null, avatar_url: null,
+    url: `${baseUrl}/repos/${repo.fullName}/statuses/${s.sha}`, created_at: s.at, updated_at: s.at,
+  });
+
+  const pullJson = (repo: Repository, pr: Pull, full: boolean) => {
+    const api = `${baseUrl}/repos/${repo.fullName}/pulls/${pr.number}`;
+    const issue = `${baseUrl}/repos/${repo.fullName}/issues/${pr.number}`;
+    const headRepo = repositories.get(lower(pr.headRepo)) ?? repo;
+    const headSha = resolve(headRepo, `heads/${pr.head}`) ?? pr.headSha;
+    const side = (r: Repository, ref: string, sha: string) => ({ label: `${r.owner}:${ref}`, ref, repo: repoJson(r), sha, user: userJson(r.owner) });
+    const link = (href: string) => ({ href });
+    return {
+      url: api, id: pr.number * 7919, node_id: Buffer.from(`PR_${repo.id}_${pr.number}`).toString('base64'), html_url: `https://github.com/${repo.fullName}/pull/${pr.number}`,
+      diff_url: `https://github.com/${repo.fullName}/pull/${pr.number}.diff`, patch_url: `https://github.com/${repo.fullName}/pull/${pr.number}.patch`, issue_url: issue,
+      commits_url: `${api}/commits`, review_comments_url: `${api}/comments`, review_comment_url: `${baseUrl}/repos/${repo.fullName}/pulls/comments{/number}`, comments_url: `${issue}/comments`,
+      statuses_url: `${baseUrl}/repos/${repo.fullName}/statuses/${headSha}`, number: pr.number, state: pr.state, locked: false, title: pr.title, user: userJson(pr.user),
+      body: pr.body ?? null, labels: [], milestone: null, created_at: pr.createdAt, updated_at: pr.updatedAt, closed_at: pr.closedAt, merged_at: pr.mergedAt,
+      merge_commit_sha: pr.mergeCommitSha, assignee: null, assignees: [], requested_reviewers: [], requested_teams: [],
+      head: side(headRepo, pr.head, headSha), base: side(repo, pr.base, resolve(repo, `heads/${pr.base}`) ?? pr.headSha),
+      _links: { self: link(api), html: link(`https://github.com/${repo.fullName}/pull/${pr.number}`), issue: link(issue), comments: link(`${issue}/comments`), review_comments: link(`${api}/comments`), review_comment: link(`${baseUrl}/repos/${repo.fullName}/pulls/comments{/number}`), commits: link(`${api}/commits`), statuses: link(`${baseUrl}/repos/${repo.fullName}/statuses/${headSha}`) },
+      author_association: 'MEMBER', auto_merge: null, draft: false,
+      ...(full
+        ? { merged: pr.mergedAt !== null, mergeable: pr.state === 'open' ? true : null, rebaseable: pr.state === 'open' ? true : null, mergeable_state: pr.state === 'open' ? 'clean' : 'unknown', merged_by: pr.mergedBy ? userJson(pr.mergedBy) : null,
+            comments: 0, review_comments: 0, maintainer_can_modify: false, commits: 1, additions: 1, deletions: 1, changed_files: 1 }
+        : {}),
+    };
+  };
+
+  /** A three-way merge of flat trees; undefined on a conflict (both sides changed a file differently). */
+  const mergeFiles = (base: Map<string, string>, ours: Map<string, string>, theirs: Map<string, string>): Map<string, string> | undefined => {
+    const out = new Map<string, string>();
+    for (const path of new Set([...base.keys(), ...ours.keys(), ...theirs.keys()])) {
+      const [b, o, t] = [base.get(path), ours.get(path), theirs.get(path)];
+      const pick = o === t ? o : o === b ? t : t === b ? o : null;
+      if (pick === null) return undefined;
+      if (pick !== undefined) out.set(path, pick);
+    }
+    return out;
+  };
+  const mergeBase = (repo: Repository, a: string, b: string) => {
+    const ofA = ancestors(repo, a);
+    // Breadth-first from b: the first commit that is also an ancestor of a.
+    const queue = [b];
+    const seen = new Set<string>();
+    while (queue.length) {
+      const s = queue.shift()!;
+      if (ofA.has(s)) return s;
+      if (seen.has(s)) continue;
+      seen.add(s);
+      queue.push(...(commitOf(repo, s)?.parents ?? []));
+    }
+    return undefined;
+  };
+
+  /**
+   * PUT .../pulls/{n}/merge: 409 when `sha` is not the head; 405 when the PR is closed, conflicts,
+   * misses a required check, or (strict protection) is behind its base.
+   * https://docs.github.com/en/rest/pulls/pulls#merge-a-pull-request
+   */
+  const mergePull = (c: Ctx) => {
+    const repo = repoIn(c);
+    const pr = repo.pulls.get(Number(c.params.pull_number)) ?? fail(notFound());
+    const notAllowed = (message: string) => new Answer(405, { message, documentation_url: `${DOCS}/pulls/pulls#merge-a-pull-request` });
+    if (pr.state !== 'open') return notAllowed('Pull Request is not mergeable');
+    const head = resolve(repo, `heads/${pr.head}`);
+    const base = resolve(repo, `heads/${pr.base}`);
+    if (!head || !base) return notAllowed('Pull Request is not mergeable');
+    if (c.body.sha !== undefined && c.body.sha !== head) return new Answer(409, { message: 'Head branch was modified. Review and try the merge again.', documentation_url: `${DOCS}/pulls/pulls#merge-a-pull-request` });
+    const rule = repo.protection.get(pr.base);
+    const missing = missingCheck(repo, pr.base, head);
+    if (missing) return notAllowed(`Required status check "${missing}" is expected.`);
+    if (rule?.strict && !ancestors(repo, head).has(base)) return notAllowed('Head branch is not up to date with the base branch.');
+    const files = mergeFiles(filesAt(repo, mergeBase(repo, head, base)!), filesAt(repo, base), filesAt(repo, head));
+    if (!files) return notAllowed('Pull Request is not mergeable');
+    const method = c.body.merge_method ?? 'merge';
+    const now = isoSeconds();
+    const merger = { name: 'GitHub', email: 'noreply@github.com', date: now };
+    const headCommit = commitOf(repo, head)!;
+    const title = c.body.commit_title ?? (method === 'merge' ? `Merge pull request #${pr.number} from ${repo.owner}/${pr.head}` : `${pr.title} (#${pr.number})`);
+    const message = c.body.commit_message !== undefined ? `${title}\n\n${c.body.commit_message}` : title;
+    const tree = putTree(repo, files);
+    const sha =
+      method === 'merge'
+        ? putCommit(repo, { tree, parents: [base, head], author: merger, committer: merger, message })
+        : method === 'squash'
+          ? putCommit(repo, { tree, parents: [base], author: headCommit.author, committer: merger, message })
+          : putCommit(repo, { tree, parents: [base], author: headCommit.author, committer: merger, message: headCommit.message });
+    setRef(repo, `heads/${pr.base}`, sha);
+    Object.assign(pr, { state: 'closed', mergedAt: now, closedAt: now, updatedAt: now, mergeCommitSha: sha, mergedBy: c.grant?.actor ?? 'octocat', mergeMethod: method, headSha: head });
+    return new Answer(200, { sha, merged: true, message: 'Pull Request successfully merged' });
+  };
+
+  const createPull = (c: Ctx) => {
+    const repo = repoIn(c);
+    const [headOwner, headRef] = String(c.body.head ?? '').includes(':') ? String(c.body.head).split(':') : [repo.owner, String(c.body.head ?? '')];
+    const headRepo = lower(headOwner) === lower(repo.owner) ? repo : [...repositories.values()].find((r) => lower(r.owner) === lower(headOwner) && r.name === repo.name);
+    const invalid = (field: string, message?: string) => new Answer(422, { message: 'Validation Failed', errors: [{ resource: 'PullRequest', code: message ? 'custom' : 'invalid', field, ...(message ? { message } : {}) }], documentation_url: `${DOCS}/pulls/pulls#create-a-pull-request`, status: '422' });
+    const head = headRepo && resolve(headRepo, `heads/${headRef}`);
+    if (!headRepo || !head) return invalid('head');
+    const base = resolve(repo, `heads/${c.body.base}`);
+    if (!base) return invalid('base');
+    if (ancestors(repo, base).has(head)) return invalid('', `No commits between ${c.body.base} and ${headRef}`);
+    if ([...repo.pulls.values()].some((p) => p.state === 'open' && p.head === headRef && lower(p.headRepo) === lower(headRepo.fullName) && p.base === c.body.base))
+      return invalid('', `A pull request already exists for ${headRepo.owner}:${headRef}.`);
+    const now = isoSeconds();
+    const pr: Pull = { number: ++repo.lastIssue, title: c.body.title ?? headRef, body: c.body.body, head: headRef, headRepo: headRepo.fullName, headSha: head, base: c.body.base, state: 'open', user: c.grant?.actor ?? 'octocat', createdAt: now, updatedAt: now, closedAt: null, mergedAt: null, mergeCommitSha: null };
+    repo.pulls.set(pr.number, pr);
+    return new Answer(201, pullJson(repo, pr, true), { location: `${baseUrl}/repos/${repo.fullName}/pulls/${pr.number}` });
+  };
+
+  /** The ref parameter of .../git/ref/{ref} and friends: "heads/x", never "refs/heads/x". */
+  const refParam = (c: Ctx) => c.params.ref.replace(/^refs\//, '');
+
+  const gitHandlers: Record<string, (c: Ctx) => Answer> = {
+    'repos/get-branch': (c) => {
+      const repo = repoIn(c);
+      const sha = repo.git.refs.get(`heads/${c.params.branch}`) ?? fail(error(404, 'Branch not found'));
+      const rule = repo.protection.get(c.params.branch);
+      const api = `${baseUrl}/repos/${repo.fullName}/branches/${c.params.branch}`;
+      const checks = (rule?.checks ?? []).map((k) => ({ context: k.context, app_id: k.appId ?? null }));
+      return new Answer(200, {
+        name: c.params.branch, commit: commitJson(repo, commitOf(repo, sha)!), _links: { html: `https://github.com/${repo.fullName}/tree/${c.params.branch}`, self: api }, protected: !!rule,
+        protection: rule
+          ? { enabled: true, required_status_checks: { enforcement_level: 'non_admins', contexts: checks.map((k) => k.context), checks, strict: rule.strict } }
+          : { enabled: false, required_status_checks: { enforcement_level: 'off', contexts: [], checks: [] } },
+        protection_url: `${api}/protection`,
+      });
+    },
+    'repos/get-content': (c) => {
+      const repo = repoIn(c);
+      const sha = resolve(repo, c.query.get('ref') ?? 'main') ?? fail(error(404, `No commit found for the ref ${c.query.get('ref')}`));
+      const blob = filesAt(repo, sha).get(c.params.path) ?? fail(notFound());
+      const content = repo.git.blobs.get(blob)!;
+      const url = `${baseUrl}/repos/${repo.fullName}/contents/${c.params.path}?ref=${c.query.get('ref') ?? 'main'}`;
+      const git = `${baseUrl}/repos/${repo.fullName}/git/blobs/${blob}`;
+      const html = `https://github.com/${repo.fullName}/blob/${c.query.get('ref') ?? 'main'}/${c.params.path}`;
+      // GitHub wraps the base64 at 60 characters.
+      const b64 = content.toString('base64').replace(/.{60}/g, '$&\n');
+      return new Answer(200, { type: 'file', encoding: 'base64', size: content.length, name: c.params.path.split('/').pop(), path: c.params.path, content: b64, sha: blob, url, git_url: git, html_url: html, download_url: null, _links: { git, html, self: url } });
+    },
+    'git/get-ref': (c) => {
+      const repo = repoIn(c);
+      const sha = repo.git.refs.get(refParam(c)) ?? fail(notFound());
+      return new Answer(200, refJson(repo, refParam(c), sha));
+    },
+    'git/list-matching-refs': (c) => {
+      const repo = repoIn(c);
+      const prefix = refParam(c);
+      return new Answer(200, [...repo.git.refs].filter(([name]) => name.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, sha]) => refJson(repo, name, sha)));
+    },
+    'git/create-ref': (c) => {
+      const repo = repoIn(c);
+      const ref = String(c.body.ref);
+      if (!/^refs\/[^/]+\/.+/.test(ref)) return error(422, 'Reference name must start with \'refs/\' and have at least two slashes.');
+      const name = ref.slice('refs/'.length);
+      if (repo.git.refs.has(name)) return error(422, 'Reference already exists');
+      if (!repo.git.commits.has(c.body.sha)) return error(422, 'Object does not exist');
+      setRef(repo, name, c.body.sha);
+      return new Answer(201, refJson(repo, name, c.body.sha), { location: `${baseUrl}/repos/${repo.fullName}/git/refs/${name}` });
+    },
+    'git/update-ref': (c) => {
+      const repo = repoIn(c);
+      const name = refParam(c);
+      const now = repo.git.refs.get(name) ?? fail(error(422, 'Reference does not exist'));
+      if (!repo.git.commits.has(c.body.sha)) return error(422, 'Object does not exist');
+      if (c.body.force !== true && !ancestors(repo, c.body.sha).has(now)) return error(422, 'Update is not a fast forward');
+      // A branch that requires status checks takes changes through pull requests only.
+      const branch = name.startsWith('heads/') ? name.slice('heads/'.length) : undefined;
+      if (branch && repo.protection.get(branch)?.checks.length) return error(422, `Protected branch update failed for refs/${name}.`);
+      setRef(repo, name, c.body.sha);
+      return new Answer(200, refJson(repo, name, c.body.sha));
+    },
+    'git/delete-ref': (c) => {
+      const repo = repoIn(c);
+      const name = refParam(c);
+      // The description declares no body for this 422.
+      if (!repo.git.refs.has(name) || name === 'heads/main') return new Answer(422);
+      repo.git.refs.delete(name);
+      return new Answer(204);
+    },
+    'git/get-commit': (c) => {
+      const repo = repoIn(c);
+      return new Answer(200, gitCommitJson(repo, commitOf(repo, c.params.commit_sha) ?? fail(notFound())));
+    },
+    'git/create-blob': (c) => {
+      const repo = repoIn(c);
+      const content = c.body.encoding === 'base64' ? Buffer.from(String(c.body.content), 'base64') : Buffer.from(String(c.body.content), 'utf8');
+      const sha = putBlob(repo, content);
+      return new Answer(201, { url: `${baseUrl}/repos/${repo.fullName}/git/blobs/${sha}`, sha }, { location: `${baseUrl}/repos/${repo.fullName}/git/blobs/${sha}` });
+    },
+    'git/create-tree': (c) => {
+      const repo = repoIn(c);
+      const files = new Map(c.body.base_tree ? repo.git.trees.get(c.body.base_tree) ?? fail(error(422, 'base_tree is not a valid tree oid')) : []);
+      for (const e of c.body.tree as Json[]) {
+        if (e.type !== 'blob') return error(422, 'only blobs are modelled by the stand-in');
+        if (e.sha === null) files.delete(e.path);
+        else if (e.content !== undefined) files.set(e.path, putBlob(repo, Buffer.from(String(e.content))));
+        else if (repo.git.blobs.has(e.sha)) files.set(e.path, e.sha);
+        else return error(422, `tree.sha ${e.sha} is not a valid blob`);
+      }
+      const sha = putTree(repo, files);
+      const tree = [...files].map(([path, blob]) => ({ path, mode: '100644', type: 'blob', sha: blob, size: repo.git.blobs.get(blob)!.length, url: `${baseUrl}/repos/${repo.fullName}/git/blobs/${blob}` }));
+      return new Answer(201, { sha, url: `${baseUrl}/repos/${repo.fullName}/git/trees/${sha}`, tree, truncated: false }, { location: `${baseUrl}/repos/${repo.fullName}/git/trees/${sha}` });
+    },
+    'git/create-commit': (c) => {
+      const repo = repoIn(c);
+      if (!repo.git.trees.has(c.body.tree)) return error(422, 'Tree SHA does not exist');
+      const parents: string[] = c.body.parents ?? [];
+      if (parents.some((p) => !repo.git.commits.has(p))) return error(422, 'Parent SHA does not exist or is not a commit object');
+      const now = isoSeconds();
+      const who = (w: Json | undefined, fallback: Json) => ({ name: w?.name ?? fallback.name, email: w?.email ?? fallback.email, date: w?.date ? isoSeconds(Date.parse(w.date)) : now });
+      const author = who(c.body.author, { name: c.grant?.actor ?? 'octocat', email: `${c.grant?.actor ?? 'octocat'}@users.noreply.github.com` });
+      const committer = who(c.body.committer ?? c.body.author, author);
+      const sha = putCommit(repo, { tree: c.body.tree, parents, author, committer, message: String(c.body.message) });
+      return new Answer(201, gitCommitJson(repo, commitOf(repo, sha)!), { location: commitUrl(repo, sha) });
+    },
+    'pulls/list': (c) => {
+      const repo = repoIn(c);
+      const state = c.query.get('state') ?? 'open';
+      const head = c.query.get('head');
+      const base = c.query.get('base');
+      // head=owner:branch filters by the head repository's owner and the branch name.
+      const pulls = [...repo.pulls.values()]
+        .filter((p) => (state === 'all' || p.state === state) && (!base || p.base === base) && (!head || lower(head) === lower(`${repositories.get(lower(p.headRepo))?.owner ?? ''}:${p.head}`)))
+        .reverse();
+      const page = paginate(pulls, c.query, c.path);
+      return new Answer(200, page.items.map((p) => pullJson(repo, p, false)), page.headers);
+    },
+    'pulls/get': (c) => {
+      const repo = repoIn(c);
+      return new Answer(200, pullJson(repo, repo.pulls.get(Number(c.params.pull_number)) ?? fail(notFound()), true));
+    },
+    'pulls/create': createPull,
+    'pulls/update': (c) => {
+      const repo = repoIn(c);
+      const pr = repo.pulls.get(Number(c.params.pull_number)) ?? fail(notFound());
+      const now = isoSeconds();
+      if (c.body.title !== undefined) pr.title = c.body.title;
+      if (c.body.body !== undefined) pr.body = c.body.body;
+      // "The name of the branch you want your changes pulled into": an open pull request may be retargeted.
+      if (c.body.base !== undefined) {
+        if (pr.state !== 'open' || !repo.git.refs.has(`heads/${c.body.base}`)) return invalidRequest(`base ${c.body.base} is not a branch of ${repo.fullName}`);
+        pr.base = c.body.base;
+      }
+      if (c.body.state === 'closed' && pr.state === 'open') Object.assign(pr, { state: 'closed', closedAt: now });
+      if (c.body.state === 'open' && pr.state === 'closed') {
+        if (pr.mergedAt) return error(422, 'Cannot reopen a merged pull request');
+        Object.assign(pr, { state: 'open', closedAt: null });
+      }
+      pr.updatedAt = now;
+      return new Answer(200, pullJson(repo, pr, true));
+    },
+    'pulls/merge': mergePull,
+    'checks/list-for-ref': (c) => {
+      const repo = repoIn(c);
+      const sha = resolve(repo, c.params.ref) ?? fail(notFound());
+      const name = c.query.get('check_name');
+      const appId = c.query.get('app_id');
+      let runs = repo.checkRuns.filter((r) => r.headSha === sha && (!name || r.name === name) && (!appId || String(r.appId) === appId)).sort((a, b) => b.id - a.id);
+      // filter=latest (the default): the newest run of each name from each app.
+      if ((c.query.get('filter') ?? 'latest') === 'latest') runs = runs.filter((r, i) => runs.findIndex((x) => x.name === r.name && x.appId === r.appId) === i);
+      const page = paginate(runs, c.query, c.path);
+      return new Answer(200, { total_count: runs.length, check_runs: page.items.map((r) => checkRunJson(repo, r)) }, page.headers);
+    },
+    'repos/get-combined-status-for-ref': (c) => {
+      const repo = repoIn(c);
+      const sha = resolve(repo, c.params.ref) ?? fail(notFound());
+      const statuses = latestStatuses(repo, sha);
+      // "failure if any of the contexts report as error or failure; pending if there are no statuses or a context is pending; success otherwise"
+      const state = statuses.some((s) => s.state === 'failure' || s.state === 'error') ? 'failure' : !statuses.length || statuses.some((s) => s.state === 'pending') ? 'pending' : 'success';
+      const page = paginate(statuses, c.query, c.path);
+      return new Answer(200, { state, sha, total_count: statuses.length, statuses: page.items.map((s) => statusJson(repo, s)), repository: repoJson(repo), commit_url: `${baseUrl}/repos/${repo.fullName}/commits/${sha}`, url: `${baseUrl}/repos/${repo.fullName}/commits/${sha}/status` }, page.headers);
+    },
+  };
+
   const handlers: Record<string, (c: Ctx) => Answer> = {
+    ...gitHandlers,
     'repos/get': (c) => new Answer(200, repoJson(repoIn(c))),
     'actions/get-repo-public-key': (c) => publicKeyAnswer(repoIn(c).store),
     'actions/get-repo-secret': (c) => secretAnswer(repoIn(c).store, c.params.secret_name),
@@ -1031,6 +1529,13 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
       ...(bodyText ? { 'content-type': 'application/json; charset=utf-8' } : {}),
       ...answer.headers,
     };
+    const drop = drops.findIndex((m) => matches(m, method, pathname));
+    if (drop >= 0) {
+      drops.splice(drop, 1);
+      requests.push({ method, path: url.pathname + url.search, operationId: matched?.operation.operationId, status: answer.status, requestBody: text, responseBody: '(dropped)', at: new Date().toISOString() });
+      req.socket.destroy();
+      return;
+    }
     res.writeHead(answer.status, headers);
     res.end(bodyText);
     requests.push({ method, path: url.pathname + url.search, operationId: matched?.operation.operationId, status: answer.status, requestBody: text, responseBody: bodyText, at: new Date().toISOString() });
@@ -1064,9 +1569,14 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
       const [owner, name] = fullName.split('/');
       if (!owner || !name) throw new Error(`GitHub stand-in: "${fullName}" is not owner/name`);
       const repo: Repository = {
-        id: newId(), owner, name, fullName, createdAt: isoSeconds(), headSha: randomBytes(20).toString('hex'), store: newStore(), environments: new Map(),
+        id: newId(), owner, name, fullName, createdAt: isoSeconds(), headSha: '', store: newStore(), environments: new Map(),
         hooks: new Map(), deployKeys: new Map(), workflows: new Map(), runs: new Map(),
+        git: { blobs: new Map(), trees: new Map(), commits: new Map(), refs: new Map() }, pulls: new Map(), lastIssue: 0, protection: new Map(), ci: [], checkRuns: [], statuses: [],
       };
+      // main starts with one commit (of README.md), as "Initialize this repository with a README" does.
+      const who = { name: 'octo', email: 'octo@example.com', date: repo.createdAt };
+      repo.headSha = putCommit(repo, { tree: putTree(repo, new Map([['README.md', putBlob(repo, Buffer.from(`# ${name}\n`))]])), parents: [], author: who, committer: who, message: `Initial commit ${randomBytes(4).toString('hex')}` });
+      repo.git.refs.set('heads/main', repo.headSha);
       repositories.set(lower(fullName), repo);
       return { id: repo.id };
     },
@@ -1171,6 +1681,67 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
       unwrap(() => repoOf(fullName)).workflows.set(file, wf);
       return { id: wf.id };
     },
+    pushFiles(fullName, branch, files, { message = 'an edit', author, from = 'main' } = {}) {
+      const repo = unwrap(() => repoOf(fullName));
+      const parent = repo.git.refs.get(`heads/${branch}`) ?? repo.git.refs.get(`heads/${from}`);
+      if (!parent) throw new Error(`GitHub stand-in: no branch ${from} in ${fullName}`);
+      const tree = new Map(filesAt(repo, parent));
+      for (const [path, text] of Object.entries(files)) text === null ? tree.delete(path) : tree.set(path, putBlob(repo, Buffer.from(text)));
+      const who = { name: author?.name ?? 'octo', email: author?.email ?? 'octo@example.com', date: author?.date ?? isoSeconds() };
+      const sha = putCommit(repo, { tree: putTree(repo, tree), parents: [parent], author: who, committer: who, message });
+      setRef(repo, `heads/${branch}`, sha);
+      return sha;
+    },
+    setBranch(fullName, branch, sha) {
+      const repo = unwrap(() => repoOf(fullName));
+      if (!repo.git.commits.has(sha)) throw new Error(`GitHub stand-in: no commit ${sha} in ${fullName}`);
+      setRef(repo, `heads/${branch}`, sha);
+    },
+    file(fullName, ref, path) {
+      return fileAt(unwrap(() => repoOf(fullName)), ref, path);
+    },
+    branches(fullName) {
+      return [...unwrap(() => repoOf(fullName)).git.refs.keys()].filter((r) => r.startsWith('heads/')).map((r) => r.slice('heads/'.length)).sort();
+    },
+    head(fullName, branch) {
+      return unwrap(() => repoOf(fullName)).git.refs.get(`heads/${branch}`);
+    },
+    commit(fullName, sha) {
+      const c = commitOf(unwrap(() => repoOf(fullName)), sha);
+      return c && { sha: c.sha, message: c.message, parents: [...c.parents], author: { ...c.author }, committer: { ...c.committer } };
+    },
+    log(fullName, branch) {
+      const out: CommitView[] = [];
+      for (let sha = standin.head(fullName, branch); sha; sha = standin.commit(fullName, sha)?.parents[0]) out.push(standin.commit(fullName, sha)!);
+      return out;
+    },
+    protectBranch(fullName, branch, { checks, strict = false }) {
+      unwrap(() => repoOf(fullName)).protection.set(branch, { checks: checks.map((k) => (typeof k === 'string' ? { context: k } : k)), strict });
+    },
+    addCi(fullName, name, handler, { appId = 15368, appSlug = 'github-actions', delayMs = 20 } = {}) {
+      unwrap(() => repoOf(fullName)).ci.push({ name, appId, appSlug, delayMs, handler });
+    },
+    addCheckRun(fullName, sha, { name, conclusion, appId = 15368, appSlug = 'github-actions' }) {
+      const now = isoSeconds();
+      unwrap(() => repoOf(fullName)).checkRuns.push({ id: newId(), headSha: sha, name, appId, appSlug, status: conclusion ? 'completed' : 'in_progress', conclusion, startedAt: now, completedAt: conclusion ? now : null });
+    },
+    setStatus(fullName, sha, context, state) {
+      unwrap(() => repoOf(fullName)).statuses.push({ id: newId(), sha, context, state, at: isoSeconds() });
+    },
+    pulls(fullName) {
+      return [...unwrap(() => repoOf(fullName)).pulls.values()].map((p) => ({ number: p.number, title: p.title, body: p.body, head: p.head, headRepo: p.headRepo, base: p.base, state: p.state, merged: p.mergedAt !== null, mergeMethod: p.mergeMethod, user: p.user, mergeCommitSha: p.mergeCommitSha }));
+    },
+    openPull(fullName, { head, base = 'main', title = head, headRepo = fullName, user = 'octocat' }) {
+      const repo = unwrap(() => repoOf(fullName));
+      const from = unwrap(() => repoOf(headRepo));
+      const headSha = from.git.refs.get(`heads/${head}`);
+      if (!headSha) throw new Error(`GitHub stand-in: no branch ${head} in ${headRepo}`);
+      const now = isoSeconds();
+      const pr: Pull = { number: ++repo.lastIssue, title, head, headRepo: from.fullName, headSha, base, state: 'open', user, createdAt: now, updatedAt: now, closedAt: null, mergedAt: null, mergeCommitSha: null };
+      repo.pulls.set(pr.number, pr);
+      return pr.number;
+    },
+
     runs(fullName) {
       return [...unwrap(() => repoOf(fullName)).runs.values()].map((r) => ({ id: r.id, workflow: r.workflow.file, status: r.status, conclusion: r.conclusion, inputs: { ...r.inputs }, ref: r.ref }));
     },
@@ -1192,6 +1763,9 @@ export async function startGitHubStandin(): Promise<GitHubStandin> {
      */
     corruptNextResponse(match, corrupt = defaultCorruption) {
       corruptions.push({ match, corrupt });
+    },
+    dropNextResponse(match) {
+      drops.push(match);
     },
     assertNoViolations() {
       if (violations.length) throw new Error(`the GitHub stand-in saw ${violations.length} OpenAPI violation(s):\n  ${violations.join('\n  ')}`);
