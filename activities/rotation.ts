@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { headOf, type AuditEvent, type AuditHead, type SignedEvidence } from '../lib/audit';
 import type { AuditSettings } from '../lib/audit-trails';
 import { checkBreakGlass, checkRequest, validApprovals, type RunBinding } from '../lib/authority';
-import { verifySigned } from '../lib/signed';
+import { signedOnly, verifySigned } from '../lib/signed';
 import { parseDuration } from '../lib/duration';
 import type { ApprovalPolicy, SecretEntry, SecretSpec } from '../lib/manifest';
 import type { Person, SignedDocument, Signer } from '../lib/signed';
@@ -275,8 +275,9 @@ export function createActivities(options: ActivityOptions = {}) {
     const people = [...settings.people.values(), ...(secrets.get(secret)?.approvers ?? []), ...(groups.get(secret)?.approvers ?? []), ...settings.breakGlass];
     const verdict = verifySigned(signed as SignedDocument, people);
     if (!verdict.ok) throw refused(`audit: the signed document attributed to ${signed.signer} does not hold: ${verdict.reason}`);
-    const proof = signed.passkey !== undefined ? { passkey: signed.passkey } : { signature: signed.signature };
-    return { document: signed.document, ...proof, signer: verdict.signer.name, fingerprint: verdict.signer.fingerprint, key: verdict.signer.key };
+    // Only the signed part is kept: fields a sender added beside it never reach a signed record.
+    const { document, ...proof } = signedOnly(signed as SignedDocument);
+    return { document, ...proof, signer: verdict.signer.name, fingerprint: verdict.signer.fingerprint, key: verdict.signer.key };
   };
 
   /**

@@ -97,7 +97,7 @@ export function validApprovals(
     if (!opened.ok) problems.push(opened.reason);
     else if (opened.doc.decision !== 'approve') problems.push(`${opened.signer.name} rejected`);
     // Kept as signed, nothing more: these go into promote's audit record.
-    else if (!accepted.some((a) => a.signer.name === opened.signer.name)) accepted.push({ signed: signedOnly(signed as SignedDocument), signer: opened.signer });
+    else if (!accepted.some((a) => a.signer.name === opened.signer.name || a.signer.key === opened.signer.key)) accepted.push({ signed: signedOnly(signed as SignedDocument), signer: opened.signer });
   }
   return { approvedBy: accepted.map((a) => a.signer), accepted, problems };
 }

@@ -760,6 +760,14 @@ function resolveApprovers(
  */
 function trustPasskeys(person: DeclaredPerson, rp: RelyingParty | undefined, seen: Map<string, string>, source: string, path: string, issues: ManifestIssue[]): Person {
   const { passkeys, ...rest } = person;
+  // A key is one person: the same SSH key or passkey under two names would count one signature twice.
+  const claim = (identity: string, at: string) => {
+    const owner = seen.get(identity);
+    if (owner !== undefined && owner !== person.name) issues.push({ source, path: at, message: `is also ${owner}'s key: a key belongs to one person` });
+    seen.set(identity, person.name);
+  };
+  person.keys?.forEach((key, j) => claim(`ssh:${key}`, `${path}.keys[${j}]`));
+  passkeys?.forEach((passkey, j) => claim(`passkey:${passkey.publicKey}`, `${path}.passkeys[${j}].publicKey`));
   if (!passkeys) return rest;
   if (!rp) {
     issues.push({ source, path: `${path}.passkeys`, message: 'passkeys need the relying party: declare spec.passkeys {rpId, origins} in a Settings manifest' });
@@ -769,8 +777,6 @@ function trustPasskeys(person: DeclaredPerson, rp: RelyingParty | undefined, see
     const owner = seen.get(passkey.credentialId);
     if (owner !== undefined && owner !== person.name) {
       issues.push({ source, path: `${path}.passkeys[${j}].credentialId`, message: `is also listed for ${owner}: a passkey belongs to one person` });
-    } else if (owner !== undefined) {
-      issues.push({ source, path: `${path}.passkeys[${j}].credentialId`, message: 'is listed twice' });
     }
     seen.set(passkey.credentialId, person.name);
   });

@@ -147,6 +147,9 @@ function open<D extends AnyDocument>(signed: unknown, kind: D['kind'], people: r
   // One text per document: a reader and the parser see the same fields (no duplicate keys).
   if (canonicalJson(doc) !== document) return { ok: false, reason: 'document is not canonical JSON (sorted keys, no spaces, no repeated keys): sign what rekey prints' };
   if (doc.kind !== kind) return { ok: false, reason: `document kind is ${show(doc.kind)}, expected ${kind}` };
+  // A passkey prompt shows neither the document nor its kind, and the page that asks for the tap
+  // is served by the approvals server: a passkey decides, it never requests or breaks the glass.
+  if (passkey !== undefined && kind !== 'rekey.dev/decision') return { ok: false, reason: `a passkey signs decisions only; sign a ${kind.slice('rekey.dev/'.length)} document with your SSH key` };
   const issuedAt = typeof doc.issuedAt === 'string' ? Date.parse(doc.issuedAt) : NaN;
   const expiresAt = typeof doc.expiresAt === 'string' ? Date.parse(doc.expiresAt) : NaN;
   if (Number.isNaN(issuedAt) || Number.isNaN(expiresAt)) return { ok: false, reason: 'issuedAt and expiresAt must be ISO 8601 times' };

@@ -112,7 +112,7 @@ export function parsePasskeyKey(algorithm: string, publicKey: string): PasskeyKe
   const raw = spki.subarray(prefix.length);
   try {
     if (algorithm === 'ES256') p256.Point.fromBytes(raw).assertValidity();
-    else ed25519.Point.fromBytes(raw);
+    else if (ed25519.Point.fromBytes(raw).isSmallOrder()) throw new Error('small order');
   } catch {
     throw new Error('publicKey is not a point on its curve');
   }
@@ -148,7 +148,7 @@ interface Decoded {
 /** The four fields, present, strings, bounded and base64url; or why not. */
 function decodeAssertion(assertion: unknown): Decoded | string {
   if (!assertion || typeof assertion !== 'object' || Array.isArray(assertion)) return 'passkey must be {credentialId, authenticatorData, clientDataJSON, signature}';
-  const extra = Object.keys(assertion).filter((k) => !(k in PASSKEY_LIMITS));
+  const extra = Object.keys(assertion).filter((k) => !Object.hasOwn(PASSKEY_LIMITS, k));
   if (extra.length) return `passkey has unknown field ${JSON.stringify(extra[0].slice(0, 40))}`;
   const out: Partial<Decoded> = {};
   for (const [field, max] of Object.entries(PASSKEY_LIMITS) as [keyof Decoded, number][]) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { auditSignerFrom, nextRecord, verifyTrail, type AuditEvent, type AuditRecord } from '../lib/audit';
-import { checkDecision, validApprovals, type RunBinding } from '../lib/authority';
+import { checkBreakGlass, checkDecision, checkRequest, validApprovals, type RunBinding } from '../lib/authority';
 import { ManifestError } from '../lib/manifest';
 import { documentText, openSigned, type DecisionDocument, type Person } from '../lib/signed';
 import { challengeFor, readRegistration, verifyAssertionWithKey, type PasskeyAssertion } from '../lib/webauthn';
@@ -133,6 +133,28 @@ describe('passkey-signed documents (lib/webauthn)', () => {
     const padded = { document: mine, passkey: { ...es.assert(mine) }, note: 'x'.repeat(10_000) };
     const { accepted } = validApprovals([padded], people, binding, undefined);
     assert.deepEqual(Object.keys(accepted[0].signed).sort(), ['document', 'passkey']);
+  });
+
+  it('a passkey decides and nothing else: a break-glass authorisation or a request it signed is refused (the prompt shows neither)', () => {
+    const glass = documentText({ kind: 'rekey.dev/break-glass', namespace: 'default', secret: 'db', revokeFirst: true, reason: 'leaked', ...validFor(600_000) });
+    const verdict = checkBreakGlass({ document: glass, passkey: es.assert(glass) }, people, { namespace: 'default', secret: 'db', specHash: binding.specHash }, { now: Date.now() });
+    assert.match((verdict as { reason: string }).reason, /a passkey signs decisions only; sign a break-glass document with your SSH key/);
+    const request = documentText({ kind: 'rekey.dev/request', namespace: 'default', workflowId: 'rotation/db', secret: 'db', ...validFor(600_000) });
+    const asked = checkRequest({ document: request, passkey: es.assert(request) }, people, { namespace: 'default', workflowId: 'rotation/db', secret: 'db', specHash: binding.specHash }, { now: Date.now() });
+    assert.match((asked as { reason: string }).reason, /a passkey signs decisions only/);
+  });
+
+  it('one key is one signer: the same passkey under two names counts once, and the manifests refuse it', async () => {
+    const doc = decision();
+    const twice = [trusted('alice', es), { ...trusted('mallory', es), passkeys: [{ ...trusted('mallory', es).passkeys![0], credentialId: 'bWFsbG9yeS1jcmVk' }] }];
+    const assertion = es.assert(doc);
+    const { approvedBy } = validApprovals([{ document: doc, passkey: assertion }, { document: doc, passkey: { ...assertion, credentialId: 'bWFsbG9yeS1jcmVk' } }], twice, binding, undefined);
+    assert.equal(approvedBy.length, 1, 'one signature counted for two people');
+    const spec = { store: { type: 'aws-secrets-manager', secretId: 'rekey-test/pk2' }, generator: { type: 'random-bytes' } };
+    await assert.rejects(
+      manifests({ pk2: spec }, passkeySettings(ORIGIN, [{ name: 'alice', passkeys: [es.passkey] }, { name: 'mallory', passkeys: [{ ...es.passkey, credentialId: 'bWFsbG9yeS1jcmVk' }] }])),
+      /spec\.people\[1\]\.passkeys\[0\]\.publicKey: is also alice's key: a key belongs to one person/,
+    );
   });
 
   it('re-verifies a kept assertion against the key alone (the audit trail), and finds an edit', () => {

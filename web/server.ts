@@ -12,7 +12,7 @@ import { HttpError, readBody } from '../lib/http';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
 import { documentText, type DecisionDocument } from '../lib/signed';
 import { readRegistration, type RelyingParty } from '../lib/webauthn';
-import { decideUpdate, groupProgressQuery, progressQuery } from '../workflows/messages';
+import { WAITING_FOR_DECISION, decideUpdate, groupProgressQuery, progressQuery } from '../workflows/messages';
 import { findEnrolment, useEnrolment } from './enrolment';
 import { SCRIPT, SECURITY_HEADERS, STYLE, enrolPage, listPage, messagePage } from './page';
 import { groupWaiting, rotationWaiting, type Waiting } from './waiting';
@@ -87,7 +87,7 @@ export function createApprovalsServer(options: ApprovalsServerOptions): Server {
 
   const waitingNow = async (set: ManifestSet): Promise<{ waiting: Waiting[]; problems: string[] }> => {
     const found: WorkflowExecutionInfo[] = [];
-    for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) {
+    for await (const wf of client.workflow.list({ query: WAITING_FOR_DECISION })) {
       found.push(wf);
       if (found.length >= 200) break;
     }
@@ -261,7 +261,7 @@ export function announceWaiting(options: ApprovalsServerOptions & { pageUrl: str
     try {
       const set = await loadManifests(manifestDir);
       const current = new Set<string>();
-      for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) {
+      for await (const wf of client.workflow.list({ query: WAITING_FOR_DECISION })) {
         const id = `${wf.workflowId}/${wf.runId}`;
         current.add(id);
         if (seen.has(id)) continue;

@@ -64,7 +64,8 @@ export class Approvals {
     if (!binding) return { ok: false, reason: `${this.progress.subject} has nothing to decide on yet` };
     if (approval.rejectedBy) return { ok: false, reason: `the rotation was rejected by ${approval.rejectedBy.approver}` };
     const opened = checkDecision(signed, this.policy.approvers, binding, this.requester, { now: Date.now() });
-    if (opened.ok && approval.approvedBy.some((a) => a.approver === opened.signer.name)) {
+    // One person, and one key, counts once (the loader also refuses a key under two names).
+    if (opened.ok && approval.approvedBy.some((a) => a.approver === opened.signer.name || a.fingerprint === opened.signer.fingerprint)) {
       return { ok: false, reason: `${opened.signer.name} has already approved` };
     }
     return opened;

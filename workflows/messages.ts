@@ -190,6 +190,12 @@ export interface RotationReport {
 
 export const progressQuery = defineQuery<Progress>('progress');
 
+/**
+ * The visibility query for runs waiting for people: rekey's own workflow types only (anyone may
+ * start some other workflow that sets RekeyStage=approve, to crowd the list).
+ */
+export const WAITING_FOR_DECISION = "RekeyStage = 'approve' AND ExecutionStatus = 'Running' AND WorkflowType IN ('rotateSecret', 'rotateGroup')";
+
 export interface DecisionResult {
   approvals: number;
   needed: number;

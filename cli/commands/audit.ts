@@ -130,11 +130,11 @@ async function verifyCommand(args: string[]): Promise<number> {
   }
 }
 
+/** Everyone whose key may sign something the trail keeps, as the worker's vouchFor sees them. */
 async function peopleOf(dir: string) {
   const set = await loadManifests(dir);
-  const all = new Map(set.settings.people);
-  for (const s of set.secrets.values()) for (const p of s.approvers) all.set(p.name, p);
-  return [...all.values()];
+  // Every entry, not one per name: two secrets may each declare an inline approver of one name.
+  return [...set.settings.people.values(), ...[...set.secrets.values(), ...set.groups.values()].flatMap((entry) => entry.approvers)];
 }
 
 /** `rekey audit keygen --out PATH`: an Ed25519 audit key (PATH, mode 0600) and its public half (PATH.pub). */

@@ -1,6 +1,6 @@
 import { formatDuration } from '../../lib/duration';
 import { connectClient } from '../../lib/temporal';
-import { groupProgressQuery, progressQuery } from '../../workflows/messages';
+import { WAITING_FOR_DECISION, groupProgressQuery, progressQuery } from '../../workflows/messages';
 import { EXIT, err, out, parse, plain, uiLink, withDeadline } from '../common';
 
 /** `rekey pending`: every rotation and group waiting for a decision, found by its RekeyStage search attribute. */
@@ -8,7 +8,7 @@ export async function pending(args: string[]): Promise<number> {
   const { values } = parse(args, { json: { type: 'boolean' } }, []);
   const client = await connectClient();
   const waiting = [];
-  for await (const wf of client.workflow.list({ query: `RekeyStage = 'approve' AND ExecutionStatus = 'Running'` })) waiting.push(wf);
+  for await (const wf of client.workflow.list({ query: WAITING_FOR_DECISION })) waiting.push(wf);
   // Asked in parallel, each with a deadline: one rotation without a live worker must not stall the list.
   const isGroup = (workflowId: string) => workflowId.startsWith('group/');
   const answers = await Promise.all(
