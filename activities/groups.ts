@@ -17,7 +17,7 @@ import type { GroupEntry, SecretEntry } from '../lib/manifest';
 import type { SignedDocument } from '../lib/signed';
 import { versionTokenFor } from '../lib/version-token';
 import { isGroupWorkflowId, rotationWorkflowId, type GroupPlan, type GroupVerdict, type MemberPrepared } from '../workflows/messages';
-import { beating, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
+import { UNUSABLE_PATH, beating, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
 import type { WorkerManifests } from './manifests';
 
 export interface GroupDeps {
@@ -52,7 +52,13 @@ export function createGroupActivities({ manifests, audit, thisRotation, refused,
     return run;
   };
 
-  const find = async (id: string) => (await audit.trail()).find(id).catch(unusable);
+  const find = async (id: string) =>
+    (await audit.trail()).find(id).catch((err) => {
+      // A trail that cannot exist holds no record (no run joined a group through it): a rotation
+      // must still be able to roll back when its evidence could not be written.
+      if (UNUSABLE_PATH.includes((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+      throw err;
+    });
 
   /** The group run a member run joined, from the trail (never from the workflow's word). */
   const joinedBy = async (memberRotationId: string): Promise<{ groupRotationId: string; group: string } | undefined> => {
