@@ -69,6 +69,15 @@ export interface Target {
   readonly acceptsBoth: boolean;
   /** The credential the next version holds, built from the current one and fresh material. */
   nextCredential(current: Credential, material: Material): Credential;
+  /**
+   * For targets that mint the credential themselves (an IAM access key: IAM makes the secret and
+   * shows it once): called instead of the generator and nextCredential, at generate, before the
+   * pending version is written; what it returns is stored as that version. It must be idempotent
+   * per `context.nextVersionId`: an earlier attempt may have minted a credential whose answer never
+   * reached the store, and a retry must not leave it behind. Refusals come before any change.
+   * Such a target's prepare only checks what issue made; undo removes it.
+   */
+  issue?(current: Credential, context: TargetContext): Promise<Credential>;
   /** Teach the target the next credential; where the strategy allows it, the current keeps working. */
   prepare(next: Credential, current: Credential, context: TargetContext): Promise<void>;
   /** Reverse prepare: the target accepts exactly what it accepted before. */
@@ -95,7 +104,7 @@ export interface TargetContext {
   secret: string;
   currentVersionId: string;
   nextVersionId: string;
-  /** At revoke: every version the store has of this secret, to recognise what an abandoned rotation left. */
+  /** At issue and revoke: every version the store has of this secret, to recognise what an abandoned rotation left. */
   storeVersionIds?: string[];
 }
 

@@ -476,10 +476,17 @@ export function createActivities(options: ActivityOptions = {}) {
           return { currentVersionId: versions.current, pendingVersionId: token, created, discardedStaleVersionId };
         }
         const current = await store.read(versions.current);
-        const material = createGenerator(spec.generator).generate();
         const target = targetOf(spec);
-        // Without a target the value is the material (and what goes beside it); every other field of the stored value stays.
-        const next: Credential = target ? target.nextCredential(current, material) : { ...current, ...material.beside, value: material.value };
+        let next: Credential;
+        if (target?.issue) {
+          // The target mints the credential (the manifest has no generator for it).
+          next = await target.issue(current, { secret: ref.secret, currentVersionId: versions.current, nextVersionId: token, storeVersionIds: versions.all });
+        } else {
+          if (!spec.generator) throw ApplicationFailure.nonRetryable(`${ref.secret} has no generator`, NON_RETRYABLE.unknownSecret);
+          const material = createGenerator(spec.generator).generate();
+          // Without a target the value is the material (and what goes beside it); every other field of the stored value stays.
+          next = target ? target.nextCredential(current, material) : { ...current, ...material.beside, value: material.value };
+        }
         const { versionId, created } = await store.putPending(token, next);
         log.info('stored pending version', { secret: ref.secret, versionId, created });
         return { currentVersionId: versions.current, pendingVersionId: versionId, created, discardedStaleVersionId };

@@ -36,7 +36,7 @@ async function rotateDirectly(spec: SecretSpec): Promise<void> {
   const consumers = spec.consumers.map(createConsumer);
   const versions = await store.versions();
   const current = await store.read(versions.current!);
-  const next = target.nextCredential(current, createGenerator(spec.generator).generate());
+  const next = target.nextCredential(current, createGenerator(spec.generator!).generate());
   const { versionId } = await store.putPending(versionTokenFor(randomUUID()), next);
   const context = { secret: 'bench', currentVersionId: versions.current!, nextVersionId: versionId };
   await target.prepare(next, current, context);

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { consumerEnvironment, consumerSchema, signsForOthers } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
-import { targetGenerator, targetSchema, targetStores } from '../activities/targets';
+import { targetGenerator, targetIssues, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
 import { parseDuration } from './duration';
 import { durationBetween } from './schema';
@@ -135,7 +135,8 @@ export const secretSpecSchema = z
   .object({
     description: z.string().optional(),
     store: storeSchema,
-    generator: generatorSchema,
+    /** How the new value is made; omitted only where the target mints it itself (an IAM access key). */
+    generator: generatorSchema.optional(),
     /** The system that checks the credential; omit it for values only consumers use. */
     target: targetSchema.optional(),
     consumers: z.array(consumerSchema).max(64).default([]),
@@ -160,8 +161,14 @@ export const secretSpecSchema = z
         }
       });
     }
+    const issues = spec.target !== undefined && targetIssues(spec.target);
+    if (issues && spec.generator) {
+      ctx.addIssue({ code: 'custom', path: ['generator'], message: `target ${spec.target!.type} mints the credential itself: remove generator` });
+    } else if (!issues && !spec.generator) {
+      ctx.addIssue({ code: 'custom', path: ['generator'], message: 'is required (how the new value is made), e.g. {type: password}' });
+    }
     const generator = spec.target && targetGenerator(spec.target);
-    if (generator && spec.generator.type !== generator) {
+    if (generator && spec.generator && spec.generator.type !== generator) {
       ctx.addIssue({ code: 'custom', path: ['generator', 'type'], message: `target ${spec.target!.type} needs generator ${generator}` });
     }
   });

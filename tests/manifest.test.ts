@@ -159,7 +159,7 @@ describe('manifest validation', () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'a.yaml'), stringify(secret('a')));
     const spec = (await loadManifests(dir)).secrets.get('a')!.spec;
-    assert.deepEqual([spec.policy.overlap, spec.generator.type === 'password' && spec.generator.length, spec.policy.approval.required], ['30s', 32, false]);
+    assert.deepEqual([spec.policy.overlap, spec.generator?.type === 'password' && spec.generator.length, spec.policy.approval.required], ['30s', 32, false]);
   });
 
   it('rekey rotate with an invalid manifest names the problem, exits 2 and starts nothing', async () => {
@@ -225,7 +225,7 @@ describe('manifest validation', () => {
     const set = await loadManifests(join(ROOT, 'examples'));
     const kinds = (name: string) => {
       const spec = set.secrets.get(name)!.spec;
-      return [spec.generator.type, spec.target?.type, ...spec.consumers.map((c) => c.type)];
+      return [spec.generator?.type, spec.target?.type, ...spec.consumers.map((c) => c.type)];
     };
     assert.deepEqual(kinds('ci-deploy-token'), ['random-bytes', undefined, 'github-actions-secret']);
     assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);

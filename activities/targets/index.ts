@@ -33,3 +33,8 @@ export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec
 export function targetGenerator(spec: TargetSpec): GeneratorSpec['type'] | undefined {
   return spec.type === 'github-deploy-key' ? 'ssh-ed25519' : undefined;
 }
+
+/** Whether the target mints the credential itself (Target.issue), so the manifest names no generator. */
+export function targetIssues(_spec: TargetSpec): boolean {
+  return false;
+}
