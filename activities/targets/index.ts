@@ -4,15 +4,17 @@ import type { Target } from '../provider';
 import type { GeneratorSpec } from '../generators';
 import type { StoreSpec } from '../stores';
 import { githubStores } from '../github';
+import { awsIamAccessKey, awsIamAccessKeySchema } from './aws-iam-access-key';
 import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
   postgres,
   'github-deploy-key': githubDeployKey,
+  'aws-iam-access-key': awsIamAccessKey,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -26,6 +28,8 @@ export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec
       return [{ path: 'admin.store', store: spec.admin.store }];
     case 'github-deploy-key':
       return githubStores(spec.github);
+    case 'aws-iam-access-key':
+      return 'store' in spec.admin ? [{ path: 'admin.store', store: spec.admin.store }] : [];
   }
 }
 
@@ -35,6 +39,6 @@ export function targetGenerator(spec: TargetSpec): GeneratorSpec['type'] | undef
 }
 
 /** Whether the target mints the credential itself (Target.issue), so the manifest names no generator. */
-export function targetIssues(_spec: TargetSpec): boolean {
-  return false;
+export function targetIssues(spec: TargetSpec): boolean {
+  return spec.type === 'aws-iam-access-key';
 }

@@ -1,0 +1,321 @@
+// An IAM user's access key. IAM allows two keys per user, so rotation is natively dual: the new key
+// is minted by IAM at generate (Target.issue: IAM shows the secret once, so rekey cannot generate
+// it), revoke deactivates the old one, and the next rotation deletes keys that have been inactive
+// longer than `deleteAfter` (until then, reactivating the old key is the rollback).
+//
+// rekey labels every key it deals with by a tag on the user, as the AWS console labels access keys
+// ("description tags": tag key = access key id): `rekey <secret> <version id>`, and once revoked
+// `... inactive since <time>`. It deletes only keys of the manifest's user that carry its label for
+// this secret; a key anyone else made is never touched (a rotation that would need its slot is
+// refused, naming it). The stored value is {accessKeyId, secretAccessKey}; other fields are kept.
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html
+import {
+  CreateAccessKeyCommand,
+  DeleteAccessKeyCommand,
+  IAMClient,
+  ListAccessKeysCommand,
+  ListUserTagsCommand,
+  TagUserCommand,
+  UntagUserCommand,
+  UpdateAccessKeyCommand,
+} from '@aws-sdk/client-iam';
+import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { ApplicationFailure } from '@temporalio/common';
+import { z } from 'zod';
+import { parseDuration } from '../../lib/duration';
+import { durationBetween } from '../../lib/schema';
+import { textOf, type Acceptance, type Credential, type Target, type TargetContext } from '../provider';
+import { describeStore, readCurrent, storeSchema } from '../stores';
+
+export const awsIamAccessKeySchema = z
+  .object({
+    type: z.literal('aws-iam-access-key'),
+    /** The IAM user whose access key is rotated (its name, not an ARN). */
+    userName: z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be an IAM user name (letters, digits, +=,.@_-, at most 64)'),
+    /**
+     * Who creates, deactivates and deletes the keys: a stored {accessKeyId, secretAccessKey}
+     * (`store`), or the worker's own AWS identity (`workerIdentity: true`), said explicitly. Never
+     * the rotated user itself. Needs iam:ListAccessKeys, CreateAccessKey, UpdateAccessKey,
+     * DeleteAccessKey, ListUserTags, TagUser and UntagUser on that user.
+     */
+    admin: z.union([z.object({ store: storeSchema }).strict(), z.object({ workerIdentity: z.literal(true) }).strict()]),
+    /** How long a revoked (inactive) key is kept before a later rotation deletes it; reactivating it is the rollback until then. */
+    deleteAfter: durationBetween('0s', '365d').default('7d'),
+    region: z.string().min(1).optional().describe('Defaults to AWS_REGION, then us-east-1'),
+    endpoint: z.url().optional().describe('IAM and STS endpoint; defaults to AWS_ENDPOINT_URL (moto) or AWS'),
+  })
+  .strict();
+export type AwsIamAccessKeySpec = z.infer<typeof awsIamAccessKeySchema>;
+
+/** An access key id as IAM prints them: safe to name in messages (AWS does not treat it as secret). */
+const KEY_ID = /^[A-Z0-9]{16,128}$/;
+const LABEL = /^rekey (\S+) (\S+)(?: inactive since (\S+))?$/;
+const DENIED = new Set(['AccessDenied', 'AccessDeniedException', 'UnauthorizedOperation', 'UnauthorizedAccess']);
+const REJECTED_KEY = new Set(['InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken', 'UnrecognizedClientException']);
+
+function refusal(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(`aws-iam-access-key: ${message}`, 'TargetRefused');
+}
+
+interface Key {
+  id: string;
+  status: string;
+  created?: Date;
+}
+interface Label {
+  secret: string;
+  version: string;
+  inactiveSince?: string;
+}
+
+export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
+  const user = spec.userName;
+  const region = spec.region ?? process.env.AWS_REGION ?? 'us-east-1';
+  const endpoint = spec.endpoint ?? process.env.AWS_ENDPOINT_URL;
+  const deleteAfterMs = parseDuration(spec.deleteAfter);
+
+  /** The access key id a stored value names; a value that is not id-shaped is never repeated. */
+  function keyIdOf(credential: Credential, which: string): string {
+    const id = textOf(credential, 'accessKeyId');
+    if (!id || !KEY_ID.test(id)) throw refusal(`the ${which} credential has no accessKeyId (an IAM access key id); nothing was changed`);
+    return id;
+  }
+
+  function secretOf(credential: Credential, which: string): string {
+    const secret = textOf(credential, 'secretAccessKey');
+    if (!secret) throw refusal(`the ${which} credential has no secretAccessKey (text)`);
+    return secret;
+  }
+
+  /** The user an STS identity is: the last part of `arn:aws:iam::123:user/path/name`, or undefined for a role. */
+  const userOfArn = (arn: string | undefined) => (arn && /^arn:aws[a-z-]*:iam::\d+:user\//.test(arn) ? arn.slice(arn.lastIndexOf('/') + 1) : undefined);
+
+  /** One IAM call by the admin; a permission it lacks is a refusal that names the action. */
+  async function call<T>(action: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      const e = err as Error & { $metadata?: { httpStatusCode?: number } };
+      if (DENIED.has(e.name) || e.$metadata?.httpStatusCode === 403) {
+        throw refusal(`the admin credential may not iam:${action} for IAM user ${user} (AWS said ${e.name}); grant it, then rotate again`);
+      }
+      if (e.name === 'NoSuchEntity' || e.name === 'NoSuchEntityException') throw refusal(`iam:${action}: ${e.message.slice(0, 300)}`);
+      throw err;
+    }
+  }
+
+  /** The admin's IAM client, once STS says the admin is not the user whose keys change. */
+  async function admin(): Promise<IAMClient> {
+    let credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined;
+    if ('store' in spec.admin) {
+      const stored = await readCurrent(spec.admin.store);
+      const [accessKeyId, secretAccessKey, sessionToken] = [textOf(stored, 'accessKeyId'), textOf(stored, 'secretAccessKey'), textOf(stored, 'sessionToken')];
+      if (!accessKeyId || !secretAccessKey) throw refusal(`admin credential ${describeStore(spec.admin.store)} must hold accessKeyId and secretAccessKey as text`);
+      credentials = { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
+    }
+    const who = await new STSClient({ region, endpoint, credentials, maxAttempts: 3 }).send(new GetCallerIdentityCommand({}));
+    if (userOfArn(who.Arn) === user) throw refusal(`the admin credential is IAM user ${user} itself, whose keys this manifest rotates: use a separate admin identity`);
+    return new IAMClient({ region, endpoint, credentials, maxAttempts: 3 });
+  }
+
+  async function keysOf(iam: IAMClient): Promise<Key[]> {
+    const out: Key[] = [];
+    let marker: string | undefined;
+    do {
+      const page = await call('ListAccessKeys', () => iam.send(new ListAccessKeysCommand({ UserName: user, Marker: marker })));
+      for (const k of page.AccessKeyMetadata ?? []) if (k.AccessKeyId) out.push({ id: k.AccessKeyId, status: k.Status ?? 'Unknown', created: k.CreateDate });
+      marker = page.IsTruncated ? page.Marker : undefined;
+    } while (marker && out.length < 10);
+    return out;
+  }
+
+  /** rekey's labels on the user's keys (tag key = access key id), for `secret` only if given. */
+  async function labelsOf(iam: IAMClient, secret?: string): Promise<Map<string, Label>> {
+    const labels = new Map<string, Label>();
+    let marker: string | undefined;
+    let pages = 0;
+    do {
+      const page = await call('ListUserTags', () => iam.send(new ListUserTagsCommand({ UserName: user, Marker: marker })));
+      for (const tag of page.Tags ?? []) {
+        const m = LABEL.exec(tag.Value ?? '');
+        if (tag.Key && m && (secret === undefined || m[1] === secret)) labels.set(tag.Key, { secret: m[1], version: m[2], inactiveSince: m[3] });
+      }
+      marker = page.IsTruncated ? page.Marker : undefined;
+    } while (marker && ++pages < 10);
+    return labels;
+  }
+
+  const label = (iam: IAMClient, keyId: string, value: string) => call('TagUser', () => iam.send(new TagUserCommand({ UserName: user, Tags: [{ Key: keyId, Value: value }] })));
+
+  async function remove(iam: IAMClient, keyId: string): Promise<void> {
+    await call('DeleteAccessKey', () => iam.send(new DeleteAccessKeyCommand({ UserName: user, AccessKeyId: keyId }))).catch((err) => {
+      // Already gone (an earlier attempt): only its label is left to remove.
+      if (!(err instanceof ApplicationFailure && /NoSuchEntity|cannot be found|not found/i.test(err.message))) throw err;
+    });
+    await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [keyId] })));
+  }
+
+  /** Deactivate a key and label it with the time (kept from an earlier attempt), so a later rotation knows when it may delete it. */
+  async function deactivate(iam: IAMClient, key: Key, secret: string, versionId: string, labelled?: Label): Promise<void> {
+    const since = labelled?.version === versionId && labelled.inactiveSince ? labelled.inactiveSince : new Date().toISOString();
+    await label(iam, key.id, `rekey ${secret} ${versionId} inactive since ${since}`);
+    if (key.status !== 'Inactive') await call('UpdateAccessKey', () => iam.send(new UpdateAccessKeyCommand({ UserName: user, AccessKeyId: key.id, Status: 'Inactive' })));
+  }
+
+  const describe = (k: Key, l?: Label) =>
+    `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled by rekey for version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not created by rekey'})`;
+
+  /**
+   * What the user's keys other than `currentId` mean for a new key: rekey's own keys that may go
+   * (minted for a version the store never got, or inactive longer than deleteAfter), and the rest.
+   */
+  function sortKeys(keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, now = Date.now()) {
+    const versions = new Set(context.storeVersionIds ?? []);
+    const removable: Key[] = [];
+    const kept: Key[] = [];
+    for (const k of keys) {
+      if (k.id === currentId) continue;
+      const l = labels.get(k.id);
+      const neverStored = l !== undefined && (l.version === context.nextVersionId || !versions.has(l.version)) && l.version !== context.currentVersionId;
+      const expired = l?.inactiveSince !== undefined && k.status === 'Inactive' && Date.parse(l.inactiveSince) + deleteAfterMs <= now;
+      (neverStored || expired ? removable : kept).push(k);
+    }
+    return { removable, kept };
+  }
+
+  /** Refuses unless the stored key is one of the user's keys. */
+  function requireOwnKey(keys: Key[], keyId: string, which: string): Key {
+    const found = keys.find((k) => k.id === keyId);
+    if (!found) throw refusal(`the ${which} access key ${keyId} is not a key of IAM user ${user} (the user has ${keys.map((k) => k.id).join(', ') || 'no keys'}); nothing was changed`);
+    return found;
+  }
+
+  return {
+    acceptsBoth: true,
+
+    nextCredential() {
+      throw refusal('IAM mints access keys itself (issue); a generator cannot make one');
+    },
+
+    async issue(current, context) {
+      const currentId = keyIdOf(current, 'stored');
+      const iam = await admin();
+      const keys = await keysOf(iam);
+      requireOwnKey(keys, currentId, 'stored');
+      const labels = await labelsOf(iam, context.secret);
+      const { removable, kept } = sortKeys(keys, labels, currentId, context);
+      // IAM allows two keys per user: one is the current one, the other slot must be free or rekey's to free.
+      if (kept.length > 0) {
+        throw refusal(
+          `IAM user ${user} already has two access keys: the stored ${currentId} and ${kept.map((k) => describe(k, labels.get(k.id))).join(', ')}, ` +
+            `which rekey may not delete${kept.some((k) => labels.get(k.id)?.inactiveSince) ? ` before deleteAfter (${spec.deleteAfter}) has passed` : ''}; nothing was changed. ` +
+            `Delete it when nothing uses it (aws iam delete-access-key --user-name ${user} --access-key-id ${kept[0].id}), then rotate again`,
+        );
+      }
+      // With a free slot the new key comes first, so an admin that may not create one changes nothing.
+      const freeSlot = keys.length < 2;
+      if (!freeSlot) for (const k of removable) await remove(iam, k.id);
+      const created = await call('CreateAccessKey', () => iam.send(new CreateAccessKeyCommand({ UserName: user })));
+      const accessKeyId = created.AccessKey?.AccessKeyId;
+      const secretAccessKey = created.AccessKey?.SecretAccessKey;
+      if (!accessKeyId || !secretAccessKey || !KEY_ID.test(accessKeyId)) throw new Error(`IAM answered CreateAccessKey for ${user} without a key`);
+      try {
+        await label(iam, accessKeyId, `rekey ${context.secret} ${context.nextVersionId}`);
+      } catch (err) {
+        // Unlabelled, the key would block the next attempt as someone else's: it goes now.
+        await call('DeleteAccessKey', () => iam.send(new DeleteAccessKeyCommand({ UserName: user, AccessKeyId: accessKeyId }))).catch(() => undefined);
+        throw err;
+      }
+      if (freeSlot) for (const k of removable) await remove(iam, k.id);
+      return { ...current, accessKeyId, secretAccessKey };
+    },
+
+    // issue made the key; prepare checks it is still there, active and rekey's, and that the current one is the user's.
+    async prepare(next, current, context) {
+      const [nextId, currentId] = [keyIdOf(next, 'new'), keyIdOf(current, 'current')];
+      const iam = await admin();
+      const keys = await keysOf(iam);
+      requireOwnKey(keys, currentId, 'current');
+      const key = requireOwnKey(keys, nextId, 'new');
+      const l = (await labelsOf(iam, context.secret)).get(nextId);
+      if (l?.version !== context.nextVersionId) throw refusal(`the new access key ${nextId} is not the one rekey created for version ${context.nextVersionId}`);
+      if (key.status !== 'Active') throw refusal(`the new access key ${nextId} of ${user} is ${key.status.toLowerCase()}`);
+    },
+
+    // Only the key rekey minted for this version, never the current one.
+    async undo(next, current, context) {
+      const [nextId, currentId] = [keyIdOf(next, 'new'), keyIdOf(current, 'current')];
+      if (nextId === currentId) return;
+      const iam = await admin();
+      const keys = await keysOf(iam);
+      const l = (await labelsOf(iam, context.secret)).get(nextId);
+      if (l?.version !== context.nextVersionId) return;
+      if (keys.some((k) => k.id === nextId)) await remove(iam, nextId);
+      else await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [nextId] })));
+    },
+
+    // Deactivate, not delete: the key can be reactivated until a rotation after deleteAfter deletes it.
+    async revoke(old, next, { context }) {
+      const [oldId, nextId] = [keyIdOf(old, 'old'), keyIdOf(next, 'new')];
+      if (oldId === nextId) throw refusal(`the old and the new version hold the same access key ${oldId}; nothing was deactivated`);
+      const iam = await admin();
+      const keys = await keysOf(iam);
+      const labels = await labelsOf(iam, context.secret);
+      const found = keys.find((k) => k.id === oldId);
+      if (found) await deactivate(iam, found, context.secret, context.currentVersionId, labels.get(oldId));
+      // Keys rekey minted for versions of this store other than the old and the new (a rotation
+      // terminated before it could undo) are deactivated too, now that every consumer has the new one.
+      const versions = new Set(context.storeVersionIds ?? []);
+      for (const k of keys) {
+        const l = labels.get(k.id);
+        if (k.id === oldId || k.id === nextId || !l || l.inactiveSince || !versions.has(l.version)) continue;
+        await deactivate(iam, k, context.secret, l.version, l);
+      }
+      return found ? {} : { warning: `the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate` };
+    },
+
+    async accepts(credential, options = {}): Promise<Acceptance> {
+      const keyId = keyIdOf(credential, 'checked');
+      const secretAccessKey = secretOf(credential, 'checked');
+      // IAM's own word on the key first (an inactive key is refused by AWS; some emulators answer for it anyway).
+      const key = (await keysOf(await admin())).find((k) => k.id === keyId);
+      if (!key) return { accepted: false, reason: `${keyId} is not a key of IAM user ${user}` };
+      if (key.status !== 'Active') return { accepted: false, reason: `${keyId} of ${user} is ${key.status.toLowerCase()}` };
+      const sts = new STSClient({ region, endpoint, credentials: { accessKeyId: keyId, secretAccessKey }, maxAttempts: 2 });
+      // A new key takes a few seconds to be accepted everywhere in AWS: verify waits for it.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const who = await sts.send(new GetCallerIdentityCommand({}));
+          const as = userOfArn(who.Arn);
+          return as === user ? { accepted: true } : { accepted: false, reason: `${keyId} signs in as ${as ? `IAM user ${as}` : 'another identity'}, not ${user}` };
+        } catch (err) {
+          const name = (err as Error).name;
+          if (!REJECTED_KEY.has(name)) throw err;
+          if (!options.thorough || attempt >= 10) return { accepted: false, reason: `STS rejected ${keyId} (${name})` };
+          await new Promise((r) => setTimeout(r, 2_000));
+        }
+      }
+    },
+
+    // Without changing anything: the admin may list the user's keys, the stored key is one of them, and there is room for a new one.
+    async preflight(current) {
+      try {
+        const currentId = keyIdOf(current, 'stored');
+        const iam = await admin();
+        const keys = await keysOf(iam);
+        requireOwnKey(keys, currentId, 'stored');
+        const problems: string[] = [];
+        const stored = keys.find((k) => k.id === currentId)!;
+        if (stored.status !== 'Active') problems.push(`the stored access key ${currentId} is inactive`);
+        const others = keys.filter((k) => k.id !== currentId);
+        if (others.length) {
+          const labels = await labelsOf(iam);
+          problems.push(...others.filter((k) => k.status === 'Active' || !labels.has(k.id)).map((k) => `IAM user ${user} has a second key ${describe(k)}: a rotation is refused unless rekey labelled it and it has been inactive for ${spec.deleteAfter}`));
+        }
+        return problems;
+      } catch (err) {
+        return [(err as Error).message];
+      }
+    },
+  };
+}
