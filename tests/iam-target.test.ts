@@ -1,0 +1,280 @@
+// The IAM access key target against moto's IAM and STS (the same server as the store), the
+// Temporal dev server and a worker. moto's STS answers GetCallerIdentity with the user the access
+// key id belongs to (so a key of another user, or a deleted key, is told apart), but it does not
+// check signatures or key status: the target therefore also asks IAM that the key is active.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, ListAccessKeysCommand, ListUserTagsCommand } from '@aws-sdk/client-iam';
+import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotateSecret } from '../workflows/rotateSecret';
+import { workerLog } from './setup';
+import { allText, decodedPayloadText, killAndFinish, manifests, settled, sm, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, untilProgress, withWorker } from './helpers';
+
+const ROOT = join(__dirname, '..');
+const iam = new IAMClient({ region: process.env.AWS_REGION ?? 'us-east-1' });
+
+interface Key {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+async function newUser(name: string): Promise<string> {
+  await iam.send(new CreateUserCommand({ UserName: name }));
+  return name;
+}
+
+async function newKey(user: string): Promise<Key> {
+  const { AccessKey } = await iam.send(new CreateAccessKeyCommand({ UserName: user }));
+  return { accessKeyId: AccessKey!.AccessKeyId!, secretAccessKey: AccessKey!.SecretAccessKey! };
+}
+
+async function keysOf(user: string): Promise<{ id: string; status: string }[]> {
+  const { AccessKeyMetadata } = await iam.send(new ListAccessKeysCommand({ UserName: user }));
+  return (AccessKeyMetadata ?? []).map((k) => ({ id: k.AccessKeyId!, status: k.Status! })).sort((a, b) => a.id.localeCompare(b.id));
+}
+
+async function tagsOf(user: string): Promise<Record<string, string>> {
+  const { Tags } = await iam.send(new ListUserTagsCommand({ UserName: user }));
+  return Object.fromEntries((Tags ?? []).map((t) => [t.Key!, t.Value!]));
+}
+
+/** Who STS says this key is. */
+async function callerOf(key: Key): Promise<string | undefined> {
+  const sts = new STSClient({ region: process.env.AWS_REGION ?? 'us-east-1', credentials: key });
+  return (await sts.send(new GetCallerIdentityCommand({}))).Arn;
+}
+
+interface Fixture {
+  id: string;
+  user: string;
+  admin: string;
+  initial: Key;
+  adminKey: Key;
+  secretId: string;
+  adminSecretId: string;
+  file: string;
+}
+
+/** A user with one key, stored as the current version; a separate admin user whose key is stored as the admin credential. */
+async function fixture(): Promise<Fixture> {
+  const id = uniqueId();
+  const user = await newUser(`rekey-test-${id}`);
+  const admin = await newUser(`rekey-admin-${id}`);
+  const [initial, adminKey] = [await newKey(user), await newKey(admin)];
+  const secretId = `rekey-test/${id}/iam-key`;
+  const adminSecretId = `rekey-test/${id}/iam-admin`;
+  await sm.send(new CreateSecretCommand({ Name: secretId, SecretString: JSON.stringify(initial) }));
+  await sm.send(new CreateSecretCommand({ Name: adminSecretId, SecretString: JSON.stringify(adminKey) }));
+  return { id, user, admin, initial, adminKey, secretId, adminSecretId, file: join(await tempDir(), 'aws.json') };
+}
+
+function iamSpec(fx: Fixture, target: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    store: { type: 'aws-secrets-manager', secretId: fx.secretId },
+    target: { type: 'aws-iam-access-key', userName: fx.user, admin: { store: { type: 'aws-secrets-manager', secretId: fx.adminSecretId } }, deleteAfter: '1s', ...target },
+    consumers: [{ type: 'command', name: 'app', file: fx.file }],
+    policy: { overlap: '0s' },
+    ...extra,
+  };
+}
+
+async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string }> {
+  const trusted = await manifests({ [secret]: spec });
+  return withWorker(
+    async (taskQueue) => settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
+    { manifestDirs: [trusted.dir] },
+  );
+}
+
+function checkTargets(dir: string): Promise<{ code: number; out: string }> {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', dir, '--check-targets'], { cwd: ROOT }).then(
+    (r) => ({ code: 0, out: r.stdout + r.stderr }),
+    (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
+  );
+}
+
+const labels = async (secretId: string, stage: string) => (await storeVersions(secretId)).filter((v) => v.stages.includes(stage));
+
+/** The store holds one current and one previous version, nothing pending; returns the current value. */
+async function settledStore(secretId: string): Promise<Key> {
+  const [current, previous, pending] = [await labels(secretId, 'AWSCURRENT'), await labels(secretId, 'AWSPREVIOUS'), await labels(secretId, 'AWSPENDING')];
+  assert.equal(current.length, 1);
+  assert.equal(previous.length, 1);
+  assert.equal(pending.length, 0);
+  return current[0].value as unknown as Key;
+}
+
+describe('the IAM access key target', () => {
+  it('rotates: the new key signs in as the user, the old one is deactivated, the next rotation deletes it once deleteAfter has passed; no secret key in history or logs', async () => {
+    const fx = await fixture();
+    const logStart = workerLog.length;
+    const first = await rotate(fx.id, iamSpec(fx));
+    assert.equal(first.report?.outcome, 'rotated', JSON.stringify(first.report?.failure ?? first.failure));
+    const next = await settledStore(fx.secretId);
+    assert.notEqual(next.accessKeyId, fx.initial.accessKeyId);
+    assert.match(await callerOf(next) ?? '', new RegExp(`:user/${fx.user}$`), 'the new key is the user');
+    assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Inactive' }, { id: next.accessKeyId, status: 'Active' }].sort((a, b) => a.id.localeCompare(b.id)));
+    assert.match((await tagsOf(fx.user))[fx.initial.accessKeyId], /^rekey \S+ \S+ inactive since \d{4}-/);
+    assert.equal(JSON.parse(await readFile(fx.file, 'utf8')).accessKeyId, next.accessKeyId, 'the consumer got the new key');
+    assert.match(first.report!.postVerify!.detail, /old credential rejected; new credential accepted/);
+
+    // deleteAfter (1s) has passed: the next rotation deletes the inactive key to make room.
+    await new Promise((r) => setTimeout(r, 1_500));
+    const second = await rotate(fx.id, iamSpec(fx));
+    assert.equal(second.report?.outcome, 'rotated', JSON.stringify(second.report?.failure ?? second.failure));
+    const third = await settledStore(fx.secretId);
+    assert.deepEqual((await keysOf(fx.user)).map((k) => `${k.id}:${k.status}`).sort(), [`${next.accessKeyId}:Inactive`, `${third.accessKeyId}:Active`].sort());
+    assert.equal((await tagsOf(fx.user))[fx.initial.accessKeyId], undefined, 'the deleted key lost its label');
+
+    // With deleteAfter not yet passed, a rotation refuses rather than delete the previous key early.
+    const early = await rotate(fx.id, iamSpec(fx, { deleteAfter: '7d' }));
+    assert.equal(early.report?.outcome, undefined);
+    assert.match(early.failure ?? '', new RegExp(`IAM user ${fx.user} already has two access keys: the stored ${third.accessKeyId} and ${next.accessKeyId} .*before deleteAfter \\(7d\\) has passed; nothing was changed`));
+    assert.equal((await keysOf(fx.user)).length, 2);
+
+    // No secret access key (the user's, old or new, or the admin's) anywhere Temporal or the log keeps things.
+    const secrets = [fx.initial, next, third, fx.adminKey].map((k) => k.secretAccessKey);
+    const client = await temporalClient();
+    let history = '';
+    let runs = 0;
+    for await (const run of client.workflow.list({ query: `WorkflowId = '${rotationWorkflowId(fx.id)}'` })) {
+      const raw = await client.workflow.getHandle(run.workflowId, run.runId).fetchHistory();
+      history += `${allText(raw)}\n${await decodedPayloadText(raw)}\n`;
+      runs++;
+    }
+    assert.equal(runs, 3, 'every run is scanned');
+    assert.ok(history.includes(next.accessKeyId), 'the scan sees decoded history');
+    const log = allText(workerLog.slice(logStart));
+    const reports = JSON.stringify([first, second, early]);
+    for (const secret of secrets) {
+      assert.ok(!history.includes(secret), 'a secret access key is in the workflow history');
+      assert.ok(!log.includes(secret), 'a secret access key is in the worker log');
+      assert.ok(!reports.includes(secret), 'a secret access key is in a report or failure');
+    }
+  });
+
+  it('a consumer that fails verify rolls back: the new key is deleted, the old one is still active and current', async () => {
+    const fx = await fixture();
+    const spec = iamSpec(fx, {}, { consumers: [{ type: 'command', name: 'broken', file: fx.file, health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } });
+    const { report } = await rotate(fx.id, spec);
+    assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report));
+    assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);
+    assert.deepEqual(Object.keys(await tagsOf(fx.user)), [], 'no label left behind');
+    const current = await labels(fx.secretId, 'AWSCURRENT');
+    assert.equal(current[0].value.accessKeyId, fx.initial.accessKeyId);
+    assert.equal((await labels(fx.secretId, 'AWSPENDING')).length, 0);
+    assert.equal(JSON.parse(await readFile(fx.file, 'utf8')).accessKeyId, fx.initial.accessKeyId, 'the consumer is back on the old key');
+  });
+
+  it('a worker killed with SIGKILL mid-deploy: the rotation completes with exactly one new key', async () => {
+    const fx = await fixture();
+    const spec = iamSpec(fx, {}, { consumers: [{ type: 'command', name: 'slow', file: fx.file, reload: 'sleep 3' }] });
+    const trusted = await manifests({ [fx.id]: spec });
+    const taskQueue = uniqueId('rekey-iam-crash-');
+    const first = spawnWorker(taskQueue, trusted.dir);
+    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+    await untilProgress(handle, (p) => p.stage === 'deploy');
+    await new Promise((r) => setTimeout(r, 1000)); // the 3 s reload runs on the first worker
+    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    const next = await settledStore(fx.secretId);
+    assert.equal((await storeVersions(fx.secretId)).length, 2, 'one initial and exactly one new version');
+    const keys = await keysOf(fx.user);
+    assert.equal(keys.length, 2, JSON.stringify(keys));
+    assert.deepEqual(keys.map((k) => `${k.id}:${k.status}`).sort(), [`${fx.initial.accessKeyId}:Inactive`, `${next.accessKeyId}:Active`].sort());
+    const history = await handle.fetchHistory();
+    assert.ok(history.events!.some((e) => (e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1), 'the interrupted activity was retried');
+  });
+
+  it('a stored key of another user, or a user whose two keys are neither the stored one, is refused before any change, naming it; --check-targets says so', async () => {
+    const fx = await fixture();
+    const other = await newUser(`rekey-other-${fx.id}`);
+    const foreign = await newKey(other);
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify(foreign), VersionStages: ['AWSCURRENT'] }));
+    const spec = iamSpec(fx);
+    const { failure } = await rotate(fx.id, spec);
+    assert.match(failure ?? '', new RegExp(`the stored access key ${foreign.accessKeyId} is not a key of IAM user ${fx.user} .*; nothing was changed`));
+    assert.deepEqual(await keysOf(other), [{ id: foreign.accessKeyId, status: 'Active' }], "the other user's key is untouched");
+    assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);
+    assert.equal((await labels(fx.secretId, 'AWSPENDING')).length, 0);
+    const checked = await checkTargets((await manifests({ [fx.id]: spec })).dir);
+    assert.equal(checked.code, 1, checked.out);
+    assert.match(checked.out, new RegExp(`the stored access key ${foreign.accessKeyId} is not a key of IAM user ${fx.user}`));
+
+    // The user has two keys now, neither of them the stored one.
+    const second = await newKey(fx.user);
+    const again = await rotate(fx.id, spec);
+    assert.match(again.failure ?? '', new RegExp(`the stored access key ${foreign.accessKeyId} is not a key of IAM user ${fx.user} \\(the user has .*${second.accessKeyId}`));
+    assert.equal((await keysOf(fx.user)).length, 2);
+
+    // The stored key is the user's, but the other slot holds a key rekey did not make: refused, named, left alone.
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify(fx.initial), VersionStages: ['AWSCURRENT'] }));
+    const third = await rotate(fx.id, spec);
+    assert.match(third.failure ?? '', new RegExp(`already has two access keys: the stored ${fx.initial.accessKeyId} and ${second.accessKeyId} \\(active, .*not created by rekey\\).*nothing was changed`));
+    assert.deepEqual((await keysOf(fx.user)).map((k) => k.status), ['Active', 'Active']);
+    const ready = await checkTargets((await manifests({ [fx.id]: spec })).dir);
+    assert.match(ready.out, new RegExp(`has a second key ${second.accessKeyId}`));
+  });
+
+  it('an admin that is the rotated user itself is refused before any change', async () => {
+    const fx = await fixture();
+    const own = await newKey(fx.user);
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.adminSecretId, SecretString: JSON.stringify(own) }));
+    const { failure } = await rotate(fx.id, iamSpec(fx));
+    assert.match(failure ?? '', new RegExp(`the admin credential is IAM user ${fx.user} itself`));
+    assert.equal((await keysOf(fx.user)).length, 2);
+  });
+
+  it('an admin without iam:CreateAccessKey is refused before any change, naming the permission', async () => {
+    // moto enforces IAM policies only for the whole server at once (it would deny every other test
+    // running against it), so the admin's lack of one permission is played by a gate in front of
+    // moto that answers CreateAccessKey signed with the admin's key as IAM does (403 AccessDenied)
+    // and passes every other request through unchanged.
+    const fx = await fixture();
+    const upstream = new URL(process.env.AWS_ENDPOINT_URL!);
+    const gate: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const byAdmin = String(req.headers.authorization ?? '').includes(`Credential=${fx.adminKey.accessKeyId}/`);
+        if (byAdmin && /(^|&)Action=CreateAccessKey(&|$)/.test(body.toString())) {
+          res.writeHead(403, { 'content-type': 'text/xml' });
+          res.end(`<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/${fx.admin} is not authorized to perform: iam:CreateAccessKey on resource: user ${fx.user}</Message></Error><RequestId>gate</RequestId></ErrorResponse>`);
+          return;
+        }
+        const forward = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        });
+        forward.on('error', () => res.destroy());
+        forward.end(body);
+      });
+    });
+    await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r));
+    try {
+      const endpoint = `http://127.0.0.1:${(gate.address() as { port: number }).port}`;
+      const { failure } = await rotate(fx.id, iamSpec(fx, { endpoint }));
+      assert.match(failure ?? '', new RegExp(`the admin credential may not iam:CreateAccessKey for IAM user ${fx.user} \\(AWS said AccessDenied\\)`));
+      assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);
+      assert.deepEqual(await tagsOf(fx.user), {});
+      assert.equal((await labels(fx.secretId, 'AWSPENDING')).length, 0);
+    } finally {
+      gate.close();
+    }
+  });
+
+  it('manifests: no generator (IAM mints the key), an admin that is the secret itself is refused', async () => {
+    const fx = await fixture();
+    await assert.rejects(manifests({ [fx.id]: { ...iamSpec(fx), generator: { type: 'password' } } }), /spec\.generator: target aws-iam-access-key mints the credential itself: remove generator/);
+    await assert.rejects(manifests({ [fx.id]: iamSpec(fx, { admin: { store: { type: 'aws-secrets-manager', secretId: fx.secretId } } }) }), /spec\.target\.admin\.store: is the secret's own store/);
+    await assert.rejects(manifests({ [fx.id]: { store: { type: 'aws-secrets-manager', secretId: fx.secretId } } }), /spec\.generator: is required/);
+    await manifests({ [fx.id]: iamSpec(fx, { admin: { workerIdentity: true } }) });
+  });
+});
