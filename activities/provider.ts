@@ -106,6 +106,12 @@ export interface TargetContext {
   nextVersionId: string;
   /** At issue and revoke: every version the store has of this secret, to recognise what an abandoned rotation left. */
   storeVersionIds?: string[];
+  /**
+   * At issue: read one of those versions from the store, so a target can prove that something it
+   * finds at the target (a key labelled as rekey's) really is a version of this secret, and never
+   * acts on a label anyone else could have written.
+   */
+  readVersion?(versionId: string): Promise<Credential>;
 }
 
 /** What a consumer is told about a version: where to find it, never the value itself. */

@@ -480,7 +480,7 @@ export function createActivities(options: ActivityOptions = {}) {
         let next: Credential;
         if (target?.issue) {
           // The target mints the credential (the manifest has no generator for it).
-          next = await target.issue(current, { secret: ref.secret, currentVersionId: versions.current, nextVersionId: token, storeVersionIds: versions.all });
+          next = await target.issue(current, { secret: ref.secret, currentVersionId: versions.current, nextVersionId: token, storeVersionIds: versions.all, readVersion: (id) => store.read(id) });
         } else {
           if (!spec.generator) throw ApplicationFailure.nonRetryable(`${ref.secret} has no generator`, NON_RETRYABLE.unknownSecret);
           const material = createGenerator(spec.generator).generate();

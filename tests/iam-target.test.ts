@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
-import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, ListAccessKeysCommand, ListUserTagsCommand } from '@aws-sdk/client-iam';
+import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, ListAccessKeysCommand, ListUserTagsCommand, TagUserCommand, UpdateAccessKeyCommand } from '@aws-sdk/client-iam';
+import { versionTokenFor } from '../lib/version-token';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -216,10 +217,29 @@ describe('the IAM access key target', () => {
     // The stored key is the user's, but the other slot holds a key rekey did not make: refused, named, left alone.
     await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify(fx.initial), VersionStages: ['AWSCURRENT'] }));
     const third = await rotate(fx.id, spec);
-    assert.match(third.failure ?? '', new RegExp(`already has two access keys: the stored ${fx.initial.accessKeyId} and ${second.accessKeyId} \\(active, .*not created by rekey\\).*nothing was changed`));
+    assert.match(third.failure ?? '', new RegExp(`already has two access keys: the stored ${fx.initial.accessKeyId} and ${second.accessKeyId} \\(active, .*not labelled by rekey\\).*nothing was changed`));
     assert.deepEqual((await keysOf(fx.user)).map((k) => k.status), ['Active', 'Active']);
     const ready = await checkTargets((await manifests({ [fx.id]: spec })).dir);
     assert.match(ready.out, new RegExp(`has a second key ${second.accessKeyId}`));
+  });
+
+  it("a label someone else wrote on the user (iam:TagUser) does not make rekey delete a key the store never held", async () => {
+    const fx = await fixture();
+    const human = await newKey(fx.user);
+    const spec = iamSpec(fx);
+    // A person's active key, labelled as if an interrupted rekey rotation had minted it.
+    await iam.send(new TagUserCommand({ UserName: fx.user, Tags: [{ Key: human.accessKeyId, Value: `rekey ${fx.id} ${versionTokenFor(`rotation/${fx.id}/forged`)}` }] }));
+    const first = await rotate(fx.id, spec);
+    assert.match(first.failure ?? '', new RegExp(`already has two access keys: the stored ${fx.initial.accessKeyId} and ${human.accessKeyId} .*nothing was changed`));
+    assert.deepEqual((await keysOf(fx.user)).map((k) => k.status), ['Active', 'Active'], "the person's key is still there and active");
+
+    // Inactive, and labelled with a real version of the secret and a long-past deactivation: still not rekey's to delete.
+    const [stored] = await labels(fx.secretId, 'AWSCURRENT');
+    await iam.send(new UpdateAccessKeyCommand({ UserName: fx.user, AccessKeyId: human.accessKeyId, Status: 'Inactive' }));
+    await iam.send(new TagUserCommand({ UserName: fx.user, Tags: [{ Key: human.accessKeyId, Value: `rekey ${fx.id} ${stored.versionId} inactive since 2000-01-01T00:00:00.000Z` }] }));
+    const second = await rotate(fx.id, spec);
+    assert.match(second.failure ?? '', new RegExp(`the stored ${fx.initial.accessKeyId} and ${human.accessKeyId} \\(inactive`));
+    assert.ok((await keysOf(fx.user)).some((k) => k.id === human.accessKeyId), "the person's inactive key was not deleted");
   });
 
   it('an admin that is the rotated user itself is refused before any change', async () => {

@@ -5,9 +5,11 @@
 //
 // rekey labels every key it deals with by a tag on the user, as the AWS console labels access keys
 // ("description tags": tag key = access key id): `rekey <secret> <version id>`, and once revoked
-// `... inactive since <time>`. It deletes only keys of the manifest's user that carry its label for
-// this secret; a key anyone else made is never touched (a rotation that would need its slot is
-// refused, naming it). The stored value is {accessKeyId, secretAccessKey}; other fields are kept.
+// `... inactive since <time>`. A label is only a hint (whoever may tag the user can write one):
+// rekey deletes a key only when a version of this secret in the store holds it (and it has been
+// inactive for deleteAfter), or when it minted it itself in an earlier attempt of the same issue.
+// Any other key is never touched: a rotation that would need its slot is refused, naming it.
+// The stored value is {accessKeyId, secretAccessKey}; other fields are kept.
 // https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html
 import {
   CreateAccessKeyCommand,
@@ -49,7 +51,7 @@ export type AwsIamAccessKeySpec = z.infer<typeof awsIamAccessKeySchema>;
 
 /** An access key id as IAM prints them: safe to name in messages (AWS does not treat it as secret). */
 const KEY_ID = /^[A-Z0-9]{16,128}$/;
-const LABEL = /^rekey (\S+) (\S+)(?: inactive since (\S+))?$/;
+const LABEL = /^rekey ([a-z0-9.-]{1,63}) ([A-Za-z0-9-]{1,64})(?: inactive since ([0-9TZ:.+-]{1,40}))?$/;
 const DENIED = new Set(['AccessDenied', 'AccessDeniedException', 'UnauthorizedOperation', 'UnauthorizedAccess']);
 const REJECTED_KEY = new Set(['InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken', 'UnrecognizedClientException']);
 
@@ -163,22 +165,26 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
   }
 
   const describe = (k: Key, l?: Label) =>
-    `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled by rekey for version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not created by rekey'})`;
+    `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled for rekey version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not labelled by rekey'})`;
 
   /**
-   * What the user's keys other than `currentId` mean for a new key: rekey's own keys that may go
-   * (minted for a version the store never got, or inactive longer than deleteAfter), and the rest.
+   * What the user's keys other than `currentId` mean for a new key. rekey may delete only its own:
+   * the key an earlier attempt of this very issue minted (labelled with this rotation's version,
+   * which the store does not have yet), and a key a version of this secret in the store holds, once
+   * it has been inactive for deleteAfter. A label alone proves nothing (whoever may tag the user
+   * could write one): the store must hold the key. Everything else is kept, and named.
    */
-  function sortKeys(keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, now = Date.now()) {
+  async function sortKeys(keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, now = Date.now()) {
     const versions = new Set(context.storeVersionIds ?? []);
     const removable: Key[] = [];
     const kept: Key[] = [];
     for (const k of keys) {
       if (k.id === currentId) continue;
       const l = labels.get(k.id);
-      const neverStored = l !== undefined && (l.version === context.nextVersionId || !versions.has(l.version)) && l.version !== context.currentVersionId;
-      const expired = l?.inactiveSince !== undefined && k.status === 'Inactive' && Date.parse(l.inactiveSince) + deleteAfterMs <= now;
-      (neverStored || expired ? removable : kept).push(k);
+      const mintedHere = l?.version === context.nextVersionId && !versions.has(l.version);
+      const stored = l !== undefined && versions.has(l.version) && context.readVersion !== undefined && textOf(await context.readVersion(l.version), 'accessKeyId') === k.id;
+      const expired = stored && k.status === 'Inactive' && l?.inactiveSince !== undefined && Date.parse(l.inactiveSince) + deleteAfterMs <= now;
+      (mintedHere || expired ? removable : kept).push(k);
     }
     return { removable, kept };
   }
@@ -203,7 +209,7 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const keys = await keysOf(iam);
       requireOwnKey(keys, currentId, 'stored');
       const labels = await labelsOf(iam, context.secret);
-      const { removable, kept } = sortKeys(keys, labels, currentId, context);
+      const { removable, kept } = await sortKeys(keys, labels, currentId, context);
       // IAM allows two keys per user: one is the current one, the other slot must be free or rekey's to free.
       if (kept.length > 0) {
         throw refusal(
@@ -255,6 +261,7 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     },
 
     // Deactivate, not delete: the key can be reactivated until a rotation after deleteAfter deletes it.
+    // Only the old key (the store's previous version holds it): IAM's two-key limit leaves no room for others.
     async revoke(old, next, { context }) {
       const [oldId, nextId] = [keyIdOf(old, 'old'), keyIdOf(next, 'new')];
       if (oldId === nextId) throw refusal(`the old and the new version hold the same access key ${oldId}; nothing was deactivated`);
@@ -263,14 +270,6 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const labels = await labelsOf(iam, context.secret);
       const found = keys.find((k) => k.id === oldId);
       if (found) await deactivate(iam, found, context.secret, context.currentVersionId, labels.get(oldId));
-      // Keys rekey minted for versions of this store other than the old and the new (a rotation
-      // terminated before it could undo) are deactivated too, now that every consumer has the new one.
-      const versions = new Set(context.storeVersionIds ?? []);
-      for (const k of keys) {
-        const l = labels.get(k.id);
-        if (k.id === oldId || k.id === nextId || !l || l.inactiveSince || !versions.has(l.version)) continue;
-        await deactivate(iam, k, context.secret, l.version, l);
-      }
       return found ? {} : { warning: `the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate` };
     },
 
