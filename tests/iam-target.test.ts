@@ -160,9 +160,9 @@ describe('the IAM access key target', () => {
     }
   });
 
-  it('a consumer that fails verify rolls back: the new key is deleted, the old one is still active and current', async () => {
+  it('a consumer that fails verify rolls back: the new key is deleted, the old one is still active and current (admin: the worker\'s own identity)', async () => {
     const fx = await fixture();
-    const spec = iamSpec(fx, {}, { consumers: [{ type: 'command', name: 'broken', file: fx.file, health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } });
+    const spec = iamSpec(fx, { admin: { workerIdentity: true } }, { consumers: [{ type: 'command', name: 'broken', file: fx.file, health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } });
     const { report } = await rotate(fx.id, spec);
     assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report));
     assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);

@@ -160,8 +160,9 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
   /** Deactivate a key and label it with the time (kept from an earlier attempt), so a later rotation knows when it may delete it. */
   async function deactivate(iam: IAMClient, key: Key, secret: string, versionId: string, labelled?: Label): Promise<void> {
     const since = labelled?.version === versionId && labelled.inactiveSince ? labelled.inactiveSince : new Date().toISOString();
-    await label(iam, key.id, `rekey ${secret} ${versionId} inactive since ${since}`);
+    // The key stops working first: an admin that may not tag still revokes (and the revoke is retried until it may).
     if (key.status !== 'Inactive') await call('UpdateAccessKey', () => iam.send(new UpdateAccessKeyCommand({ UserName: user, AccessKeyId: key.id, Status: 'Inactive' })));
+    await label(iam, key.id, `rekey ${secret} ${versionId} inactive since ${since}`);
   }
 
   const describe = (k: Key, l?: Label) =>
