@@ -138,6 +138,10 @@ describe('the IAM access key target', () => {
     assert.equal(early.report?.outcome, undefined);
     assert.match(early.failure ?? '', new RegExp(`IAM user ${fx.user} already has two access keys: the stored ${third.accessKeyId} and ${next.accessKeyId} .*before deleteAfter \\(7d\\) has passed; nothing was changed`));
     assert.equal((await keysOf(fx.user)).length, 2);
+    const checked = await checkTargets((await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '7d' }) })).dir);
+    assert.equal(checked.code, 1, checked.out);
+    assert.match(checked.out, new RegExp(`has a second key ${next.accessKeyId} .*a rotation before \\S+ \\(deleteAfter 7d\\) is refused`));
+    assert.match((await checkTargets((await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '0s' }) })).dir)).out, /target ready/);
 
     // No secret access key (the user's, old or new, or the admin's) anywhere Temporal or the log keeps things.
     const secrets = [fx.initial, next, third, fx.adminKey].map((k) => k.secretAccessKey);

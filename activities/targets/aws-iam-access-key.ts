@@ -308,9 +308,18 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
         const stored = keys.find((k) => k.id === currentId)!;
         if (stored.status !== 'Active') problems.push(`the stored access key ${currentId} is inactive`);
         const others = keys.filter((k) => k.id !== currentId);
-        if (others.length) {
-          const labels = await labelsOf(iam);
-          problems.push(...others.filter((k) => k.status === 'Active' || !labels.has(k.id)).map((k) => `IAM user ${user} has a second key ${describe(k)}: a rotation is refused unless rekey labelled it and it has been inactive for ${spec.deleteAfter}`));
+        const labels = others.length ? await labelsOf(iam) : new Map<string, Label>();
+        for (const k of others) {
+          // The store is not read here, so a labelled inactive key is taken at its label's word.
+          const since = labels.get(k.id)?.inactiveSince;
+          const due = since === undefined ? undefined : Date.parse(since) + deleteAfterMs;
+          if (k.status === 'Inactive' && due !== undefined && due <= Date.now()) continue;
+          problems.push(
+            `IAM user ${user} has a second key ${describe(k, labels.get(k.id))}: ` +
+              (due !== undefined && k.status === 'Inactive'
+                ? `a rotation before ${new Date(due).toISOString()} (deleteAfter ${spec.deleteAfter}) is refused`
+                : 'a rotation is refused until it is deleted (rekey deletes only keys this secret held, once inactive for deleteAfter)'),
+          );
         }
         return problems;
       } catch (err) {
