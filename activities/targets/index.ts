@@ -6,13 +6,15 @@ import type { StoreSpec } from '../stores';
 import { githubStores } from '../github';
 import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
+import { redis, redisSchema } from './redis';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, redisSchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
   postgres,
   'github-deploy-key': githubDeployKey,
+  redis,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -23,6 +25,7 @@ export function createTarget(spec: TargetSpec): Target {
 export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec }[] {
   switch (spec.type) {
     case 'postgres':
+    case 'redis':
       return [{ path: 'admin.store', store: spec.admin.store }];
     case 'github-deploy-key':
       return githubStores(spec.github);
