@@ -2,8 +2,9 @@
 // say otherwise): each test makes its own ACL users (an application user and an admin with a
 // password, stored in moto) and deletes them afterwards. Each test is named for what it stops.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -343,5 +344,69 @@ describe('the Redis target', () => {
     await assert.rejects(manifests({ [fx.id]: { ...redisSpec(fx), target: { ...(redisSpec(fx).target as object), user: 'default' } } }), /spec\.target\.user: is the default user/);
     await assert.rejects(manifests({ [fx.id]: redisSpec(fx, {}, { host: 'cache.example.com', tls: { mode: 'disable' } }) }), /spec\.target\.tls\.mode: disable sends passwords in the open to cache\.example\.com/);
     await assert.rejects(manifests({ [fx.id]: redisSpec({ ...fx, adminSecretId: 'own' }) }), /spec\.target\.admin\.store: is the secret's own store/);
+  });
+});
+
+describe('the Redis target over TLS, on a server with an ACL file', () => {
+  let server: ChildProcess | undefined;
+  let dir: string;
+  let port: number;
+  const [appPassword, adminPassword] = [testPassword(), testPassword()];
+  const adminSecretId = `rekey-test/${uniqueId()}/redis-tls-admin`;
+  const sh = promisify(execFile);
+
+  before(async function () {
+    this.timeout(30_000);
+    dir = await tempDir();
+    // A throwaway CA and a certificate for 127.0.0.1, and a second CA that signed nothing here.
+    await sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=rekey test CA', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt')]);
+    await sh('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', join(dir, 'server.key'), '-out', join(dir, 'server.csr')]);
+    await writeFile(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    await sh('openssl', ['x509', '-req', '-in', join(dir, 'server.csr'), '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-days', '1', '-extfile', join(dir, 'san.ext'), '-out', join(dir, 'server.crt')]);
+    await sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=not this server', '-keyout', join(dir, 'other.key'), '-out', join(dir, 'other.crt')]);
+    await writeFile(
+      join(dir, 'users.acl'),
+      [`user default off`, `user app on #${passwordHash(appPassword)} ~app:* +get +ping`, `user rekey_admin on #${passwordHash(adminPassword)} +acl +client|kill`].join('\n') + '\n',
+    );
+    port = 20_000 + Math.floor(Math.random() * 20_000);
+    server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', join(dir, 'server.crt'), '--tls-key-file', join(dir, 'server.key'), '--tls-ca-cert-file', join(dir, 'ca.crt'), '--tls-auth-clients', 'no', '--aclfile', join(dir, 'users.acl'), '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    for (let i = 0; ; i++) {
+      const up = await RespConnection.open({ host: '127.0.0.1', port, tls: { ca: await readFile(join(dir, 'ca.crt'), 'utf8') }, timeoutMs: 500 }).then((c) => (c.close(), true), () => false);
+      if (up) break;
+      if (i > 50) throw new Error('the TLS redis-server did not start (is redis-server built with TLS?)');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await sm.send(new CreateSecretCommand({ Name: adminSecretId, SecretString: JSON.stringify({ username: 'rekey_admin', password: adminPassword }) }));
+  });
+  after(() => {
+    server?.kill('SIGTERM');
+  });
+
+  const target = (ca: string) =>
+    redis(redisSchema.parse({ type: 'redis', host: '127.0.0.1', port, user: 'app', tls: { mode: 'verify-full', ca }, admin: { store: { type: 'aws-secrets-manager', secretId: adminSecretId } } }));
+
+  it('rotates over verify-full TLS and saves the ACL file: the file holds the new hash and not the old one', async () => {
+    const t = target(join(dir, 'ca.crt'));
+    const context = { secret: 'tls', currentVersionId: 'v1', nextVersionId: 'v2' };
+    const [current, next] = [{ username: 'app', password: appPassword }, { username: 'app', password: testPassword() }];
+    assert.deepEqual(await t.accepts(current), { accepted: true });
+    await t.prepare(next, current, context);
+    let file = await readFile(join(dir, 'users.acl'), 'utf8');
+    assert.ok(file.includes(passwordHash(next.password)) && file.includes(passwordHash(appPassword)), 'both passwords saved after prepare');
+    await t.revoke(current, next, { context });
+    file = await readFile(join(dir, 'users.acl'), 'utf8');
+    assert.ok(file.includes(passwordHash(next.password)), 'the new password is in the ACL file');
+    assert.ok(!file.includes(passwordHash(appPassword)), 'the old password is gone from the ACL file');
+    assert.match(file, /user app on .*~app:\* .*\+get/, 'the rules are saved as they were');
+    assert.deepEqual(await t.accepts(next), { accepted: true });
+    assert.equal((await t.accepts(current)).accepted, false);
+  });
+
+  it('a server whose certificate another CA signed is refused before any password is sent', async () => {
+    await assert.rejects(target(join(dir, 'other.crt')).accepts({ username: 'app', password: testPassword() }), (err: Error) => {
+      assert.match(err.message, /self[- ]signed|unable to verify|certificate/i);
+      assert.equal((err as { nonRetryable?: boolean }).nonRetryable, true);
+      return true;
+    });
   });
 });
