@@ -177,6 +177,27 @@ describe('the Redis target', () => {
     assert.deepEqual(await getUser(fx.user), before, 'still nopass, no password added');
   });
 
+  it('a stored password that is not the user\'s is refused before any change (revoke would otherwise remove nothing the application uses)', async () => {
+    const fx = await redisFixture();
+    const before = await getUser(fx.user);
+    const stranger = testPassword();
+    await storeCurrent(fx, { username: fx.user, password: stranger });
+    const { report, history } = await rotate(fx.id, redisSpec(fx));
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, new RegExp(`the stored current password is not one of ${fx.user}'s passwords .*; nothing was changed`));
+    assert.deepEqual(await getUser(fx.user), before);
+    assertNoValues([stranger, passwordHash(stranger), fx.initialPassword], history);
+  });
+
+  it('an admin that may neither save nor kill is refused at prepare, and the rollback finishes (undo needs no grant when nothing changed)', async () => {
+    const fx = await redisFixture({ adminRules: ['+acl|getuser', '+acl|setuser', '+acl|dryrun'] });
+    const before = await getUser(fx.user);
+    const { report } = await rotate(fx.id, redisSpec(fx));
+    assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report?.failure));
+    assert.match(report!.failure!.message, new RegExp(`the admin user ${fx.admin} lacks \\+acl\\|save \\+client\\|kill`));
+    assert.deepEqual(await getUser(fx.user), before);
+  });
+
   it('rekey validate --check-targets reports a missing user and an admin lacking a permission, changing nothing', async () => {
     const [missing, weak] = [await redisFixture({ createUser: false }), await redisFixture({ adminRules: ['+acl|getuser', '+acl|setuser', '+acl|dryrun'] })];
     const before = await getUser(weak.user);
@@ -203,9 +224,14 @@ describe('the Redis target', () => {
     await target.undo(next, current, context);
     assert.deepEqual((await getUser(fx.user))!.passwords, [passwordHash(fx.initialPassword)]);
     await target.prepare(next, current, context);
+    // A password rekey did not set (a person's, or a terminated rotation's) stays, and revoke says so.
+    const extra = testPassword();
+    await root(['ACL', 'SETUSER', fx.user, `>${extra}`]);
+    const revoked = await target.revoke(current, next, { context });
+    assert.match(revoked?.warning ?? '', new RegExp(`the ACL user ${fx.user} still has 1 password\\(s\\) besides the new one, which rekey did not remove`));
     await target.revoke(current, next, { context });
-    await target.revoke(current, next, { context });
-    assert.deepEqual((await getUser(fx.user))!.passwords, [passwordHash(next.password)]);
+    assert.deepEqual(((await getUser(fx.user))!.passwords as string[]).sort(), [passwordHash(next.password), passwordHash(extra)].sort());
+    await root(['ACL', 'SETUSER', fx.user, `<${extra}`]);
     // Revoke never removes the old password while the new one is not there.
     const other = { username: fx.user, password: testPassword() };
     await assert.rejects(target.revoke(next, other, { context }), /refusing to remove the old password .*: the new one is not among its passwords/);

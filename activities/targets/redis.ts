@@ -362,10 +362,15 @@ export function redis(spec: RedisSpec): Target {
     return missing.length ? [`the admin user ${adminUser} lacks ${missing.join(' ')}: grant it ${missing.join(' ')}`] : [];
   }
 
-  /** Persist the change where the server keeps its users (an ACL file); a server without one keeps them in memory. */
-  async function save(conn: RespConnection, adminUser: string): Promise<void> {
+  /**
+   * Persist the change where the server keeps its users (an ACL file); a server without one keeps
+   * them in memory. Also after a retry that found its change made (the save may be what failed);
+   * only where nothing changed is an admin that may not save let be.
+   */
+  async function save(conn: RespConnection, adminUser: string, changed = true): Promise<void> {
     const reply = await conn.call(['ACL', 'SAVE']);
     if (!(reply instanceof ReplyError) || /not configured to use an ACL file/i.test(reply.message)) return;
+    if (reply.code === 'NOPERM' && !changed) return;
     if (reply.code === 'NOPERM') throw refusal(`the admin user ${adminUser} may not run ACL SAVE: grant it +acl|save (the change is made in memory, not yet in the ACL file)`);
     throw new Error(`redis ${spec.host}:${spec.port}: ACL SAVE failed: ${reply.message}`);
   }
@@ -407,6 +412,8 @@ export function redis(spec: RedisSpec): Target {
         const before = await getUser(conn, adminUser);
         // Everything that would stop the rotation half-way is refused here, before any change.
         const problems = [...problemsOf(before), ...(await missingGrants(conn, adminUser, spec.killConnections))];
+        // The stored password must be the user's: otherwise revoke would remove nothing the application uses.
+        if (before && !before.passwords.includes(passwordHash(oldPassword))) problems.push(`the stored current password is not one of ${user}'s passwords (the store and Redis disagree)`);
         if (problems.length) throw refusal(`${problems.join('; ')}; nothing was changed`);
         if (!before!.passwords.includes(passwordHash(newPassword))) await setPassword(conn, adminUser, '#', newPassword);
         sameRules(before!, await getUser(conn, adminUser), 'prepare');
@@ -421,8 +428,10 @@ export function redis(spec: RedisSpec): Target {
       if (newPassword === passwordOf(current, 'current')) return;
       await asAdmin(async (conn, adminUser) => {
         const found = await getUser(conn, adminUser);
-        if (found?.passwords.includes(passwordHash(newPassword))) await setPassword(conn, adminUser, '!', newPassword);
-        await save(conn, adminUser);
+        const present = found?.passwords.includes(passwordHash(newPassword)) ?? false;
+        if (present) await setPassword(conn, adminUser, '!', newPassword);
+        // A prepare refused for want of a grant changed nothing: its undo must not fail for the same want.
+        await save(conn, adminUser, present);
       });
     },
 
@@ -439,15 +448,20 @@ export function redis(spec: RedisSpec): Target {
         }
         if (found.passwords.includes(passwordHash(oldPassword))) await setPassword(conn, adminUser, '!', oldPassword);
         await save(conn, adminUser);
-        if (!(options.emergency || spec.killConnections)) return { sessionsEnded: 0 };
+        // rekey cannot tell whose other passwords are (a person's, or one a terminated rotation left): it says so.
+        const others = found.passwords.filter((p) => p !== passwordHash(oldPassword) && p !== passwordHash(newPassword)).length;
+        const warning = others
+          ? `the ACL user ${user} still has ${others} password(s) besides the new one, which rekey did not remove (a person's, or one a terminated rotation left): check ACL GETUSER ${user} and remove them once nothing uses them`
+          : undefined;
+        if (!(options.emergency || spec.killConnections)) return { sessionsEnded: 0, warning };
         // Redis does not record which password a connection used: every connection of the user
         // ends, and clients reconnect with the new password (the only one left).
         const killed = await conn.call(['CLIENT', 'KILL', 'USER', user]);
         if (killed instanceof ReplyError) {
           if (killed.code !== 'NOPERM') throw new Error(`redis ${spec.host}:${spec.port}: CLIENT KILL USER ${user} failed: ${killed.message}`);
-          return { sessionsEnded: 0, warning: `connections of ${user} were not ended: the admin user ${adminUser} needs +client|kill` };
+          return { sessionsEnded: 0, warning: [`connections of ${user} were not ended: the admin user ${adminUser} needs +client|kill`, warning].filter(Boolean).join('; ') };
         }
-        return { sessionsEnded: typeof killed === 'number' ? killed : 0 };
+        return { sessionsEnded: typeof killed === 'number' ? killed : 0, warning };
       });
     },
 
@@ -474,7 +488,9 @@ export function redis(spec: RedisSpec): Target {
         const found = await getUser(conn, adminUser);
         const problems = [...problemsOf(found), ...(await missingGrants(conn, adminUser, true))];
         if (found && !found.passwords.includes(passwordHash(passwordOf(current, 'current')))) {
-          problems.push(`the stored current password is not one of ${username}'s passwords`);
+          problems.push(`the stored current password is not one of ${username}'s passwords (the store and Redis disagree)`);
+        } else if (found && found.passwords.length > 1) {
+          problems.push(`the ACL user ${username} has ${found.passwords.length - 1} password(s) besides the stored one: a rotation revokes only the stored one`);
         }
         return problems;
       });
