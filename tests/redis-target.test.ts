@@ -292,7 +292,7 @@ describe('the Redis target over TLS, on a server with an ACL file', () => {
   const sh = promisify(execFile);
 
   before(async function () {
-    this.timeout(30_000);
+    this.timeout(60_000);
     dir = await tempDir();
     // A throwaway CA and a certificate for 127.0.0.1, and a second CA that signed nothing here.
     await sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=rekey test CA', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt')]);
@@ -304,12 +304,19 @@ describe('the Redis target over TLS, on a server with an ACL file', () => {
       join(dir, 'users.acl'),
       [`user default off`, `user app on #${passwordHash(appPassword)} ~app:* +get +ping`, `user rekey_admin on #${passwordHash(adminPassword)} +acl +client|kill`].join('\n') + '\n',
     );
-    port = 20_000 + Math.floor(Math.random() * 20_000);
-    server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', join(dir, 'server.crt'), '--tls-key-file', join(dir, 'server.key'), '--tls-ca-cert-file', join(dir, 'ca.crt'), '--tls-auth-clients', 'no', '--aclfile', join(dir, 'users.acl'), '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    // A port nobody listens on right now (the shared machine runs other tests' servers).
+    const probe = createServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    let output = '';
+    server = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', join(dir, 'server.crt'), '--tls-key-file', join(dir, 'server.key'), '--tls-ca-cert-file', join(dir, 'ca.crt'), '--tls-auth-clients', 'no', '--aclfile', join(dir, 'users.acl'), '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server.stdout!.on('data', (d) => (output += d));
+    server.stderr!.on('data', (d) => (output += d));
     for (let i = 0; ; i++) {
       const up = await RespConnection.open({ host: '127.0.0.1', port, tls: { ca: await readFile(join(dir, 'ca.crt'), 'utf8') }, timeoutMs: 500 }).then((c) => (c.close(), true), () => false);
       if (up) break;
-      if (i > 50) throw new Error('the TLS redis-server did not start (is redis-server built with TLS?)');
+      if (i > 100 || server.exitCode !== null) throw new Error(`the TLS redis-server did not start (is redis-server built with TLS?):\n${output.slice(-2000)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
     await sm.send(new CreateSecretCommand({ Name: adminSecretId, SecretString: JSON.stringify({ username: 'rekey_admin', password: adminPassword }) }));
