@@ -238,6 +238,31 @@ describe('the Redis target', () => {
     assert.equal(await canAuth(fx.user, next.password), true);
   });
 
+  it('killConnections: false leaves the old connections open (no new login works with the old password); an emergency ends them anyway', async () => {
+    for (const emergency of [false, true]) {
+      const fx = await redisFixture();
+      const target = redis(redisSchema.parse(redisSpec(fx, {}, { killConnections: false }).target));
+      const context = { secret: fx.id, currentVersionId: 'v1', nextVersionId: 'v2' };
+      const [current, next] = [{ username: fx.user, password: fx.initialPassword }, { username: fx.user, password: testPassword() }];
+      const session = await RespConnection.open({ host: HOST, port: PORT, tls: false, timeoutMs: 3000 });
+      try {
+        assert.equal(await session.call(['AUTH', fx.user, fx.initialPassword], { secrets: [fx.initialPassword] }), 'OK');
+        await target.prepare(next, current, context);
+        const outcome = await target.revoke(current, next, { context, emergency });
+        assert.equal(await canAuth(fx.user, fx.initialPassword), false);
+        if (emergency) {
+          assert.equal(outcome?.sessionsEnded, 1);
+          await assert.rejects(session.call(['PING']), /closed|reset|EPIPE/i);
+        } else {
+          assert.equal(outcome?.sessionsEnded, 0);
+          assert.equal(await session.call(['PING']), 'PONG');
+        }
+      } finally {
+        session.close();
+      }
+    }
+  });
+
   describe('a server that answers oddly', () => {
     let server: Server;
     let answer: (command: string) => string;
