@@ -14,6 +14,7 @@ import type { SecretSpec } from '../lib/manifest';
 import type { BreakGlassDocument } from '../lib/signed';
 import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
 import { newKey, people, sign } from '../tests/keys';
+import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -58,9 +59,15 @@ async function main(): Promise<void> {
   const fx = await databaseFixture('alternating-users');
   const leaked = await Promise.all(Array.from({ length: REVOKE_RUNS }, () => databaseFixture('alternating-users')));
   const oncall = await newKey('oncall');
+  // A Redis ACL user beside it, when a Redis answers (the bench asserts nothing; it says when it skipped).
+  const rx: RedisFixture | undefined = await redisFixture().catch((err) => {
+    console.error(`bench: no Redis line: ${(err as Error).message}`);
+    return undefined;
+  });
   const trusted = await manifests(
     {
       [fx.id]: postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } }),
+      ...(rx ? { [rx.id]: redisSpec(rx, { consumers, policy: { overlap: '0s' } }) } : {}),
       ...Object.fromEntries(leaked.map((l) => [l.id, postgresSpec(l, 'alternating-users', { consumers, policy: { overlap: '1h' } })])),
     },
     people([oncall], ['oncall']),
@@ -73,6 +80,7 @@ async function main(): Promise<void> {
   const through: number[] = [];
   const events: number[] = [];
   const direct: number[] = [];
+  const [redisThrough, redisDirect]: number[][] = [[], []];
   const timeToRevoke: number[] = [];
 
   await worker.runUntil(async () => {
@@ -90,6 +98,16 @@ async function main(): Promise<void> {
       const t = performance.now();
       await rotateDirectly(spec);
       direct.push(performance.now() - t);
+
+      if (rx) {
+        const r0 = performance.now();
+        const redisReport: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(rx.id), args: [trusted.input(rx.id)] });
+        redisThrough.push(performance.now() - r0);
+        if (redisReport.outcome !== 'rotated') throw new Error(`bench redis rotation ${i} rolled back: ${redisReport.failure?.message}`);
+        const r1 = performance.now();
+        await rotateDirectly(trusted.set.secrets.get(rx.id)!.spec);
+        redisDirect.push(performance.now() - r1);
+      }
     }
     for (const { id } of leaked) {
       // Signing is the on-call person's step before the command; the clock starts at the command.
@@ -118,7 +136,9 @@ async function main(): Promise<void> {
     workerPeakRssMiB: peakRss / 2 ** 20,
     timeToRevokeMedianMs: quantile(timeToRevoke, 0.5),
     timeToRevokeRuns: REVOKE_RUNS,
+    ...(rx ? { redisTemporalMedianMs: quantile(redisThrough, 0.5), redisDirectMedianMs: quantile(redisDirect, 0.5) } : {}),
   };
+  await dropCreatedUsers();
   const rows: [string, string][] = [
     [`rotation through Temporal (median / p95 of ${RUNS})`, `${ms(figures.temporalMedianMs)} / ${ms(figures.temporalP95Ms)}`],
     ['same providers called directly (median / p95)', `${ms(figures.directMedianMs)} / ${ms(figures.directP95Ms)}`],
@@ -126,6 +146,7 @@ async function main(): Promise<void> {
     ['history events per rotation', String(figures.historyEventsPerRotation)],
     ['worker process peak RSS (bench + worker in one process)', `${figures.workerPeakRssMiB.toFixed(0)} MiB`],
     [`time to revoke, emergency (median of ${REVOKE_RUNS})`, ms(figures.timeToRevokeMedianMs)],
+    ...(rx ? [['redis dual-password: through Temporal / direct (medians)', `${ms(quantile(redisThrough, 0.5))} / ${ms(quantile(redisDirect, 0.5))}`] as [string, string]] : []),
   ];
   console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
   for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);

@@ -231,6 +231,7 @@ describe('manifest validation', () => {
     assert.deepEqual(kinds('github-webhook-signing'), ['random-bytes', undefined, 'command', 'github-webhook']);
     assert.deepEqual(kinds('infra-deploy-key'), ['ssh-ed25519', 'github-deploy-key', 'command']);
     assert.deepEqual(kinds('payments-db-password'), ['random-bytes', undefined, 'gitops-github']);
+    assert.deepEqual(kinds('sessions-cache'), ['password', 'redis', 'http']);
     assert.deepEqual(set.groups.get('payments')?.spec.secrets, ['payments-db', 'billing-api-key']);
   });
 });

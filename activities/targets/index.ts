@@ -7,14 +7,16 @@ import { githubStores } from '../github';
 import { awsIamAccessKey, awsIamAccessKeySchema } from './aws-iam-access-key';
 import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
+import { redis, redisSchema } from './redis';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
   postgres,
   'github-deploy-key': githubDeployKey,
   'aws-iam-access-key': awsIamAccessKey,
+  redis,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -25,6 +27,7 @@ export function createTarget(spec: TargetSpec): Target {
 export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec }[] {
   switch (spec.type) {
     case 'postgres':
+    case 'redis':
       return [{ path: 'admin.store', store: spec.admin.store }];
     case 'github-deploy-key':
       return githubStores(spec.github);
