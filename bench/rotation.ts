@@ -15,6 +15,7 @@ import type { BreakGlassDocument } from '../lib/signed';
 import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
 import { newKey, people, sign } from '../tests/keys';
 import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
+import { fixture as iamFixture, iamSpec } from '../tests/iam-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -31,23 +32,53 @@ const quantile = (xs: number[], q: number) => {
 const ms = (x: number) => `${x.toFixed(0)} ms`;
 
 /** The same provider calls the workflow's activities make, in the same order, in one process. */
-async function rotateDirectly(spec: SecretSpec): Promise<void> {
+async function rotateDirectly(secret: string, spec: SecretSpec): Promise<void> {
   const store = openStore(spec.store);
   const target = createTarget(spec.target!);
   const consumers = spec.consumers.map(createConsumer);
   const versions = await store.versions();
   const current = await store.read(versions.current!);
-  const next = target.nextCredential(current, createGenerator(spec.generator!).generate());
-  const { versionId } = await store.putPending(versionTokenFor(randomUUID()), next);
-  const context = { secret: 'bench', currentVersionId: versions.current!, nextVersionId: versionId };
+  const token = versionTokenFor(randomUUID());
+  const issuing = { secret, currentVersionId: versions.current!, nextVersionId: token, storeVersionIds: versions.all, readVersion: (id: string) => store.read(id) };
+  // A target that mints the credential (an IAM key) does so where a generator would run.
+  const next = target.issue ? await target.issue(current, issuing) : target.nextCredential(current, createGenerator(spec.generator!).generate());
+  const { versionId } = await store.putPending(token, next);
+  const context = { secret, currentVersionId: versions.current!, nextVersionId: versionId };
   await target.prepare(next, current, context);
-  const ref = (c: { name: string }) => ({ secret: 'bench', storeRef: store.ref, versionId, consumer: c.name });
+  const ref = (c: { name: string }) => ({ secret, storeRef: store.ref, versionId, consumer: c.name });
   await Promise.all(consumers.map((c) => c.deploy(ref(c), next)));
   await Promise.all(consumers.map((c) => c.health(ref(c))));
   if (!(await target.accepts(next)).accepted) throw new Error('direct rotation: new credential rejected');
   await store.promote(versionId);
   await target.revoke(current, next, { context });
   if ((await target.accepts(current)).accepted) throw new Error('direct rotation: old credential still accepted');
+}
+
+/** A target measured beside the Postgres line: how to make one (throws when its server does not answer). */
+interface TargetLine {
+  label: string;
+  fixture(): Promise<{ id: string; spec: Record<string, unknown>; cleanup?: () => Promise<void> }>;
+}
+
+function otherTargets(consumers: object[]): TargetLine[] {
+  const policy = { overlap: '0s' };
+  return [
+    {
+      label: 'redis dual-password',
+      fixture: async () => {
+        const rx: RedisFixture = await redisFixture();
+        return { id: rx.id, spec: redisSpec(rx, { consumers, policy }), cleanup: dropCreatedUsers };
+      },
+    },
+    {
+      label: 'aws-iam-access-key',
+      fixture: async () => {
+        const fx = await iamFixture();
+        // deleteAfter 0s: each rotation deletes the key the one before deactivated (IAM allows two).
+        return { id: fx.id, spec: iamSpec(fx, { deleteAfter: '0s' }, { consumers, policy }) };
+      },
+    },
+  ];
 }
 
 async function main(): Promise<void> {
@@ -59,15 +90,23 @@ async function main(): Promise<void> {
   const fx = await databaseFixture('alternating-users');
   const leaked = await Promise.all(Array.from({ length: REVOKE_RUNS }, () => databaseFixture('alternating-users')));
   const oncall = await newKey('oncall');
-  // A Redis ACL user beside it, when a Redis answers (the bench asserts nothing; it says when it skipped).
-  const rx: RedisFixture | undefined = await redisFixture().catch((err) => {
-    console.error(`bench: no Redis line: ${(err as Error).message}`);
-    return undefined;
-  });
+  // Other targets beside it, each when its server answers (the bench asserts nothing; it says when it skipped).
+  const others = (
+    await Promise.all(
+      otherTargets(consumers).map(async (line) => {
+        try {
+          return { ...line, ...(await line.fixture()), through: [] as number[], direct: [] as number[] };
+        } catch (err) {
+          console.error(`bench: no ${line.label} line: ${(err as Error).message}`);
+          return undefined;
+        }
+      }),
+    )
+  ).filter((line) => line !== undefined);
   const trusted = await manifests(
     {
       [fx.id]: postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } }),
-      ...(rx ? { [rx.id]: redisSpec(rx, { consumers, policy: { overlap: '0s' } }) } : {}),
+      ...Object.fromEntries(others.map((line) => [line.id, line.spec])),
       ...Object.fromEntries(leaked.map((l) => [l.id, postgresSpec(l, 'alternating-users', { consumers, policy: { overlap: '1h' } })])),
     },
     people([oncall], ['oncall']),
@@ -80,13 +119,12 @@ async function main(): Promise<void> {
   const through: number[] = [];
   const events: number[] = [];
   const direct: number[] = [];
-  const [redisThrough, redisDirect]: number[][] = [[], []];
   const timeToRevoke: number[] = [];
 
   await worker.runUntil(async () => {
     // One warm-up of each, so bundling and first connections are not counted.
     await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
-    await rotateDirectly(spec);
+    await rotateDirectly(fx.id, spec);
     for (let i = 0; i < RUNS; i++) {
       const start = performance.now();
       const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
@@ -96,17 +134,17 @@ async function main(): Promise<void> {
       events.push((await handle.fetchHistory()).events!.length);
 
       const t = performance.now();
-      await rotateDirectly(spec);
+      await rotateDirectly(fx.id, spec);
       direct.push(performance.now() - t);
 
-      if (rx) {
-        const r0 = performance.now();
-        const redisReport: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(rx.id), args: [trusted.input(rx.id)] });
-        redisThrough.push(performance.now() - r0);
-        if (redisReport.outcome !== 'rotated') throw new Error(`bench redis rotation ${i} rolled back: ${redisReport.failure?.message}`);
-        const r1 = performance.now();
-        await rotateDirectly(trusted.set.secrets.get(rx.id)!.spec);
-        redisDirect.push(performance.now() - r1);
+      for (const line of others) {
+        const t0 = performance.now();
+        const other: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(line.id), args: [trusted.input(line.id)] });
+        line.through.push(performance.now() - t0);
+        if (other.outcome !== 'rotated') throw new Error(`bench ${line.label} rotation ${i} rolled back: ${other.failure?.message}`);
+        const t1 = performance.now();
+        await rotateDirectly(line.id, trusted.set.secrets.get(line.id)!.spec);
+        line.direct.push(performance.now() - t1);
       }
     }
     for (const { id } of leaked) {
@@ -136,9 +174,9 @@ async function main(): Promise<void> {
     workerPeakRssMiB: peakRss / 2 ** 20,
     timeToRevokeMedianMs: quantile(timeToRevoke, 0.5),
     timeToRevokeRuns: REVOKE_RUNS,
-    ...(rx ? { redisTemporalMedianMs: quantile(redisThrough, 0.5), redisDirectMedianMs: quantile(redisDirect, 0.5) } : {}),
+    targets: Object.fromEntries(others.map((line) => [line.label, { temporalMedianMs: quantile(line.through, 0.5), directMedianMs: quantile(line.direct, 0.5) }])),
   };
-  await dropCreatedUsers();
+  for (const line of others) await line.cleanup?.();
   const rows: [string, string][] = [
     [`rotation through Temporal (median / p95 of ${RUNS})`, `${ms(figures.temporalMedianMs)} / ${ms(figures.temporalP95Ms)}`],
     ['same providers called directly (median / p95)', `${ms(figures.directMedianMs)} / ${ms(figures.directP95Ms)}`],
@@ -146,7 +184,7 @@ async function main(): Promise<void> {
     ['history events per rotation', String(figures.historyEventsPerRotation)],
     ['worker process peak RSS (bench + worker in one process)', `${figures.workerPeakRssMiB.toFixed(0)} MiB`],
     [`time to revoke, emergency (median of ${REVOKE_RUNS})`, ms(figures.timeToRevokeMedianMs)],
-    ...(rx ? [['redis dual-password: through Temporal / direct (medians)', `${ms(quantile(redisThrough, 0.5))} / ${ms(quantile(redisDirect, 0.5))}`] as [string, string]] : []),
+    ...others.map((line): [string, string] => [`${line.label}: through Temporal / direct (medians)`, `${ms(quantile(line.through, 0.5))} / ${ms(quantile(line.direct, 0.5))}`]),
   ];
   console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
   for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);

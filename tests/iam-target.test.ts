@@ -8,83 +8,16 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
-import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, ListAccessKeysCommand, ListUserTagsCommand, TagUserCommand, UpdateAccessKeyCommand } from '@aws-sdk/client-iam';
+import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { TagUserCommand, UpdateAccessKeyCommand } from '@aws-sdk/client-iam';
 import { versionTokenFor } from '../lib/version-token';
-import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
-import { allText, decodedPayloadText, killAndFinish, manifests, settled, sm, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, untilProgress, withWorker } from './helpers';
+import { callerOf, fixture, iam, iamSpec, keysOf, newKey, newUser, tagsOf, type Key } from './iam-fixtures';
+import { allText, decodedPayloadText, killAndFinish, manifests, settled, sm, spawnWorker, storeVersions, temporalClient, uniqueId, untilProgress, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
-const iam = new IAMClient({ region: process.env.AWS_REGION ?? 'us-east-1' });
-
-interface Key {
-  accessKeyId: string;
-  secretAccessKey: string;
-}
-
-async function newUser(name: string): Promise<string> {
-  await iam.send(new CreateUserCommand({ UserName: name }));
-  return name;
-}
-
-async function newKey(user: string): Promise<Key> {
-  const { AccessKey } = await iam.send(new CreateAccessKeyCommand({ UserName: user }));
-  return { accessKeyId: AccessKey!.AccessKeyId!, secretAccessKey: AccessKey!.SecretAccessKey! };
-}
-
-async function keysOf(user: string): Promise<{ id: string; status: string }[]> {
-  const { AccessKeyMetadata } = await iam.send(new ListAccessKeysCommand({ UserName: user }));
-  return (AccessKeyMetadata ?? []).map((k) => ({ id: k.AccessKeyId!, status: k.Status! })).sort((a, b) => a.id.localeCompare(b.id));
-}
-
-async function tagsOf(user: string): Promise<Record<string, string>> {
-  const { Tags } = await iam.send(new ListUserTagsCommand({ UserName: user }));
-  return Object.fromEntries((Tags ?? []).map((t) => [t.Key!, t.Value!]));
-}
-
-/** Who STS says this key is. */
-async function callerOf(key: Key): Promise<string | undefined> {
-  const sts = new STSClient({ region: process.env.AWS_REGION ?? 'us-east-1', credentials: key });
-  return (await sts.send(new GetCallerIdentityCommand({}))).Arn;
-}
-
-interface Fixture {
-  id: string;
-  user: string;
-  admin: string;
-  initial: Key;
-  adminKey: Key;
-  secretId: string;
-  adminSecretId: string;
-  file: string;
-}
-
-/** A user with one key, stored as the current version; a separate admin user whose key is stored as the admin credential. */
-async function fixture(): Promise<Fixture> {
-  const id = uniqueId();
-  const user = await newUser(`rekey-test-${id}`);
-  const admin = await newUser(`rekey-admin-${id}`);
-  const [initial, adminKey] = [await newKey(user), await newKey(admin)];
-  const secretId = `rekey-test/${id}/iam-key`;
-  const adminSecretId = `rekey-test/${id}/iam-admin`;
-  await sm.send(new CreateSecretCommand({ Name: secretId, SecretString: JSON.stringify(initial) }));
-  await sm.send(new CreateSecretCommand({ Name: adminSecretId, SecretString: JSON.stringify(adminKey) }));
-  return { id, user, admin, initial, adminKey, secretId, adminSecretId, file: join(await tempDir(), 'aws.json') };
-}
-
-function iamSpec(fx: Fixture, target: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    store: { type: 'aws-secrets-manager', secretId: fx.secretId },
-    target: { type: 'aws-iam-access-key', userName: fx.user, admin: { store: { type: 'aws-secrets-manager', secretId: fx.adminSecretId } }, deleteAfter: '1s', ...target },
-    consumers: [{ type: 'command', name: 'app', file: fx.file }],
-    policy: { overlap: '0s' },
-    ...extra,
-  };
-}
-
 async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string }> {
   const trusted = await manifests({ [secret]: spec });
   return withWorker(
