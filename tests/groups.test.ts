@@ -145,7 +145,9 @@ describe('atomic groups (RotationGroup)', () => {
     await e.untouched();
   });
 
-  it('the worker is killed with SIGKILL while the members are held: the next worker completes the group', async () => {
+  it('the worker is killed with SIGKILL while the members are held: the next worker completes the group', async function () {
+    // Two worker processes start (each bundles the workflows) and heartbeats must time out: slow on a busy machine.
+    this.timeout(240_000);
     const alice = await newKey('alice');
     const e = await estate({ approval: alice });
     const taskQueue = uniqueId('rekey-group-crash-');
@@ -183,7 +185,9 @@ describe('atomic groups (RotationGroup)', () => {
     await e.untouched();
   });
 
-  it('the worker is killed with SIGKILL while members are still preparing: the next worker completes the group', async () => {
+  it('the worker is killed with SIGKILL while members are still preparing: the next worker completes the group', async function () {
+    // Two worker processes start (each bundles the workflows) and heartbeats must time out: slow on a busy machine.
+    this.timeout(240_000);
     const e = await estate();
     const taskQueue = uniqueId('rekey-group-crash-');
     const first = spawnWorker(taskQueue, e.trusted.dir);
