@@ -14,6 +14,7 @@ import type { SecretSpec } from '../lib/manifest';
 import type { BreakGlassDocument } from '../lib/signed';
 import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
 import { newKey, people, sign } from '../tests/keys';
+import { dropCreated as dropMysqlAccounts, fixture as mysqlFixture, spec as mysqlSpec, type Fixture as MysqlFixture } from '../tests/mysql-fixtures';
 import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
@@ -64,8 +65,14 @@ async function main(): Promise<void> {
     console.error(`bench: no Redis line: ${(err as Error).message}`);
     return undefined;
   });
+  // A MariaDB/MySQL twin pair beside them, when a server answers.
+  const mx: MysqlFixture | undefined = await mysqlFixture().catch((err) => {
+    console.error(`bench: no MySQL line: ${(err as Error).message}`);
+    return undefined;
+  });
   const trusted = await manifests(
     {
+      ...(mx ? { [mx.id]: mysqlSpec(mx, 'alternating-users', { consumers, policy: { overlap: '0s' } }) } : {}),
       [fx.id]: postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } }),
       ...(rx ? { [rx.id]: redisSpec(rx, { consumers, policy: { overlap: '0s' } }) } : {}),
       ...Object.fromEntries(leaked.map((l) => [l.id, postgresSpec(l, 'alternating-users', { consumers, policy: { overlap: '1h' } })])),
@@ -81,6 +88,7 @@ async function main(): Promise<void> {
   const events: number[] = [];
   const direct: number[] = [];
   const [redisThrough, redisDirect]: number[][] = [[], []];
+  const [mysqlThrough, mysqlDirect]: number[][] = [[], []];
   const timeToRevoke: number[] = [];
 
   await worker.runUntil(async () => {
@@ -107,6 +115,15 @@ async function main(): Promise<void> {
         const r1 = performance.now();
         await rotateDirectly(trusted.set.secrets.get(rx.id)!.spec);
         redisDirect.push(performance.now() - r1);
+      }
+      if (mx) {
+        const m0 = performance.now();
+        const mysqlReport: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(mx.id), args: [trusted.input(mx.id)] });
+        mysqlThrough.push(performance.now() - m0);
+        if (mysqlReport.outcome !== 'rotated') throw new Error(`bench mysql rotation ${i} rolled back: ${mysqlReport.failure?.message}`);
+        const m1 = performance.now();
+        await rotateDirectly(trusted.set.secrets.get(mx.id)!.spec);
+        mysqlDirect.push(performance.now() - m1);
       }
     }
     for (const { id } of leaked) {
@@ -137,8 +154,10 @@ async function main(): Promise<void> {
     timeToRevokeMedianMs: quantile(timeToRevoke, 0.5),
     timeToRevokeRuns: REVOKE_RUNS,
     ...(rx ? { redisTemporalMedianMs: quantile(redisThrough, 0.5), redisDirectMedianMs: quantile(redisDirect, 0.5) } : {}),
+    ...(mx ? { mysqlTemporalMedianMs: quantile(mysqlThrough, 0.5), mysqlDirectMedianMs: quantile(mysqlDirect, 0.5) } : {}),
   };
   await dropCreatedUsers();
+  await dropMysqlAccounts();
   const rows: [string, string][] = [
     [`rotation through Temporal (median / p95 of ${RUNS})`, `${ms(figures.temporalMedianMs)} / ${ms(figures.temporalP95Ms)}`],
     ['same providers called directly (median / p95)', `${ms(figures.directMedianMs)} / ${ms(figures.directP95Ms)}`],
@@ -146,6 +165,7 @@ async function main(): Promise<void> {
     ['history events per rotation', String(figures.historyEventsPerRotation)],
     ['worker process peak RSS (bench + worker in one process)', `${figures.workerPeakRssMiB.toFixed(0)} MiB`],
     [`time to revoke, emergency (median of ${REVOKE_RUNS})`, ms(figures.timeToRevokeMedianMs)],
+    ...(mx ? [['mysql alternating-users: Temporal / direct (medians)', `${ms(quantile(mysqlThrough, 0.5))} / ${ms(quantile(mysqlDirect, 0.5))}`] as [string, string]] : []),
     ...(rx ? [['redis dual-password: through Temporal / direct (medians)', `${ms(quantile(redisThrough, 0.5))} / ${ms(quantile(redisDirect, 0.5))}`] as [string, string]] : []),
   ];
   console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
