@@ -162,6 +162,26 @@ describe('the mysql target (MariaDB)', () => {
     assertNoValues([fx.adminPassword], history, failure ?? '');
   });
 
+  it('a stored credential that does not log in is refused before any change: rekey never changes the password of the account the application really uses', async () => {
+    // Whoever can write the store says the idle twin is current: the next credential would then be
+    // the account the application logs in with, and prepare would change its password under it.
+    // Single user: the rollback's undo must not give the account the forged "current" password.
+    for (const strategy of ['alternating-users', 'single-user'] as const) {
+      const fx = await fixture();
+      const before = [await accountState(fx.users[0]), await accountState(fx.users[1])];
+      const forged = testPassword();
+      const named = strategy === 'alternating-users' ? fx.users[1] : fx.users[0];
+      await storeCurrent(fx, { username: named, password: forged });
+      const { report, history } = await rotate(fx.id, spec(fx, strategy));
+      assert.equal(report?.outcome, 'rolled-back', strategy);
+      assert.match(report!.failure!.message, new RegExp(`the stored current credential \\('${named}'@'%'\\) does not log in .*; nothing was changed`));
+      assert.equal(await canLogin(fx.users[0], fx.initialPassword), true, `${strategy}: the account in use keeps its password and stays unlocked`);
+      assert.equal(await canLogin(fx.users[0], forged), false, `${strategy}: the forged password was never set`);
+      assert.deepEqual([await accountState(fx.users[0]), await accountState(fx.users[1])], before);
+      assertNoValues([forged, fx.initialPassword], history);
+    }
+  });
+
   it('a twin that lacks a grant is refused at prepare with a readable diff, before any change; --check-targets shows it and a missing user', async () => {
     const fx = await fixture();
     await root(`GRANT UPDATE ON \`${fx.db}\`.t TO ${q(fx.users[0])}@'%'`);

@@ -337,6 +337,13 @@ export function mysql(spec: MysqlSpec): Target {
       if (newPassword === oldPassword) throw refusal('the new and the current credential hold the same password');
       await asAdmin(async (db, admin) => {
         const found = await problems(db, admin, currentAccount, nextAccount);
+        // The stored current credential must be what the application logs in with: otherwise a
+        // forged or stale value (the idle twin named as current) would make the account in use the
+        // "next" one, and prepare would change its password under the application. A retry after
+        // a single-user prepare finds the new password working instead.
+        if (!found.length && !(await loginWorks(currentAccount, oldPassword)) && !(await loginWorks(nextAccount, newPassword))) {
+          found.push(`the stored current credential (${show(currentAccount)}) does not log in (the store and the server disagree, or the account is locked)`);
+        }
         if (found.length) throw refusal(`${found.join('; ')}; nothing was changed`);
         const kind = await version(db);
         if (spec.strategy === 'dual-password') {
@@ -352,15 +359,19 @@ export function mysql(spec: MysqlSpec): Target {
     async undo(next, current) {
       const [nextAccount, currentAccount] = [ownAccount(next, 'new'), ownAccount(current, 'current')];
       await asAdmin(async (db) => {
+        // Undo only what prepare did: where the new password does not log in, prepare changed
+        // nothing (it sets password and unlock in one statement). Otherwise a refused prepare's undo
+        // would lock the account in use, or give it the stored "current" password, which whoever
+        // wrote the store chose.
+        if (!(await loginWorks(nextAccount, passwordOf(next, 'new')))) return;
         const kind = await version(db);
         if (spec.strategy === 'alternating-users' && nextAccount !== currentAccount) {
-          if (await exists(db, nextAccount)) await db.query('ALTER USER ?@? ACCOUNT LOCK', [nextAccount.name, nextAccount.host]);
+          await db.query('ALTER USER ?@? ACCOUNT LOCK', [nextAccount.name, nextAccount.host]);
           return;
         }
         const oldPassword = passwordOf(current, 'current');
         if (spec.strategy === 'dual-password') {
           // Primary back to the old password, then the retained one (also the old) is dropped.
-          if (!(await loginWorks(currentAccount, passwordOf(next, 'new')))) return;
           await secretStatement(db, `restore the password of ${show(currentAccount)}`, 'ALTER USER ?@? IDENTIFIED BY ?', [currentAccount.name, currentAccount.host, oldPassword]);
           await db.query('ALTER USER ?@? DISCARD OLD PASSWORD', [currentAccount.name, currentAccount.host]);
           return;
@@ -420,7 +431,13 @@ export function mysql(spec: MysqlSpec): Target {
     async preflight(current) {
       const currentAccount = ownAccount(current, 'current');
       const next = spec.strategy === 'alternating-users' ? spec.users!.find((u) => u !== currentAccount)! : currentAccount;
-      return asAdmin((db, admin) => problems(db, admin, currentAccount, next));
+      return asAdmin(async (db, admin) => {
+        const found = await problems(db, admin, currentAccount, next);
+        if (!(await loginWorks(currentAccount, passwordOf(current, 'current')))) {
+          found.push(`the stored current credential (${show(currentAccount)}) does not log in (the store and the server disagree, or the account is locked)`);
+        }
+        return found;
+      });
     },
   };
 }
