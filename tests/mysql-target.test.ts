@@ -215,6 +215,23 @@ describe('the mysql target (MariaDB)', () => {
     assert.deepEqual([await accountState(fx.users[0]), await accountState(fx.users[1])], before);
   });
 
+  it('another account with the same user name: --check-targets says revoke would end its connections too, and revoke\'s report warns that it did', async () => {
+    const fx = await fixture();
+    const namesake = `${q(fx.users[0])}@'localhost'`;
+    await root(`CREATE USER ${namesake} IDENTIFIED BY ${q(testPassword())}`);
+    try {
+      const manifest = spec(fx, 'alternating-users', { policy: { overlap: '0s' } });
+      const checked = await checkTargets((await manifests({ [fx.id]: manifest })).dir);
+      assert.equal(checked.code, 1, checked.out);
+      assert.ok(checked.out.includes(`'${fx.users[0]}'@'localhost' share the user name of '${fx.users[0]}'@'%': revoke KILLs their connections too`), checked.out);
+      const { report } = await rotate(fx.id, manifest);
+      assert.equal(report?.outcome, 'rotated', JSON.stringify(report?.failure));
+      assert.match(report!.warnings?.join(' ') ?? '', new RegExp(`connections of '${fx.users[0]}'@'localhost' \\(the same user name as '${fx.users[0]}'@'%'\\) were ended too`));
+    } finally {
+      await root(`DROP USER IF EXISTS ${namesake}`);
+    }
+  });
+
   it('dual-password: refused at validation for flavor mariadb, and at prepare and --check-targets when the server is MariaDB', async () => {
     const fx = await fixture({ twin: false });
     await assert.rejects(manifests({ [fx.id]: spec(fx, 'dual-password', {}, { flavor: 'mariadb' }) }), /dual-password needs MySQL 8\.0\.14\+.*MariaDB has no dual passwords/);

@@ -234,7 +234,11 @@ export function mysql(spec: MysqlSpec): Target {
     return [...[...ga].filter((g) => !gb.has(g)).map((g) => `- only ${show(a)}: ${g}`), ...[...gb].filter((g) => !ga.has(g)).map((g) => `+ only ${show(b)}: ${g}`)].sort();
   }
 
-  /** The admin's own global privileges (and SELECT on mysql) it lacks for a rotation. */
+  /**
+   * The admin's own global privileges (and SELECT on mysql) it lacks for a rotation. MariaDB names
+   * CONNECTION ADMIN, MySQL 8 CONNECTION_ADMIN; SUPER covers both. Privileges the admin holds only
+   * through a role are not seen here: grant them directly.
+   */
   async function missingPrivileges(db: Connection, admin: string, kill: boolean): Promise<string[]> {
     const [[who]] = await db.query<RowDataPacket[]>('SELECT CURRENT_USER() AS u');
     const [rows] = await db.query<RowDataPacket[]>(
@@ -248,7 +252,7 @@ export function mysql(spec: MysqlSpec): Target {
     if (!has.has('SELECT') && !has.has('SELECT mysql')) missing.push('SELECT ON mysql.*');
     if (kill) {
       if (!has.has('PROCESS') && !has.has('SUPER')) missing.push('PROCESS');
-      if (!has.has('CONNECTION ADMIN') && !has.has('SUPER')) missing.push('CONNECTION ADMIN');
+      if (!has.has('CONNECTION ADMIN') && !has.has('CONNECTION_ADMIN') && !has.has('SUPER')) missing.push('CONNECTION ADMIN');
     }
     return missing.length ? [`the admin user ${admin} lacks ${missing.join(', ')}: GRANT ${missing.map((m) => m.replace(' ON mysql.*', '')).join(', ')} ON ${missing.every((m) => m === 'SELECT ON mysql.*') ? 'mysql' : '*'}.* TO it`] : [];
   }
@@ -296,7 +300,21 @@ export function mysql(spec: MysqlSpec): Target {
     }
   }
 
+  /** Other accounts with the same user name ('app'@'localhost' beside 'app'@'%'): the process list cannot tell their connections apart. */
+  async function namesakes(db: Connection, a: Account): Promise<string[]> {
+    const [rows] = await db.query<RowDataPacket[]>('SELECT Host AS host FROM mysql.user WHERE User = ? AND Host <> ?', [a.name, a.host]);
+    return rows.map((r) => `'${a.name}'@'${String(r.host).slice(0, 255)}'`);
+  }
+
   async function killSessions(db: Connection, a: Account): Promise<{ sessionsEnded: number; warning?: string }> {
+    const others = await namesakes(db, a);
+    const result = await killAll(db, a);
+    if (!others.length) return result;
+    const warning = `the process list names users, not accounts: connections of ${others.join(', ')} (the same user name as ${show(a)}) were ended too`;
+    return { sessionsEnded: result.sessionsEnded, warning: [result.warning, warning].filter(Boolean).join('; ') };
+  }
+
+  async function killAll(db: Connection, a: Account): Promise<{ sessionsEnded: number; warning?: string }> {
     // ACCOUNT LOCK stops new logins; the connections opened before end here. A login already past
     // authentication can still appear, so it is repeated until none is left. The process list
     // names the user, not the account's host part: every connection of that user name ends.
@@ -433,6 +451,12 @@ export function mysql(spec: MysqlSpec): Target {
       const next = spec.strategy === 'alternating-users' ? spec.users!.find((u) => u !== currentAccount)! : currentAccount;
       return asAdmin(async (db, admin) => {
         const found = await problems(db, admin, currentAccount, next);
+        if (spec.strategy === 'alternating-users' && spec.killConnections) {
+          for (const a of spec.users!) {
+            const others = await namesakes(db, a);
+            if (others.length) found.push(`${others.join(', ')} share the user name of ${show(a)}: revoke KILLs their connections too (the process list names users, not accounts); rename one, or set killConnections: false`);
+          }
+        }
         if (!(await loginWorks(currentAccount, passwordOf(current, 'current')))) {
           found.push(`the stored current credential (${show(currentAccount)}) does not log in (the store and the server disagree, or the account is locked)`);
         }
