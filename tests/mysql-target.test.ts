@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { createConnection, type Connection } from 'mysql2/promise';
 import { mysql, mysqlSchema, nativePasswordHash } from '../activities/targets/mysql';
-import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
 import { dropCreated, fixture, HOST, PORT, q, root, spec, type Fixture } from './mysql-fixtures';
-import { allText, killAndFinish, labelled, manifests, rekeyCli, rotateWithHistory, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId } from './helpers';
+import { allText, killAndFinish, labelled, manifests, rekeyCli, rotateWithHistory, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId, untilProgress } from './helpers';
 
 const rotate = rotateWithHistory;
 const checkTargets = async (dir: string) => {
@@ -139,7 +139,7 @@ describe('the mysql target (MariaDB)', () => {
     const first = spawnWorker(taskQueue, trusted.dir);
     let stderr = '';
     first.stderr!.on('data', (d) => (stderr += d));
-    for (let i = 0; i < 300 && (await handle.query(progressQuery).catch(() => undefined))?.stage !== 'deploy'; i++) await new Promise((r) => setTimeout(r, 200));
+    await untilProgress(handle, (p) => p.stage === 'deploy');
     await new Promise((r) => setTimeout(r, 1000));
     const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
     assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
