@@ -262,6 +262,17 @@ describe('the mysql target (MariaDB)', () => {
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true, 'the old account still works');
   });
 
+  it('TLS: a server that cannot encrypt is refused before the admin password is sent (tls.mode require), and nothing changes', async () => {
+    // The test server runs without TLS (have_ssl DISABLED): the refusal is what a downgrade looks like.
+    const fx = await fixture();
+    const before = [await accountState(fx.users[0]), await accountState(fx.users[1])];
+    const { report } = await rotate(fx.id, spec(fx, 'alternating-users', {}, { tls: { mode: 'require' } }));
+    assert.equal(report?.outcome, 'rollback-incomplete', JSON.stringify(report?.failure));
+    assert.match(report!.failure!.message, /does not support secure connection/i);
+    assert.deepEqual([await accountState(fx.users[0]), await accountState(fx.users[1])], before);
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+  });
+
   it('manifests: a reserved account, one without a host, two accounts of one name and TLS disabled to a remote host are refused', async () => {
     const fx = await fixture({ twin: false });
     const base = spec(fx, 'single-user');
