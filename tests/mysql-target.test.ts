@@ -273,6 +273,15 @@ describe('the mysql target (MariaDB)', () => {
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
   });
 
+  it('verifyQuery runs with the new credential in a read-only transaction: a query that would write fails verify and the rotation rolls back, the table untouched', async () => {
+    const fx = await fixture();
+    const { report } = await rotate(fx.id, spec(fx, 'alternating-users', { policy: { overlap: '0s' } }, { verifyQuery: 'INSERT INTO t VALUES (1)' }));
+    assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report?.failure));
+    assert.match(report!.failure!.message, new RegExp(`verifyQuery failed as ${fx.users[1]}: .*READ ONLY`, 'i'));
+    assert.equal(await root(`SELECT COUNT(*) FROM \`${fx.db}\`.t`), '0\n');
+    assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+  });
+
   it('manifests: a reserved account, one without a host, two accounts of one name and TLS disabled to a remote host are refused', async () => {
     const fx = await fixture({ twin: false });
     const base = spec(fx, 'single-user');
