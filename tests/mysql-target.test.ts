@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { createConnection, type Connection } from 'mysql2/promise';
-import { mysql, mysqlSchema, nativePasswordHash } from '../activities/targets/mysql';
+import { mysql, mysqlSchema, nativePasswordHash, serverKind } from '../activities/targets/mysql';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
@@ -280,6 +280,12 @@ describe('the mysql target (MariaDB)', () => {
     assert.match(report!.failure!.message, new RegExp(`verifyQuery failed as ${fx.users[1]}: .*READ ONLY`, 'i'));
     assert.equal(await root(`SELECT COUNT(*) FROM \`${fx.db}\`.t`), '0\n');
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
+  });
+
+  it('dual passwords are recognised from VERSION() only on MySQL 8.0.14 or later, never on MariaDB', () => {
+    for (const [version, dual] of [['8.0.13', false], ['8.0.14', true], ['8.4.3', true], ['9.1.0', true], ['5.7.44-log', false], ['10.11.19-MariaDB-0+deb12u1', false], ['11.4.2-MariaDB', false], ['garbage', false]] as const) {
+      assert.equal(serverKind(version).dualPassword, dual, version);
+    }
   });
 
   it('manifests: a reserved account, one without a host, two accounts of one name and TLS disabled to a remote host are refused', async () => {
