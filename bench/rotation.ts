@@ -14,6 +14,7 @@ import type { SecretSpec } from '../lib/manifest';
 import type { BreakGlassDocument } from '../lib/signed';
 import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
 import { newKey, people, sign } from '../tests/keys';
+import { dropCreated as dropMysqlAccounts, fixture as mysqlFixture, spec as mysqlSpec, type Fixture as MysqlFixture } from '../tests/mysql-fixtures';
 import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
 import { fixture as iamFixture, iamSpec } from '../tests/iam-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
@@ -68,6 +69,13 @@ function otherTargets(consumers: object[]): TargetLine[] {
       fixture: async () => {
         const rx: RedisFixture = await redisFixture();
         return { id: rx.id, spec: redisSpec(rx, { consumers, policy }), cleanup: dropCreatedUsers };
+      },
+    },
+    {
+      label: 'mysql alternating-users',
+      fixture: async () => {
+        const mx: MysqlFixture = await mysqlFixture();
+        return { id: mx.id, spec: mysqlSpec(mx, 'alternating-users', { consumers, policy }), cleanup: dropMysqlAccounts };
       },
     },
     {

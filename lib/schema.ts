@@ -27,3 +27,12 @@ export const durationSchema = durationBetween('0ms', '3650d');
  * at revoke the consumer is redeployed with the new version alone.
  */
 export const consumerKeysSchema = z.enum(['current', 'current-and-previous']).default('current');
+
+/**
+ * TLS to a target's server (Postgres `ssl`, Redis and MySQL `tls`): verify-full checks the
+ * certificate and the name against `ca` (a PEM file) or the system's CAs; require encrypts only
+ * (with a `ca`, the chain is checked); disable is for loopback hosts only (each target says so).
+ */
+export const targetTlsSchema = z
+  .object({ mode: z.enum(['disable', 'require', 'verify-full']), ca: z.string().min(1).optional() })
+  .strict();

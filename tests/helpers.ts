@@ -22,7 +22,7 @@ import { createActivities, type ActivityOptions } from '../activities/rotation';
 import type { Payload } from '@temporalio/common';
 import { AesGcmCodec, loadKeyring, rekeyDataConverter } from '../lib/codec';
 import { loadManifests, type ManifestSet } from '../lib/manifest';
-import { progressQuery, type Progress, type RotationInput, type RotationReport } from '../workflows/messages';
+import { progressQuery, rotationWorkflowId, type Progress, type RotationInput, type RotationReport } from '../workflows/messages';
 
 export const stack = {
   temporalAddress: process.env.TEMPORAL_ADDRESS!,
@@ -311,6 +311,17 @@ export async function killAndFinish(first: ChildProcess, taskQueue: string, mani
   } finally {
     second.kill('SIGTERM');
   }
+}
+
+/** Rotate `secret` (one manifest) on a fresh worker: how it ended, and its whole history as text (payloads decrypted), for leak scans. */
+export async function rotateWithHistory(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string; history: string }> {
+  const trusted = await manifests({ [secret]: spec });
+  const result = await withWorker(
+    async (taskQueue) => settled((await temporalClient()).workflow.execute('rotateSecret', { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
+    { manifestDirs: [trusted.dir] },
+  );
+  const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secret)).fetchHistory();
+  return { ...result, history: `${allText(raw)}\n${await decodedPayloadText(raw)}` };
 }
 
 /** `rekey ARGS` as a person runs it, with `env` added: exit code, stdout and stderr. */

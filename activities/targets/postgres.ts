@@ -5,7 +5,7 @@ import { escapeIdentifier, type Client } from 'pg';
 import { ScramOnlyClient } from '../../lib/pg-strict';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
+import { durationBetween, targetTlsSchema } from '../../lib/schema';
 import { textOf, type Acceptance, type Credential, type Target } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
@@ -39,10 +39,7 @@ export const postgresSchema = z
      * TLS to the server: verify-full (the default for any host but loopback) checks the server's
      * certificate and name against `ca` (a PEM file) or the system's CAs; require encrypts only.
      */
-    ssl: z
-      .object({ mode: z.enum(['disable', 'require', 'verify-full']), ca: z.string().min(1).optional() })
-      .strict()
-      .optional(),
+    ssl: targetTlsSchema.optional(),
     /** End the old role's sessions when it is revoked (always in an emergency). */
     terminateSessions: z.boolean().default(true),
     /** Run with the new credential at verify, e.g. "SELECT 1 FROM orders LIMIT 1": it must succeed. */

@@ -14,7 +14,7 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
+import { durationBetween, targetTlsSchema } from '../../lib/schema';
 import { textOf, type Acceptance, type Credential, type Target } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
@@ -40,10 +40,7 @@ export const redisSchema = z
      */
     admin: z.object({ store: storeSchema }).strict(),
     /** TLS: verify-full (the default for any host but loopback) checks the certificate and name against `ca` or the system's CAs. */
-    tls: z
-      .object({ mode: z.enum(['disable', 'require', 'verify-full']), ca: z.string().min(1).optional() })
-      .strict()
-      .optional(),
+    tls: targetTlsSchema.optional(),
     /** End the user's connections when the old password is removed (always in an emergency). */
     killConnections: z.boolean().default(true),
     connectTimeout: durationBetween('100ms', '5m').default('5s'),
