@@ -7,9 +7,10 @@ import { githubStores } from '../github';
 import { awsIamAccessKey, awsIamAccessKeySchema } from './aws-iam-access-key';
 import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
+import { rabbitmq, rabbitmqSchema } from './rabbitmq';
 import { redis, redisSchema } from './redis';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema, rabbitmqSchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
@@ -17,6 +18,7 @@ const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type:
   'github-deploy-key': githubDeployKey,
   'aws-iam-access-key': awsIamAccessKey,
   redis,
+  rabbitmq,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -28,6 +30,7 @@ export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec
   switch (spec.type) {
     case 'postgres':
     case 'redis':
+    case 'rabbitmq':
       return [{ path: 'admin.store', store: spec.admin.store }];
     case 'github-deploy-key':
       return githubStores(spec.github);
