@@ -274,7 +274,7 @@ describe('the RabbitMQ target', () => {
       const next = { username: 'app_b', password: testPassword() };
       answer = (req) => {
         if (req.url === '/api/whoami') return { status: 200, body: JSON.stringify({ name: 'adm', tags: ['administrator'] }) };
-        if (req.method === 'GET' && /^\/api\/users\/app_[ab]$/.test(req.url ?? '')) return { status: 200, body: JSON.stringify({ name: req.url.split('/')[3], password_hash: req.url.endsWith('app_a') ? rabbitHash('old-password') : '', hashing_algorithm: 'rabbit_password_hashing_sha256', tags: [] }) };
+        if (req.method === 'GET' && /^\/api\/users\/app_[ab]$/.test(req.url ?? '')) return { status: 200, body: JSON.stringify({ name: req.url!.split('/')[3], password_hash: req.url!.endsWith('app_a') ? rabbitHash('old-password') : '', hashing_algorithm: 'rabbit_password_hashing_sha256', tags: [] }) };
         if (req.method === 'GET') return { status: 200, body: '[]' };
         return { status: 400, body: JSON.stringify({ error: 'bad_request', reason: `you sent ${adminPassword} ${next.password}` }) };
       };
