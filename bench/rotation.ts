@@ -15,6 +15,7 @@ import type { BreakGlassDocument } from '../lib/signed';
 import { databaseFixture, manifests, postgresSpec, startWorker, temporalClient, uniqueId } from '../tests/helpers';
 import { newKey, people, sign } from '../tests/keys';
 import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
+import { dropCreated as dropCreatedRabbit, rabbitFixture, rabbitSpec, type RabbitFixture } from '../tests/rabbitmq-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -64,10 +65,16 @@ async function main(): Promise<void> {
     console.error(`bench: no Redis line: ${(err as Error).message}`);
     return undefined;
   });
+  // A RabbitMQ user pair likewise, when the management API answers.
+  const mq: RabbitFixture | undefined = await rabbitFixture().catch((err) => {
+    console.error(`bench: no RabbitMQ line: ${(err as Error).message}`);
+    return undefined;
+  });
   const trusted = await manifests(
     {
       [fx.id]: postgresSpec(fx, 'alternating-users', { consumers, policy: { overlap: '0s' } }),
       ...(rx ? { [rx.id]: redisSpec(rx, { consumers, policy: { overlap: '0s' } }) } : {}),
+      ...(mq ? { [mq.id]: rabbitSpec(mq, { consumers, policy: { overlap: '0s' } }) } : {}),
       ...Object.fromEntries(leaked.map((l) => [l.id, postgresSpec(l, 'alternating-users', { consumers, policy: { overlap: '1h' } })])),
     },
     people([oncall], ['oncall']),
@@ -81,6 +88,7 @@ async function main(): Promise<void> {
   const events: number[] = [];
   const direct: number[] = [];
   const [redisThrough, redisDirect]: number[][] = [[], []];
+  const [rabbitThrough, rabbitDirect]: number[][] = [[], []];
   const timeToRevoke: number[] = [];
 
   await worker.runUntil(async () => {
@@ -107,6 +115,15 @@ async function main(): Promise<void> {
         const r1 = performance.now();
         await rotateDirectly(trusted.set.secrets.get(rx.id)!.spec);
         redisDirect.push(performance.now() - r1);
+      }
+      if (mq) {
+        const r0 = performance.now();
+        const mqReport: RotationReport = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(mq.id), args: [trusted.input(mq.id)] });
+        rabbitThrough.push(performance.now() - r0);
+        if (mqReport.outcome !== 'rotated') throw new Error(`bench rabbitmq rotation ${i} rolled back: ${mqReport.failure?.message}`);
+        const r1 = performance.now();
+        await rotateDirectly(trusted.set.secrets.get(mq.id)!.spec);
+        rabbitDirect.push(performance.now() - r1);
       }
     }
     for (const { id } of leaked) {
@@ -137,8 +154,10 @@ async function main(): Promise<void> {
     timeToRevokeMedianMs: quantile(timeToRevoke, 0.5),
     timeToRevokeRuns: REVOKE_RUNS,
     ...(rx ? { redisTemporalMedianMs: quantile(redisThrough, 0.5), redisDirectMedianMs: quantile(redisDirect, 0.5) } : {}),
+    ...(mq ? { rabbitmqTemporalMedianMs: quantile(rabbitThrough, 0.5), rabbitmqDirectMedianMs: quantile(rabbitDirect, 0.5) } : {}),
   };
   await dropCreatedUsers();
+  await dropCreatedRabbit();
   const rows: [string, string][] = [
     [`rotation through Temporal (median / p95 of ${RUNS})`, `${ms(figures.temporalMedianMs)} / ${ms(figures.temporalP95Ms)}`],
     ['same providers called directly (median / p95)', `${ms(figures.directMedianMs)} / ${ms(figures.directP95Ms)}`],
@@ -147,6 +166,7 @@ async function main(): Promise<void> {
     ['worker process peak RSS (bench + worker in one process)', `${figures.workerPeakRssMiB.toFixed(0)} MiB`],
     [`time to revoke, emergency (median of ${REVOKE_RUNS})`, ms(figures.timeToRevokeMedianMs)],
     ...(rx ? [['redis dual-password: through Temporal / direct (medians)', `${ms(quantile(redisThrough, 0.5))} / ${ms(quantile(redisDirect, 0.5))}`] as [string, string]] : []),
+    ...(mq ? [['rabbitmq alternating-users: Temporal / direct (medians)', `${ms(quantile(rabbitThrough, 0.5))} / ${ms(quantile(rabbitDirect, 0.5))}`] as [string, string]] : []),
   ];
   console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
   for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);
