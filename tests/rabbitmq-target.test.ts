@@ -244,6 +244,26 @@ describe('the RabbitMQ target', () => {
     assert.deepEqual(await target.accepts(next), { accepted: true });
   });
 
+  it('revoke closes a connection opened just before it, which the management API lists only a moment later', async () => {
+    for (let round = 0; round < 3; round++) {
+      const fx = await rabbitFixture();
+      const target = rabbitmq(rabbitmqSchema.parse(rabbitSpec(fx).target));
+      const context = { secret: fx.id, currentVersionId: 'v1', nextVersionId: 'v2' };
+      const [current, next] = [{ username: fx.users[0], password: fx.initialPassword }, { username: fx.users[1], password: testPassword() }];
+      await target.prepare(next, current, context);
+      const session = await amqp(fx.vhost, fx.users[0], fx.initialPassword);
+      assert.ok(typeof session !== 'string', String(session));
+      let closed = false;
+      session.on('close', () => (closed = true));
+      session.on('error', () => undefined);
+      // No wait: revoke must not take an empty list for "no connections left".
+      const outcome = await target.revoke(current, next, { context });
+      for (let i = 0; i < 20 && !closed; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(closed, true, `round ${round}: the connection opened just before revoke is still open`);
+      assert.equal(outcome?.sessionsEnded, 1);
+    }
+  });
+
   describe('a management API that answers oddly', () => {
     let server: Server;
     let answer: (req: { method?: string; url?: string }) => { status: number; body: string; headers?: Record<string, string> };

@@ -240,10 +240,16 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
     await api(auth, 'PUT', `users/${encodeURIComponent(user.name)}`, { password_hash: passwordHash, hashing_algorithm: user.algorithm || 'rabbit_password_hashing_sha256', tags: user.tags.join(',') });
   }
 
-  async function connectionsOf(auth: string, name: string): Promise<string[]> {
-    const got = await api(auth, 'GET', 'connections?columns=name,user');
-    if (!Array.isArray(got)) throw new Error(`${where}: GET connections: the answer is not a list`);
-    return (got as Record<string, unknown>[]).filter((c) => c.user === name && typeof c.name === 'string').map((c) => c.name as string);
+  /**
+   * The user's connections as the broker tracks them (/api/connections/username/: registered when
+   * a connection opens). Not /api/connections, which lists a new connection only after the next
+   * statistics interval (5 s by default): revoke would take an empty list for "none left".
+   */
+  async function connectionsOf(auth: string, name: string): Promise<number> {
+    const got = await api(auth, 'GET', `connections/username/${encodeURIComponent(name)}`);
+    if (got === undefined) return 0;
+    if (!Array.isArray(got)) throw new Error(`${where}: GET connections of ${name}: the answer is not a list`);
+    return (got as Record<string, unknown>[]).filter((c) => c.user === name).length;
   }
 
   return {
@@ -300,16 +306,16 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
         if (oldUser && oldUser.passwordHash !== '') await setHash(auth, oldUser, '');
         if (!(options.emergency || spec.closeConnections) || !oldUser) return { sessionsEnded: 0 };
         // A login already past authentication can still appear: repeat until none is left.
-        let ended = 0;
-        for (let round = 0; round < 10; round++) {
+        // Two empty answers in a row, 200 ms apart, end it: a login that authenticated just before
+        // the password was cleared is registered by then.
+        let [ended, empty] = [0, 0];
+        for (let round = 0; round < 20 && empty < 2; round++) {
           const open = await connectionsOf(auth, oldName);
-          if (!open.length) break;
-          for (const name of open) {
-            await api(auth, 'DELETE', `connections/${encodeURIComponent(name)}`).catch((err) => {
-              if (!/HTTP 404/.test((err as Error).message)) throw err;
-            });
-            ended++;
-          }
+          if (open) {
+            await api(auth, 'DELETE', `connections/username/${encodeURIComponent(oldName)}`);
+            ended += open;
+            empty = 0;
+          } else empty++;
           await new Promise((r) => setTimeout(r, 200));
         }
         return { sessionsEnded: ended };
