@@ -3,6 +3,7 @@
 // its own vhost, an administrator admin and an application user pair (stored in moto) and deletes
 // them afterwards. Each test is named for what it stops.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
@@ -242,6 +243,18 @@ describe('the RabbitMQ target', () => {
     await target.revoke(current, next, { context });
     assert.equal(await canLogin(fx.vhost, fx.users[0], fx.initialPassword), false);
     assert.deepEqual(await target.accepts(next), { accepted: true });
+  });
+
+  it('a user with a pre-3.6 MD5 hash rotates: its password is checked as MD5 and the twin gets a sha256 hash', async () => {
+    const fx = await rabbitFixture();
+    const salt = Buffer.from([1, 2, 3, 4]);
+    const md5 = Buffer.concat([salt, createHash('md5').update(Buffer.concat([salt, Buffer.from(fx.initialPassword)])).digest()]).toString('base64');
+    await root('PUT', `users/${fx.users[0]}`, { password_hash: md5, hashing_algorithm: 'rabbit_password_hashing_md5', tags: '' });
+    await root('PUT', `users/${fx.users[1]}`, { password_hash: '', hashing_algorithm: 'rabbit_password_hashing_md5', tags: '' });
+    assert.equal(await canLogin(fx.vhost, fx.users[0], fx.initialPassword), true, 'the MD5 user logs in');
+    const { report, failure } = await rotate(fx.id, rabbitSpec(fx));
+    assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
+    assert.equal(((await userRecord(fx.users[1])) as { hashing_algorithm: string }).hashing_algorithm, 'rabbit_password_hashing_sha256');
   });
 
   it('revoke closes a connection opened just before it, which the management API lists only a moment later', async () => {

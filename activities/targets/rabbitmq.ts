@@ -78,10 +78,13 @@ function refusal(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'TargetRefused');
 }
 
-const ALGORITHMS: Record<string, 'sha256' | 'sha512'> = {
+const ALGORITHMS: Record<string, 'sha256' | 'sha512' | 'md5'> = {
   rabbit_password_hashing_sha256: 'sha256',
   rabbit_password_hashing_sha512: 'sha512',
+  // Users from RabbitMQ before 3.6 keep MD5 hashes: rekey checks them, and writes sha256 instead.
+  rabbit_password_hashing_md5: 'md5',
 };
+const WRITE_ALGORITHMS = new Set(['rabbit_password_hashing_sha256', 'rabbit_password_hashing_sha512']);
 
 /** RabbitMQ's password hash: base64(salt ‖ H(salt ‖ password)), with a 4-byte salt. */
 export function rabbitHash(password: string, algorithm = 'rabbit_password_hashing_sha256', salt: Buffer = randomBytes(4)): string {
@@ -235,9 +238,13 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
     return { problems: found, idle };
   }
 
-  async function setHash(auth: string, user: RabbitUser, passwordHash: string): Promise<void> {
+  /** The algorithm a new hash of `user` is made with: its own, unless that is MD5 (or unknown): then sha256. */
+  const writeAlgorithm = (user: RabbitUser) => (WRITE_ALGORITHMS.has(user.algorithm) ? user.algorithm : 'rabbit_password_hashing_sha256');
+
+  async function setHash(auth: string, user: RabbitUser, password: string | undefined): Promise<void> {
+    const algorithm = writeAlgorithm(user);
     // PUT replaces the user: its tags are sent back as they are, so only the password changes.
-    await api(auth, 'PUT', `users/${encodeURIComponent(user.name)}`, { password_hash: passwordHash, hashing_algorithm: user.algorithm || 'rabbit_password_hashing_sha256', tags: user.tags.join(',') });
+    await api(auth, 'PUT', `users/${encodeURIComponent(user.name)}`, { password_hash: password === undefined ? '' : rabbitHash(password, algorithm), hashing_algorithm: algorithm, tags: user.tags.join(',') });
   }
 
   /**
@@ -271,7 +278,7 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
         if (found.problems.length) throw refusal(`${found.problems.join('; ')}; nothing was changed`);
         const idle = found.idle!;
         // A retry finds the new password already set and changes nothing.
-        if (!hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, rabbitHash(newPassword, idle.algorithm || undefined));
+        if (!hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, newPassword);
         const after = await getUser(auth, nextName);
         if (!after || !hashMatches(after.passwordHash, after.algorithm, newPassword) || after.tags.join(',') !== idle.tags.join(',')) {
           throw refusal(`the user ${nextName} is not as prepare left it (someone else changed it meanwhile?); check it in the management UI`);
@@ -289,7 +296,7 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
         if ((await adminProblems(auth, adminUser)).length) return;
         const idle = await getUser(auth, nextName);
         // Only the password prepare set is cleared: the idle user is back to accepting nothing rekey gave it.
-        if (idle && hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, '');
+        if (idle && hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, undefined);
       });
     },
 
@@ -303,7 +310,7 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
         if (!nextUser || !hashMatches(nextUser.passwordHash, nextUser.algorithm, newPassword)) {
           throw refusal(`refusing to clear the password of ${oldName}: ${nextName} does not hold the new password`);
         }
-        if (oldUser && oldUser.passwordHash !== '') await setHash(auth, oldUser, '');
+        if (oldUser && oldUser.passwordHash !== '') await setHash(auth, oldUser, undefined);
         if (!(options.emergency || spec.closeConnections) || !oldUser) return { sessionsEnded: 0 };
         // A login already past authentication can still appear: repeat until none is left.
         // Two empty answers in a row, 200 ms apart, end it: a login that authenticated just before
