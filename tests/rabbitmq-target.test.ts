@@ -318,6 +318,23 @@ describe('the RabbitMQ target', () => {
       });
     });
 
+    it('an endless answer ends the step as oversized, without waiting for the timeout or holding it all', async () => {
+      server.removeAllListeners('request');
+      server.on('request', (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(1 << 16, 0x20);
+        const pump = () => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', pump);
+        };
+        pump();
+      });
+      const t = rabbitmq(rabbitmqSchema.parse({ type: 'rabbitmq', users: ['app_a', 'app_b'], managementUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, admin: { store: { type: 'aws-secrets-manager', secretId: adminSecretId } }, connectTimeout: '30s' }));
+      const started = Date.now();
+      await assert.rejects(t.preflight!({ username: 'app_a', password: testPassword() }), /GET whoami: the answer is oversized/);
+      assert.ok(Date.now() - started < 20_000);
+    });
+
     it('a user record for another name, or a non-list, fails the step', async () => {
       answer = (req) => (req.url === '/api/whoami' ? { status: 200, body: JSON.stringify({ name: 'adm', tags: 'administrator' }) } : { status: 200, body: JSON.stringify({ name: 'someone_else', password_hash: '' }) });
       await assert.rejects(target().preflight!({ username: 'app_a', password: testPassword() }), /the answer is not this user/);

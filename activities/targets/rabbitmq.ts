@@ -114,6 +114,25 @@ interface Facets {
 
 const MAX_BODY = 4 << 20;
 
+/** The body as text, read no further than MAX_BODY bytes (an endless answer ends the step, not the memory). */
+async function bounded(res: Response, what: string): Promise<string> {
+  if (!res.body) return '';
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_BODY) {
+      await reader.cancel().catch(() => undefined);
+      throw new Error(`${res.url ? new URL(res.url).origin : 'rabbitmq'}: ${what}: the answer is oversized (over ${MAX_BODY} bytes)`);
+    }
+    chunks.push(Buffer.from(value));
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 export function rabbitmq(spec: RabbitmqSpec): Target {
   const timeoutMs = parseDuration(spec.connectTimeout);
   const allowed = new Set(spec.users);
@@ -153,8 +172,7 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
       if (/CERT|SELF_SIGNED|UNABLE_TO_/.test(cause)) throw refusal(`${where}: the management API's TLS certificate is not trusted (${cause})`);
       throw new Error(`${where}: the management API is not reachable (${cause})`);
     }
-    const text = await res.text();
-    if (text.length > MAX_BODY) throw new Error(`${where}: ${method} ${path.split('?')[0]}: the answer is oversized`);
+    const text = await bounded(res, `${method} ${path.split('?')[0]}`);
     if (res.status === 404 && method === 'GET') return undefined;
     if (res.status === 401) throw refusal(`${where} rejected the admin credential ${describeStore(spec.admin.store)} (401)`);
     if (res.status === 403) throw refusal(`${where}: the admin may not ${method} ${path.split('?')[0]} (403): it needs the administrator tag`);
