@@ -4,37 +4,17 @@
 // them afterwards. Each test is named for what it stops.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CreateSecretCommand, GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { hashMatches, rabbitHash, rabbitmq, rabbitmqSchema } from '../activities/targets/rabbitmq';
-import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
-import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
+import { checkTargets, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
 import { amqp, canLogin, dropCreated, permit, rabbitFixture, rabbitSpec, rightsOf, root, userRecord, type RabbitFixture } from './rabbitmq-fixtures';
-import { allText, decodedPayloadText, killAndFinish, labelled, manifests, settled, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker } from './helpers';
+import { allText, labelled, manifests, sm, storeVersions, tempDir, testPassword, uniqueId } from './helpers';
 
-const ROOT = join(__dirname, '..');
-async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string; history: string }> {
-  const trusted = await manifests({ [secret]: spec });
-  const result = await withWorker(
-    async (taskQueue) => settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
-    { manifestDirs: [trusted.dir] },
-  );
-  const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secret)).fetchHistory();
-  return { ...result, history: `${allText(raw)}\n${await decodedPayloadText(raw)}` };
-}
-
-function checkTargets(dir: string): Promise<{ code: number; out: string }> {
-  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', dir, '--check-targets'], { cwd: ROOT }).then(
-    (r) => ({ code: 0, out: r.stdout + r.stderr }),
-    (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
-  );
-}
 
 function assertNoValues(values: string[], ...texts: string[]): void {
   for (const value of values) for (const text of texts) assert.ok(!text.includes(value), 'a secret value is in history, a log or a message');
@@ -76,7 +56,7 @@ describe('the RabbitMQ target', () => {
     session.on('error', () => undefined);
     await connectionsListed(fx.users[0], 1);
     const logStart = workerLog.length;
-    const { report, failure, history } = await rotate(fx.id, rabbitSpec(fx));
+    const { report, failure, history } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     assert.ok((report!.sessionsEnded ?? 0) >= 1, 'revoke says it closed the old connection');
     for (let i = 0; i < 50 && !closed; i++) await new Promise((r) => setTimeout(r, 100));
@@ -104,7 +84,7 @@ describe('the RabbitMQ target', () => {
     const fx = await rabbitFixture();
     const before = [await userRecord(fx.users[0]), await userRecord(fx.users[1]), await rightsOf(fx.users[1])];
     const dir = await tempDir();
-    const { report } = await rotate(fx.id, rabbitSpec(fx, { consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } }));
+    const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx, { consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } }));
     assert.equal(report?.outcome, 'rolled-back');
     assert.equal(await canLogin(fx.vhost, fx.users[0], fx.initialPassword), true);
     assert.deepEqual([await userRecord(fx.users[0]), await userRecord(fx.users[1]), await rightsOf(fx.users[1])], before);
@@ -131,7 +111,7 @@ describe('the RabbitMQ target', () => {
       }
     })();
     try {
-      const { report } = await rotate(fx.id, rabbitSpec(fx, { policy: { overlap: '1s' } }));
+      const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx, { policy: { overlap: '1s' } }));
       assert.equal(report?.outcome, 'rotated');
     } finally {
       running = false;
@@ -143,16 +123,7 @@ describe('the RabbitMQ target', () => {
 
   it('a worker killed with SIGKILL mid-rotation is replaced and the rotation completes with exactly one new version', async () => {
     const fx = await rabbitFixture();
-    const dir = await tempDir();
-    const trusted = await manifests({ [fx.id]: rabbitSpec(fx, { consumers: [{ type: 'command', name: 'slow', file: join(dir, 'r.json'), reload: 'sleep 3' }] }) });
-    const taskQueue = uniqueId('rekey-crash-');
-    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
-    const first = spawnWorker(taskQueue, trusted.dir);
-    let stderr = '';
-    first.stderr!.on('data', (d) => (stderr += d));
-    for (let i = 0; i < 300 && (await handle.query(progressQuery).catch(() => undefined))?.stage !== 'deploy'; i++) await new Promise((r) => setTimeout(r, 200));
-    await new Promise((r) => setTimeout(r, 1000));
-    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
+    const { report, stderr } = await rotateKilledMidDeploy(fx.id, (consumers) => rabbitSpec(fx, { consumers }));
     assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
     const versions = await storeVersions(fx.secretId);
     assert.equal(versions.length, 2, 'one initial and exactly one new version');
@@ -166,7 +137,7 @@ describe('the RabbitMQ target', () => {
     const fx = await rabbitFixture();
     const before = [await userRecord(fx.admin), await userRecord(fx.users[0]), await userRecord(fx.users[1])];
     await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify({ username: fx.admin, password: fx.adminPassword }), VersionStages: ['AWSCURRENT'] }));
-    const { failure, report, history } = await rotate(fx.id, rabbitSpec(fx));
+    const { failure, report, history } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     const message = failure ?? report?.failure?.message ?? '';
     assert.match(message, new RegExp(`the current credential names user "${fx.admin}", which is not one this manifest rotates \\(${fx.users.join(', ')}\\); nothing was changed`));
     assert.deepEqual([await userRecord(fx.admin), await userRecord(fx.users[0]), await userRecord(fx.users[1])], before);
@@ -177,7 +148,7 @@ describe('the RabbitMQ target', () => {
   it('a twin that lacks a vhost permission is refused at prepare with a readable diff, before any change', async () => {
     const fx = await rabbitFixture({ idlePermissions: false });
     const before = await userRecord(fx.users[1]);
-    const { report } = await rotate(fx.id, rabbitSpec(fx));
+    const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     assert.equal(report?.outcome, 'rolled-back');
     const message = report!.failure!.message;
     assert.match(message, new RegExp(`users ${fx.users[0]} and ${fx.users[1]} are not twins`));
@@ -189,7 +160,7 @@ describe('the RabbitMQ target', () => {
   it('an admin without the administrator tag is refused before any change, naming the tag', async () => {
     const fx = await rabbitFixture({ adminTags: ['monitoring'] });
     const before = [await userRecord(fx.users[0]), await userRecord(fx.users[1])];
-    const { report } = await rotate(fx.id, rabbitSpec(fx));
+    const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report?.failure));
     assert.match(report!.failure!.message, new RegExp(`the admin user ${fx.admin} lacks the administrator tag`));
     assert.deepEqual([await userRecord(fx.users[0]), await userRecord(fx.users[1])], before);
@@ -200,7 +171,7 @@ describe('the RabbitMQ target', () => {
     const before = await userRecord(fx.users[1]);
     const stranger = testPassword();
     await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify({ username: fx.users[0], password: stranger }), VersionStages: ['AWSCURRENT'] }));
-    const { report, history } = await rotate(fx.id, rabbitSpec(fx));
+    const { report, history } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     assert.equal(report?.outcome, 'rolled-back');
     assert.match(report!.failure!.message, new RegExp(`the stored current password is not ${fx.users[0]}'s`));
     assert.deepEqual(await userRecord(fx.users[1]), before);
@@ -252,7 +223,7 @@ describe('the RabbitMQ target', () => {
     await root('PUT', `users/${fx.users[0]}`, { password_hash: md5, hashing_algorithm: 'rabbit_password_hashing_md5', tags: '' });
     await root('PUT', `users/${fx.users[1]}`, { password_hash: '', hashing_algorithm: 'rabbit_password_hashing_md5', tags: '' });
     assert.equal(await canLogin(fx.vhost, fx.users[0], fx.initialPassword), true, 'the MD5 user logs in');
-    const { report, failure } = await rotate(fx.id, rabbitSpec(fx));
+    const { report, failure } = await rotateWithHistory(fx.id, rabbitSpec(fx));
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     assert.equal(((await userRecord(fx.users[1])) as { hashing_algorithm: string }).hashing_algorithm, 'rabbit_password_hashing_sha256');
   });
