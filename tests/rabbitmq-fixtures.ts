@@ -91,10 +91,11 @@ export async function rabbitFixture(options: { adminTags?: string[]; idlePermiss
   await root('PUT', `vhosts/${encodeURIComponent(vhost)}`, {});
   const [a, b, admin] = [`rekey_${id}_a`, `rekey_${id}_b`, `rekey_${id}_admin`];
   const [initialPassword, adminPassword] = [testPassword(), testPassword()];
-  await createUser(a, initialPassword);
+  // The twins carry a tag of their own, so a rotation that dropped or changed tags would show.
+  await createUser(a, initialPassword, ['billing-app']);
   await permit(a, vhost, '^app\\.', '^app\\.', '.*');
   if (options.createIdle !== false) {
-    await createUser(b, undefined);
+    await createUser(b, undefined, ['billing-app']);
     if (options.idlePermissions !== false) await permit(b, vhost, '^app\\.', '^app\\.', '.*');
   } else users.push(b);
   await createUser(admin, adminPassword, options.adminTags ?? ['administrator']);

@@ -157,6 +157,16 @@ describe('the RabbitMQ target', () => {
     assert.deepEqual(await userRecord(fx.users[1]), before, 'the idle user got no password');
   });
 
+  it('an admin credential that is one of the rotated users is refused before any change', async () => {
+    const fx = await rabbitFixture();
+    const before = [await userRecord(fx.users[0]), await userRecord(fx.users[1])];
+    await sm.send(new PutSecretValueCommand({ SecretId: fx.adminSecretId, SecretString: JSON.stringify({ username: fx.users[1], password: testPassword() }), VersionStages: ['AWSCURRENT'] }));
+    const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx));
+    assert.equal(report?.outcome, 'rolled-back');
+    assert.match(report!.failure!.message, new RegExp(`the admin credential is user ${fx.users[1]}, one of the users this manifest rotates`));
+    assert.deepEqual([await userRecord(fx.users[0]), await userRecord(fx.users[1])], before);
+  });
+
   it('an admin without the administrator tag is refused before any change, naming the tag', async () => {
     const fx = await rabbitFixture({ adminTags: ['monitoring'] });
     const before = [await userRecord(fx.users[0]), await userRecord(fx.users[1])];
@@ -318,5 +328,6 @@ describe('the RabbitMQ target', () => {
     await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { managementUrl: 'https://u:p@rabbit.example.com' }) }), /spec\.target\.managementUrl: must not carry credentials/);
     await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { users: ['a_1', 'a_1'] }) }), /spec\.target\.users: must name two different users/);
     await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { host: 'mq.example.com', tls: { mode: 'disable' } }) }), /spec\.target\.tls\.mode: disable sends passwords in the open/);
+    await assert.rejects(manifests({ [fx.id]: rabbitSpec({ ...fx, adminSecretId: 'own' }) }), /spec\.target\.admin\.store: is the secret's own store/);
   });
 });

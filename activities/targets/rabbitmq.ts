@@ -220,12 +220,19 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
     return [...[...fa].filter((f) => !fb.has(f)).map((f) => `- only ${a.name}: ${f}`), ...[...fb].filter((f) => !fa.has(f)).map((f) => `+ only ${b.name}: ${f}`)].sort();
   }
 
-  async function asAdmin<T>(work: (auth: string, adminUser: string) => Promise<T>): Promise<T> {
+  /** The stored admin credential as an Authorization header, or why it may not be used at all (before any call). */
+  async function adminLogin(): Promise<{ auth: string; username: string } | { unusable: string }> {
     const stored = await readCurrent(spec.admin.store);
     const [username, password] = [textOf(stored, 'username'), textOf(stored, 'password')];
-    if (!username || !password) throw refusal(`admin credential ${describeStore(spec.admin.store)} must hold username and password as text`);
-    if (allowed.has(username)) throw refusal(`the admin credential is user ${username}, one of the users this manifest rotates: use a separate admin user`);
-    return work(`Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}`, username);
+    if (!username || !password) return { unusable: `admin credential ${describeStore(spec.admin.store)} must hold username and password as text` };
+    if (allowed.has(username)) return { unusable: `the admin credential is user ${username}, one of the users this manifest rotates: use a separate admin user` };
+    return { auth: `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}`, username };
+  }
+
+  async function asAdmin<T>(work: (auth: string, adminUser: string) => Promise<T>): Promise<T> {
+    const login = await adminLogin();
+    if ('unusable' in login) throw refusal(login.unusable);
+    return work(login.auth, login.username);
   }
 
   /** Problems with the admin: it must have the administrator tag (users, permissions and connections are administrator-only). */
@@ -308,14 +315,13 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
       const [nextName, currentName] = [ownUser(next, 'new'), ownUser(current, 'current')];
       if (nextName === currentName) return;
       const newPassword = passwordOf(next, 'new');
-      await asAdmin(async (auth, adminUser) => {
-        // An admin without the administrator tag cannot have changed anything (prepare refuses it
-        // first, and the API would refuse it anyway): its undo must not fail for the same want.
-        if ((await adminProblems(auth, adminUser)).length) return;
-        const idle = await getUser(auth, nextName);
-        // Only the password prepare set is cleared: the idle user is back to accepting nothing rekey gave it.
-        if (idle && hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, undefined);
-      });
+      const login = await adminLogin();
+      // An admin credential that may not be used at all, or lacks the administrator tag, cannot have
+      // made prepare's change (prepare refuses it first, and the API would): nothing to undo with it.
+      if ('unusable' in login || (await adminProblems(login.auth, login.username)).length) return;
+      const idle = await getUser(login.auth, nextName);
+      // Only the password prepare set is cleared: the idle user is back to accepting nothing rekey gave it.
+      if (idle && hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(login.auth, idle, undefined);
     },
 
     async revoke(old, next, options) {
