@@ -316,6 +316,28 @@ describe('the RabbitMQ target', () => {
       assert.ok(Date.now() - started < 20_000);
     });
 
+    it('twins that stop being twins while prepare changes the password are refused (compared again after the change)', async () => {
+      const [old, next] = ['old-password', testPassword()];
+      let put: { password_hash: string; hashing_algorithm: string } | undefined;
+      server.removeAllListeners('request');
+      server.on('request', (req, res) => {
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          const reply = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+          const url = req.url ?? '';
+          if (req.method === 'PUT') return (put = JSON.parse(body)), reply(204, '');
+          if (url === '/api/whoami') return reply(200, { name: 'adm', tags: ['administrator'] });
+          if (url === '/api/users/app_a') return reply(200, { name: 'app_a', password_hash: rabbitHash(old), hashing_algorithm: 'rabbit_password_hashing_sha256', tags: [] });
+          if (url === '/api/users/app_b') return reply(200, { name: 'app_b', password_hash: put?.password_hash ?? '', hashing_algorithm: 'rabbit_password_hashing_sha256', tags: [] });
+          // Someone grants app_b more right after rekey's change.
+          if (url === '/api/users/app_b/permissions' && put) return reply(200, [{ vhost: '/', configure: '.*', write: '.*', read: '.*' }]);
+          return reply(200, []);
+        });
+      });
+      await assert.rejects(target().prepare({ username: 'app_b', password: next }, { username: 'app_a', password: old }, { secret: 's', currentVersionId: 'v1', nextVersionId: 'v2' }), /users app_a and app_b stopped being twins during prepare[^]*\+ only app_b: permission vhost "\/"/);
+    });
+
     it('a user record for another name, or a non-list, fails the step', async () => {
       answer = (req) => (req.url === '/api/whoami' ? { status: 200, body: JSON.stringify({ name: 'adm', tags: 'administrator' }) } : { status: 200, body: JSON.stringify({ name: 'someone_else', password_hash: '' }) });
       await assert.rejects(target().preflight!({ username: 'app_a', password: testPassword() }), /the answer is not this user/);

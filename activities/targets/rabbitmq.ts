@@ -304,10 +304,13 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
         const idle = found.idle!;
         // A retry finds the new password already set and changes nothing.
         if (!hashMatches(idle.passwordHash, idle.algorithm, newPassword)) await setHash(auth, idle, newPassword);
-        const after = await getUser(auth, nextName);
-        if (!after || !hashMatches(after.passwordHash, after.algorithm, newPassword) || after.tags.join(',') !== idle.tags.join(',')) {
+        // Someone may have changed either user meanwhile: the twins are compared again after the change.
+        const [after, currentAfter] = [await getUser(auth, nextName), await getUser(auth, currentName)];
+        if (!after || !currentAfter || !hashMatches(after.passwordHash, after.algorithm, newPassword)) {
           throw refusal(`the user ${nextName} is not as prepare left it (someone else changed it meanwhile?); check it in the management UI`);
         }
+        const diff = await twinDiff(auth, currentAfter, after);
+        if (diff.length) throw refusal(`users ${currentName} and ${nextName} stopped being twins during prepare (someone else changed them meanwhile?):\n  ${diff.join('\n  ')}`);
       });
     },
 
