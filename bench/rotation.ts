@@ -17,6 +17,7 @@ import { newKey, people, sign } from '../tests/keys';
 import { dropCreated as dropMysqlAccounts, fixture as mysqlFixture, spec as mysqlSpec, type Fixture as MysqlFixture } from '../tests/mysql-fixtures';
 import { dropCreatedUsers, redisFixture, redisSpec, type RedisFixture } from '../tests/redis-fixtures';
 import { fixture as iamFixture, iamSpec } from '../tests/iam-fixtures';
+import { dropCreated as dropCreatedRabbit, rabbitFixture, rabbitSpec, type RabbitFixture } from '../tests/rabbitmq-fixtures';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { rotateSecret } from '../workflows/rotateSecret';
@@ -76,6 +77,13 @@ function otherTargets(consumers: object[]): TargetLine[] {
       fixture: async () => {
         const mx: MysqlFixture = await mysqlFixture();
         return { id: mx.id, spec: mysqlSpec(mx, 'alternating-users', { consumers, policy }), cleanup: dropMysqlAccounts };
+      },
+    },
+    {
+      label: 'rabbitmq alternating-users',
+      fixture: async () => {
+        const mq: RabbitFixture = await rabbitFixture();
+        return { id: mq.id, spec: rabbitSpec(mq, { consumers, policy }), cleanup: dropCreatedRabbit };
       },
     },
     {

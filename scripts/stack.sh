@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack rekey's demo and tests run against: a Temporal dev server (with its Web UI),
 # moto's AWS Secrets Manager API and a throwaway PostgreSQL cluster with scram password auth.
+# A RabbitMQ the machine runs gets its management plugin enabled (the rabbitmq target's API).
 #
 #   bash scripts/stack.sh up      start what is not running; print `export` lines on stdout
 #   bash scripts/stack.sh env     print the `export` lines of the running stack
@@ -273,6 +274,16 @@ start_postgres() {
   echo "$pg_port" >"$run/postgres.port"
 }
 
+# RabbitMQ is not started here (the machine runs it, or not): when it is installed, its management
+# plugin (the HTTP API the rabbitmq target uses, 127.0.0.1:15672) is enabled if it is off. Idempotent.
+ensure_rabbitmq_management() {
+  command -v rabbitmq-plugins >/dev/null || return 0
+  if rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management; then return 0; fi
+  say "enabling the RabbitMQ management plugin (HTTP API on 127.0.0.1:15672)"
+  rabbitmq-plugins enable rabbitmq_management >"$logs/rabbitmq-plugins.log" 2>&1 ||
+    say "could not enable the RabbitMQ management plugin (is RabbitMQ running?); see $logs/rabbitmq-plugins.log"
+}
+
 print_env() {
   cat <<EOV
 export TEMPORAL_ADDRESS=127.0.0.1:$temporal_port
@@ -329,6 +340,7 @@ case "${1:-}" in
     start_postgres
     ensure_audit_key
     ensure_audit_database
+    ensure_rabbitmq_management
     say "ready; Temporal UI at http://127.0.0.1:$ui_port"
     print_env
     ;;

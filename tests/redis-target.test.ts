@@ -9,31 +9,12 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CreateSecretCommand, GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
-import { passwordHash, redis, redisSchema, ReplyError, RespConnection, type Reply } from '../activities/targets/redis';
-import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
-import { rotateSecret } from '../workflows/rotateSecret';
+import { passwordHash, redis, redisSchema, ReplyError, RespConnection } from '../activities/targets/redis';
 import { workerLog } from './setup';
+import { checkTargets, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
 import { canAuth, dropCreatedUsers, getUser, HOST, PORT, redisFixture, redisSpec, root, rulesOf, type RedisFixture } from './redis-fixtures';
-import { allText, decodedPayloadText, killAndFinish, labelled, manifests, settled, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker } from './helpers';
+import { allText, labelled, manifests, sm, storeVersions, tempDir, testPassword, uniqueId } from './helpers';
 
-const ROOT = join(__dirname, '..');
-async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string; history: string }> {
-  const trusted = await manifests({ [secret]: spec });
-  const result = await withWorker(
-    async (taskQueue) => settled((await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
-    { manifestDirs: [trusted.dir] },
-  );
-  const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secret)).fetchHistory();
-  return { ...result, history: `${allText(raw)}\n${await decodedPayloadText(raw)}` };
-}
-
-/** `rekey validate --check-targets`: its exit code and everything it printed. */
-function checkTargets(dir: string): Promise<{ code: number; out: string }> {
-  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', dir, '--check-targets'], { cwd: ROOT }).then(
-    (r) => ({ code: 0, out: r.stdout + r.stderr }),
-    (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
-  );
-}
 
 async function storeCurrent(fx: RedisFixture, value: Record<string, string>): Promise<void> {
   await sm.send(new PutSecretValueCommand({ SecretId: fx.secretId, SecretString: JSON.stringify(value), VersionStages: ['AWSCURRENT'] }));
@@ -56,7 +37,7 @@ describe('the Redis target', () => {
     const session = await RespConnection.open({ host: HOST, port: PORT, tls: false, timeoutMs: 3000 });
     assert.equal(await session.call(['AUTH', fx.user, fx.initialPassword], { secrets: [fx.initialPassword] }), 'OK');
     const logStart = workerLog.length;
-    const { report, failure, history } = await rotate(fx.id, redisSpec(fx));
+    const { report, failure, history } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     assert.ok((report!.sessionsEnded ?? 0) >= 1, 'revoke says it ended the old connection');
     await assert.rejects(session.call(['PING']), /closed|reset|EPIPE/i, 'the old password\'s connection was killed');
@@ -84,7 +65,7 @@ describe('the Redis target', () => {
     const fx = await redisFixture();
     const before = await getUser(fx.user);
     const dir = await tempDir();
-    const { report } = await rotate(fx.id, redisSpec(fx, { consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } }));
+    const { report } = await rotateWithHistory(fx.id, redisSpec(fx, { consumers: [{ type: 'command', name: 'broken', file: join(dir, 'f.json'), health: 'exit 1' }], policy: { overlap: '0s', timeouts: { verify: '1s' } } }));
     assert.equal(report?.outcome, 'rolled-back');
     assert.equal(await canAuth(fx.user, fx.initialPassword), true);
     assert.deepEqual(await getUser(fx.user), before, 'passwords and rules as before');
@@ -114,7 +95,7 @@ describe('the Redis target', () => {
       }
     })();
     try {
-      const { report } = await rotate(fx.id, redisSpec(fx, { policy: { overlap: '1s' } }));
+      const { report } = await rotateWithHistory(fx.id, redisSpec(fx, { policy: { overlap: '1s' } }));
       assert.equal(report?.outcome, 'rotated');
     } finally {
       running = false;
@@ -126,16 +107,7 @@ describe('the Redis target', () => {
 
   it('a worker killed with SIGKILL mid-rotation is replaced and the rotation completes with exactly one new version', async () => {
     const fx = await redisFixture();
-    const dir = await tempDir();
-    const trusted = await manifests({ [fx.id]: redisSpec(fx, { consumers: [{ type: 'command', name: 'slow', file: join(dir, 'r.json'), reload: 'sleep 3' }] }) });
-    const taskQueue = uniqueId('rekey-crash-');
-    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
-    const first = spawnWorker(taskQueue, trusted.dir);
-    let stderr = '';
-    first.stderr!.on('data', (d) => (stderr += d));
-    for (let i = 0; i < 300 && (await handle.query(progressQuery).catch(() => undefined))?.stage !== 'deploy'; i++) await new Promise((r) => setTimeout(r, 200));
-    await new Promise((r) => setTimeout(r, 1000)); // the 3 s reload is running on this worker
-    const report = await killAndFinish(first, taskQueue, trusted.dir, handle.result());
+    const { report, stderr } = await rotateKilledMidDeploy(fx.id, (consumers) => redisSpec(fx, { consumers }));
     assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
     const versions = await storeVersions(fx.secretId);
     assert.equal(versions.length, 2, 'one initial and exactly one new version');
@@ -150,7 +122,7 @@ describe('the Redis target', () => {
     const fx = await redisFixture();
     const [adminBefore, userBefore] = [await getUser(fx.admin), await getUser(fx.user)];
     await storeCurrent(fx, { username: fx.admin, password: fx.adminPassword });
-    const { failure, history } = await rotate(fx.id, redisSpec(fx));
+    const { failure, history } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.match(failure ?? '', new RegExp(`the current credential names user "${fx.admin}", which is not the one this manifest rotates \\(${fx.user}\\); nothing was changed`));
     assert.deepEqual(await getUser(fx.admin), adminBefore);
     assert.deepEqual(await getUser(fx.user), userBefore);
@@ -161,7 +133,7 @@ describe('the Redis target', () => {
   it('an admin that may not kill connections is refused at prepare, naming the permission, before any change', async () => {
     const fx = await redisFixture({ adminRules: ['+acl'] });
     const before = await getUser(fx.user);
-    const { report } = await rotate(fx.id, redisSpec(fx));
+    const { report } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.equal(report?.outcome, 'rolled-back');
     assert.match(report!.failure!.message, new RegExp(`the admin user ${fx.admin} lacks \\+client\\|kill: grant it \\+client\\|kill; nothing was changed`));
     assert.deepEqual(await getUser(fx.user), before);
@@ -171,7 +143,7 @@ describe('the Redis target', () => {
   it('a user whose rules a password would change (nopass) is refused before any change, naming it', async () => {
     const fx = await redisFixture({ userRules: ['nopass', '+ping'] });
     const before = await getUser(fx.user);
-    const { report } = await rotate(fx.id, redisSpec(fx));
+    const { report } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.equal(report?.outcome, 'rolled-back');
     assert.match(report!.failure!.message, new RegExp(`the ACL user ${fx.user} is nopass \\(any password logs in\\): adding one would change its rules`));
     assert.deepEqual(await getUser(fx.user), before, 'still nopass, no password added');
@@ -182,7 +154,7 @@ describe('the Redis target', () => {
     const before = await getUser(fx.user);
     const stranger = testPassword();
     await storeCurrent(fx, { username: fx.user, password: stranger });
-    const { report, history } = await rotate(fx.id, redisSpec(fx));
+    const { report, history } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.equal(report?.outcome, 'rolled-back');
     assert.match(report!.failure!.message, new RegExp(`the stored current password is not one of ${fx.user}'s passwords .*; nothing was changed`));
     assert.deepEqual(await getUser(fx.user), before);
@@ -192,7 +164,7 @@ describe('the Redis target', () => {
   it('an admin that may neither save nor kill is refused at prepare, and the rollback finishes (undo needs no grant when nothing changed)', async () => {
     const fx = await redisFixture({ adminRules: ['+acl|getuser', '+acl|setuser', '+acl|dryrun'] });
     const before = await getUser(fx.user);
-    const { report } = await rotate(fx.id, redisSpec(fx));
+    const { report } = await rotateWithHistory(fx.id, redisSpec(fx));
     assert.equal(report?.outcome, 'rolled-back', JSON.stringify(report?.failure));
     assert.match(report!.failure!.message, new RegExp(`the admin user ${fx.admin} lacks \\+acl\\|save \\+client\\|kill`));
     assert.deepEqual(await getUser(fx.user), before);

@@ -8,9 +8,10 @@ import { awsIamAccessKey, awsIamAccessKeySchema } from './aws-iam-access-key';
 import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
 import { postgres, postgresSchema } from './postgres';
 import { mysql, mysqlSchema } from './mysql';
+import { rabbitmq, rabbitmqSchema } from './rabbitmq';
 import { redis, redisSchema } from './redis';
 
-export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema, mysqlSchema]);
+export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema, mysqlSchema, rabbitmqSchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
 const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
@@ -19,6 +20,7 @@ const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type:
   'aws-iam-access-key': awsIamAccessKey,
   redis,
   mysql,
+  rabbitmq,
 };
 
 export function createTarget(spec: TargetSpec): Target {
@@ -31,6 +33,7 @@ export function targetStores(spec: TargetSpec): { path: string; store: StoreSpec
     case 'postgres':
     case 'redis':
     case 'mysql':
+    case 'rabbitmq':
       return [{ path: 'admin.store', store: spec.admin.store }];
     case 'github-deploy-key':
       return githubStores(spec.github);
