@@ -112,6 +112,8 @@ export interface TargetContext {
    * acts on a label anyone else could have written.
    */
   readVersion?(versionId: string): Promise<Credential>;
+  /** At undo: when the store wrote the next version (ISO 8601), so a target can tell what it made just before. */
+  nextStoredAt?: string;
 }
 
 /** What a consumer is told about a version: where to find it, never the value itself. */

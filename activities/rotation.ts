@@ -517,7 +517,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const store = openStore(spec.store);
         await requireCurrent(store, ref.currentVersionId, 'undo');
         const [current, next] = await readPair(ref, store);
-        await target.undo(next, current, contextOf(ref));
+        await target.undo(next, current, { ...contextOf(ref), nextStoredAt: await store.createdAt(ref.pendingVersionId) });
       });
     },
 

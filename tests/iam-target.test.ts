@@ -15,7 +15,7 @@ import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
 import { callerOf, fixture, iam, iamSpec, keysOf, newKey, newUser, tagsOf, type Key } from './iam-fixtures';
-import { allText, decodedPayloadText, killAndFinish, manifests, settled, sm, spawnWorker, storeVersions, temporalClient, uniqueId, untilProgress, withWorker } from './helpers';
+import { allText, decodedPayloadText, failureOf, killAndFinish, manifests, settled, sm, spawnWorker, startWorker, storeVersions, temporalClient, uniqueId, untilProgress, withWorker } from './helpers';
 
 const ROOT = join(__dirname, '..');
 async function rotate(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string }> {
@@ -177,6 +177,21 @@ describe('the IAM access key target', () => {
     const second = await rotate(fx.id, spec);
     assert.match(second.failure ?? '', new RegExp(`the stored ${fx.initial.accessKeyId} and ${human.accessKeyId} \\(inactive`));
     assert.ok((await keysOf(fx.user)).some((k) => k.id === human.accessKeyId), "the person's inactive key was not deleted");
+  });
+
+  it("a label naming this very run's version (its id derives from the run id, which is public) does not make rekey delete a person's key", async () => {
+    const fx = await fixture();
+    const human = await newKey(fx.user);
+    const trusted = await manifests({ [fx.id]: iamSpec(fx) });
+    const taskQueue = uniqueId('rekey-iam-');
+    // Started with no worker yet: the attacker reads the run id and labels the person's key before generate runs.
+    const handle = await (await temporalClient()).workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
+    const token = versionTokenFor(`${handle.workflowId}/${handle.firstExecutionRunId}`);
+    await iam.send(new TagUserCommand({ UserName: fx.user, Tags: [{ Key: human.accessKeyId, Value: `rekey ${fx.id} ${token}` }] }));
+    const worker = await startWorker(taskQueue, { manifestDirs: [trusted.dir] });
+    const failure = await worker.runUntil(failureOf(handle.result()));
+    assert.match(failure, new RegExp(`already has two access keys: the stored ${fx.initial.accessKeyId} and ${human.accessKeyId}`));
+    assert.deepEqual((await keysOf(fx.user)).map((k) => k.id).sort(), [fx.initial.accessKeyId, human.accessKeyId].sort(), "the person's key is still there");
   });
 
   it('an admin that is the rotated user itself is refused before any change', async () => {

@@ -272,10 +272,12 @@ describe('the Redis target', () => {
     });
   });
 
-  it('manifests: the default user and TLS disabled to a remote host are refused', async () => {
+  it('manifests: the default user, and TLS disabled or unchecked (require without a ca) to a remote host, are refused', async () => {
     const fx = { id: uniqueId(), user: 'app', adminSecretId: 'adm', secretId: 'own' } as RedisFixture;
     await assert.rejects(manifests({ [fx.id]: { ...redisSpec(fx), target: { ...(redisSpec(fx).target as object), user: 'default' } } }), /spec\.target\.user: is the default user/);
     await assert.rejects(manifests({ [fx.id]: redisSpec(fx, {}, { host: 'cache.example.com', tls: { mode: 'disable' } }) }), /spec\.target\.tls\.mode: disable sends passwords in the open to cache\.example\.com/);
+    // AUTH carries the password itself: a certificate nobody checks would hand it to whoever answers.
+    await assert.rejects(manifests({ [fx.id]: redisSpec(fx, {}, { host: 'cache.example.com', tls: { mode: 'require' } }) }), /spec\.target\.tls\.ca: require without a ca accepts any certificate/);
     await assert.rejects(manifests({ [fx.id]: redisSpec({ ...fx, adminSecretId: 'own' }) }), /spec\.target\.admin\.store: is the secret's own store/);
   });
 });

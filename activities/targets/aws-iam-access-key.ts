@@ -29,6 +29,11 @@ import { durationBetween } from '../../lib/schema';
 import { textOf, type Acceptance, type Credential, type Target, type TargetContext } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
+/** How long before the store wrote a version the key it holds may have been created by issue. */
+const MINTED_WINDOW_MS = 10 * 60_000;
+/** IAM's clock and the store's may disagree by this much. */
+const CLOCK_SKEW_MS = 60_000;
+
 export const awsIamAccessKeySchema = z
   .object({
     type: z.literal('aws-iam-access-key'),
@@ -169,11 +174,12 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled for rekey version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not labelled by rekey'})`;
 
   /**
-   * What the user's keys other than `currentId` mean for a new key. rekey may delete only its own:
-   * the key an earlier attempt of this very issue minted (labelled with this rotation's version,
-   * which the store does not have yet), and a key a version of this secret in the store holds, once
-   * it has been inactive for deleteAfter. A label alone proves nothing (whoever may tag the user
-   * could write one): the store must hold the key. Everything else is kept, and named.
+   * What the user's keys other than `currentId` mean for a new key. rekey may delete only a key a
+   * version of this secret in the store holds, once it has been inactive for deleteAfter. A label
+   * alone proves nothing: whoever may tag the user can write one, and this rotation's version id
+   * derives from its run id, which anyone who can read the namespace knows (so a key an earlier
+   * attempt of this issue minted but never stored is kept too, and named, for a person to delete).
+   * Everything else is kept, and named.
    */
   async function sortKeys(keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, now = Date.now()) {
     const versions = new Set(context.storeVersionIds ?? []);
@@ -182,10 +188,9 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     for (const k of keys) {
       if (k.id === currentId) continue;
       const l = labels.get(k.id);
-      const mintedHere = l?.version === context.nextVersionId && !versions.has(l.version);
       const stored = l !== undefined && versions.has(l.version) && context.readVersion !== undefined && textOf(await context.readVersion(l.version), 'accessKeyId') === k.id;
       const expired = stored && k.status === 'Inactive' && l?.inactiveSince !== undefined && Date.parse(l.inactiveSince) + deleteAfterMs <= now;
-      (mintedHere || expired ? removable : kept).push(k);
+      (expired ? removable : kept).push(k);
     }
     return { removable, kept };
   }
@@ -257,7 +262,15 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const keys = await keysOf(iam);
       const l = (await labelsOf(iam, context.secret)).get(nextId);
       if (l?.version !== context.nextVersionId) return;
-      if (keys.some((k) => k.id === nextId)) await remove(iam, nextId);
+      const key = keys.find((k) => k.id === nextId);
+      // The stored value and the label are anyone's to write: only a key IAM made just before the
+      // store took this version (issue creates, labels, then the store writes) is rekey's to delete.
+      const storedAt = context.nextStoredAt ? Date.parse(context.nextStoredAt) : NaN;
+      const made = key?.created?.getTime();
+      if (key && (made === undefined || Number.isNaN(storedAt) || made < storedAt - MINTED_WINDOW_MS || made > storedAt + CLOCK_SKEW_MS)) {
+        throw refusal(`undo: the access key ${nextId} was not created just before rekey stored version ${context.nextVersionId} (created ${key.created?.toISOString() ?? 'at an unknown time'}); it is left for a person`);
+      }
+      if (key) await remove(iam, nextId);
       else await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [nextId] })));
     },
 
@@ -269,6 +282,9 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const iam = await admin();
       const keys = await keysOf(iam);
       const labels = await labelsOf(iam, context.secret);
+      // Never leave the user without a working key: the new one must still be there and active.
+      const fresh = keys.find((k) => k.id === nextId);
+      if (fresh?.status !== 'Active') throw refusal(`the new access key ${nextId} of ${user} is ${fresh ? fresh.status.toLowerCase() : 'gone'}; the old one ${oldId} was left active`);
       const found = keys.find((k) => k.id === oldId);
       if (found) await deactivate(iam, found, context.secret, context.currentVersionId, labels.get(oldId));
       return found ? {} : { warning: `the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate` };

@@ -50,6 +50,11 @@ export const redisSchema = z
     if (spec.tls?.mode === 'disable' && !LOOPBACK.has(spec.host)) {
       ctx.addIssue({ code: 'custom', path: ['tls', 'mode'], message: `disable sends passwords in the open to ${spec.host}: only allowed for loopback hosts` });
     }
+    // AUTH sends the password itself (no SCRAM binding it to the channel, as Postgres has): an
+    // unchecked certificate hands it to whoever is in the middle.
+    if (spec.tls?.mode === 'require' && !spec.tls.ca && !LOOPBACK.has(spec.host)) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'ca'], message: `require without a ca accepts any certificate, and AUTH sends the password to whoever answers for ${spec.host}: give ca, or use verify-full` });
+    }
   });
 export type RedisSpec = z.infer<typeof redisSchema>;
 
