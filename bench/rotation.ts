@@ -203,7 +203,7 @@ async function main(): Promise<void> {
     ...others.map((line): [string, string] => [`${line.label}: through Temporal / direct (medians)`, `${ms(quantile(line.through, 0.5))} / ${ms(quantile(line.direct, 0.5))}`]),
   ];
   console.log('\nrekey benchmark: alternating-users Postgres secret, two command consumers, overlap 0s\n');
-  for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(66)} ${v}`);
   console.log(`\nBENCH_JSON ${JSON.stringify(figures)}`);
 }
 
