@@ -56,7 +56,12 @@ async function estate(options: { approval?: TestKey; billingVerify?: string } = 
     assert.deepEqual([await orders.branches(), await billing.branches()], [['main'], ['main']], 'a prepared branch was left');
     assert.ok(await canLogin(fx.users[0], fx.initialPassword), 'the old database password no longer works');
   };
-  return { id, fx, orders, billing, api, db, key, trusted, input, before, untouched };
+  /** Both stores have a new current version. */
+  const bothPromoted = async () => {
+    assert.notEqual((await labelled(fx.secretId, 'AWSCURRENT'))!.versionId, before.db.versionId, 'the database password did not promote');
+    assert.notEqual((await labelled(api.store.secretId, 'AWSCURRENT'))!.versionId, before.key.versionId, 'the API key did not promote');
+  };
+  return { id, fx, orders, billing, api, db, key, trusted, input, before, untouched, bothPromoted };
 }
 
 type Estate = Awaited<ReturnType<typeof estate>>;
@@ -161,8 +166,7 @@ describe('atomic groups (RotationGroup)', () => {
 
     assert.equal(decided.outcome, 'approved');
     assert.equal(report.outcome, 'rotated', JSON.stringify(report));
-    assert.notEqual((await labelled(e.fx.secretId, 'AWSCURRENT'))!.versionId, e.before.db.versionId);
-    assert.notEqual((await labelled(e.api.store.secretId, 'AWSCURRENT'))!.versionId, e.before.key.versionId);
+    await e.bothPromoted();
   });
 
   it('the group is cancelled while its members are held: every member aborts and rolls back', async () => {
@@ -255,8 +259,7 @@ describe('atomic groups (RotationGroup)', () => {
         }),
       },
     );
-    assert.notEqual((await labelled(e.fx.secretId, 'AWSCURRENT'))!.versionId, e.before.db.versionId);
-    assert.notEqual((await labelled(e.api.store.secretId, 'AWSCURRENT'))!.versionId, e.before.key.versionId);
+    await e.bothPromoted();
   });
 
   it('a member already rotating on its own: the group refuses to start, naming it, and changes nothing', async () => {

@@ -313,17 +313,6 @@ export async function killAndFinish(first: ChildProcess, taskQueue: string, mani
   }
 }
 
-/** Rotate `secret` (one manifest) on a fresh worker: how it ended, and its whole history as text (payloads decrypted), for leak scans. */
-export async function rotateWithHistory(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string; history: string }> {
-  const trusted = await manifests({ [secret]: spec });
-  const result = await withWorker(
-    async (taskQueue) => settled((await temporalClient()).workflow.execute('rotateSecret', { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] })),
-    { manifestDirs: [trusted.dir] },
-  );
-  const raw = await (await temporalClient()).workflow.getHandle(rotationWorkflowId(secret)).fetchHistory();
-  return { ...result, history: `${allText(raw)}\n${await decodedPayloadText(raw)}` };
-}
-
 /** `rekey ARGS` as a person runs it, with `env` added: exit code, stdout and stderr. */
 export function rekeyCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; errOut: string }> {
   return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: ROOT, env: { ...process.env, ...env } }).then(

@@ -4,14 +4,15 @@
 // password and only the privileges it needs, stored in moto) and drops them afterwards.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { createConnection, type Connection } from 'mysql2/promise';
 import { mysql, mysqlSchema, nativePasswordHash, serverKind } from '../activities/targets/mysql';
 import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
 import { dropCreated, fixture, HOST, PORT, q, root, spec, type Fixture } from './mysql-fixtures';
-import { allText, killAndFinish, labelled, manifests, rekeyCli, rotateWithHistory, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId, untilProgress } from './helpers';
+import { allText, killAndFinish, labelled, manifests, rekeyCli, sm, spawnWorker, storeVersions, tempDir, temporalClient, testPassword, uniqueId, untilProgress } from './helpers';
+import { clientDuringRotation, rotateWithHistory } from './target-harness';
 
 const rotate = rotateWithHistory;
 const checkTargets = async (dir: string) => {
@@ -78,23 +79,12 @@ describe('the mysql target (MariaDB)', () => {
   it('alternating-users: the idle twin gets the new password, the old account is locked and its connections killed; a client using whatever the store calls current never fails to log in', async () => {
     const fx = await fixture();
     const old = await session(fx.users[0], fx.initialPassword);
-    let [logins, failures, running] = [0, 0, true];
-    const traffic = (async () => {
-      while (running) {
-        const value = JSON.parse((await sm.send(new GetSecretValueCommand({ SecretId: fx.secretId, VersionStage: 'AWSCURRENT' }))).SecretString!);
-        if (await canLogin(value.username, value.password)) logins++;
-        else failures++;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
     const logStart = workerLog.length;
-    let result: Awaited<ReturnType<typeof rotate>>;
-    try {
-      result = await rotate(fx.id, spec(fx, 'alternating-users', { policy: { overlap: '1s' } }));
-    } finally {
-      running = false;
-      await traffic;
-    }
+    const { result, logins, failures } = await clientDuringRotation(
+      fx.secretId,
+      (current) => canLogin(current.username, current.password),
+      () => rotate(fx.id, spec(fx, 'alternating-users', { policy: { overlap: '1s' } })),
+    );
     const { report, failure, history } = result;
     assert.equal(report?.outcome, 'rotated', failure ?? JSON.stringify(report?.failure));
     assert.ok(logins > 10, `the client kept logging in (${logins})`);

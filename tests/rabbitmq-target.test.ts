@@ -8,10 +8,10 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { CreateSecretCommand, GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { hashMatches, rabbitHash, rabbitmq, rabbitmqSchema } from '../activities/targets/rabbitmq';
 import { workerLog } from './setup';
-import { checkTargets, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
+import { checkTargets, clientDuringRotation, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
 import { amqp, canLogin, dropCreated, permit, rabbitFixture, rabbitSpec, rightsOf, root, userRecord, type RabbitFixture } from './rabbitmq-fixtures';
 import { allText, labelled, manifests, sm, storeVersions, tempDir, testPassword, uniqueId } from './helpers';
 
@@ -97,26 +97,17 @@ describe('the RabbitMQ target', () => {
 
   it('a client that keeps connecting with whatever the store calls current sees no authentication failure', async () => {
     const fx = await rabbitFixture();
-    let [logins, failures, running] = [0, 0, true];
-    const traffic = (async () => {
-      while (running) {
-        const value = JSON.parse((await sm.send(new GetSecretValueCommand({ SecretId: fx.secretId, VersionStage: 'AWSCURRENT' }))).SecretString!);
-        const conn = await amqp(fx.vhost, value.username, value.password);
-        if (typeof conn === 'string') failures++;
-        else {
-          logins++;
-          await conn.close().catch(() => undefined);
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
-    try {
-      const { report } = await rotateWithHistory(fx.id, rabbitSpec(fx, { policy: { overlap: '1s' } }));
-      assert.equal(report?.outcome, 'rotated');
-    } finally {
-      running = false;
-      await traffic;
-    }
+    const { result, logins, failures } = await clientDuringRotation(
+      fx.secretId,
+      async (current) => {
+        const conn = await amqp(fx.vhost, current.username, current.password);
+        if (typeof conn === 'string') return false;
+        await conn.close().catch(() => undefined);
+        return true;
+      },
+      () => rotateWithHistory(fx.id, rabbitSpec(fx, { policy: { overlap: '1s' } })),
+    );
+    assert.equal(result.report?.outcome, 'rotated');
     assert.ok(logins > 10, `the client kept logging in (${logins})`);
     assert.equal(failures, 0, 'authentication failures during the rotation');
   });

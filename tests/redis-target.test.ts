@@ -8,10 +8,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CreateSecretCommand, GetSecretValueCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { passwordHash, redis, redisSchema, ReplyError, RespConnection } from '../activities/targets/redis';
 import { workerLog } from './setup';
-import { checkTargets, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
+import { checkTargets, clientDuringRotation, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
 import { canAuth, dropCreatedUsers, getUser, HOST, PORT, redisFixture, redisSpec, root, rulesOf, type RedisFixture } from './redis-fixtures';
 import { allText, labelled, manifests, sm, storeVersions, tempDir, testPassword, uniqueId } from './helpers';
 
@@ -79,28 +79,19 @@ describe('the Redis target', () => {
 
   it('a client that keeps connecting with whatever the store calls current sees no authentication failure', async () => {
     const fx = await redisFixture();
-    let [logins, failures, running] = [0, 0, true];
-    const traffic = (async () => {
-      while (running) {
-        const value = JSON.parse((await sm.send(new GetSecretValueCommand({ SecretId: fx.secretId, VersionStage: 'AWSCURRENT' }))).SecretString!);
+    const { result, logins, failures } = await clientDuringRotation(
+      fx.secretId,
+      async (current) => {
         const conn = await RespConnection.open({ host: HOST, port: PORT, tls: false, timeoutMs: 3000 });
         try {
-          const reply = await conn.call(['AUTH', value.username, value.password], { secrets: [value.password] });
-          if (reply instanceof ReplyError) failures++;
-          else logins++;
+          return !((await conn.call(['AUTH', current.username, current.password], { secrets: [current.password] })) instanceof ReplyError);
         } finally {
           conn.close();
         }
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
-    try {
-      const { report } = await rotateWithHistory(fx.id, redisSpec(fx, { policy: { overlap: '1s' } }));
-      assert.equal(report?.outcome, 'rotated');
-    } finally {
-      running = false;
-      await traffic;
-    }
+      },
+      () => rotateWithHistory(fx.id, redisSpec(fx, { policy: { overlap: '1s' } })),
+    );
+    assert.equal(result.report?.outcome, 'rotated');
     assert.ok(logins > 10, `the client kept logging in (${logins})`);
     assert.equal(failures, 0, 'authentication failures during the rotation');
   });

@@ -1,13 +1,11 @@
-// What the tests of a target (Redis, RabbitMQ) do the same way: rotate through a worker and read
-// the history back, run `rekey validate --check-targets`, and kill a worker mid-rotation.
-import { execFile } from 'node:child_process';
+// What the tests of a target (Redis, RabbitMQ, MySQL) do the same way: rotate through a worker and
+// read the history back, run `rekey validate --check-targets`, keep a client logging in during a
+// rotation, and kill a worker mid-rotation.
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { progressQuery, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { allText, decodedPayloadText, killAndFinish, manifests, settled, spawnWorker, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
-
-const ROOT = join(__dirname, '..');
+import { allText, decodedPayloadText, killAndFinish, manifests, rekeyCli, settled, sm, spawnWorker, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 /** One rotation through a worker: its report or failure, and its history as text (payloads decoded) for leak scans. */
 export async function rotateWithHistory(secret: string, spec: object): Promise<{ report?: RotationReport; failure?: string; history: string }> {
@@ -21,11 +19,31 @@ export async function rotateWithHistory(secret: string, spec: object): Promise<{
 }
 
 /** `rekey validate --check-targets`: its exit code and everything it printed. */
-export function checkTargets(dir: string): Promise<{ code: number; out: string }> {
-  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), 'validate', '-f', dir, '--check-targets'], { cwd: ROOT }).then(
-    (r) => ({ code: 0, out: r.stdout + r.stderr }),
-    (e) => ({ code: e.code as number, out: `${e.stdout}${e.stderr}` }),
-  );
+export async function checkTargets(dir: string): Promise<{ code: number; out: string }> {
+  const { code, out, errOut } = await rekeyCli(['validate', '-f', dir, '--check-targets']);
+  return { code, out: `${out}${errOut}` };
+}
+
+/**
+ * While `rotate` runs, a client logs in again and again with whatever the store calls current
+ * (`logIn` says whether the target let it in): how many logins it made and how many were refused.
+ */
+export async function clientDuringRotation<T>(secretId: string, logIn: (current: { username: string; password: string }) => Promise<boolean>, rotate: () => Promise<T>): Promise<{ result: T; logins: number; failures: number }> {
+  let [logins, failures, running] = [0, 0, true];
+  const traffic = (async () => {
+    while (running) {
+      const current = JSON.parse((await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }))).SecretString!);
+      if (await logIn(current)) logins++;
+      else failures++;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  try {
+    return { result: await rotate(), logins, failures };
+  } finally {
+    running = false;
+    await traffic;
+  }
 }
 
 /**
