@@ -86,7 +86,15 @@ export interface Target {
    * Make the old credential stop working, leaving the new one untouched; in an emergency (or by
    * the target's policy) also end the sessions opened with it. Says how many were ended.
    */
-  revoke(old: Credential, next: Credential, options: { emergency?: boolean; context: TargetContext }): Promise<{ sessionsEnded?: number; warning?: string } | void>;
+  revoke(old: Credential, next: Credential, options: { emergency?: boolean; context: TargetContext }): Promise<Revoked | void>;
+  /**
+   * For targets whose revoke only disables (an IAM key is deactivated, so reactivating it is the
+   * way back for a while): remove what revoke disabled, once revoke's `retireAfter` has passed. The
+   * rotation leaves a durable timer for it (workflow retire/<secret>/<version>). It must check
+   * again that the credential is still disabled and due (whoever can start a workflow can ask
+   * early), never touch one a person re-enabled, and be idempotent. Says what it did.
+   */
+  retire?(old: Credential, context: { secret: string; versionId: string }): Promise<string>;
   /**
    * Try to authenticate with `credential` (thorough: also what the manifest asks to check, such as
    * a verify query). Throws only when the target cannot be reached.
@@ -94,6 +102,15 @@ export interface Target {
   accepts(credential: Credential, options?: { thorough?: boolean }): Promise<Acceptance>;
   /** Problems a rotation would meet, found without changing anything (rekey validate --check-targets). */
   preflight?(current: Credential): Promise<string[]>;
+}
+
+export interface Revoked {
+  /** Sessions of the old credential that were ended. */
+  sessionsEnded?: number;
+  /** Revoke did what it could but not all: shown in the report and logged at error level. */
+  warning?: string;
+  /** A duration ("7d"): revoke only disabled the old credential; `retire` removes it after this long. */
+  retireAfter?: string;
 }
 
 /**
@@ -112,6 +129,12 @@ export interface TargetContext {
    * acts on a label anyone else could have written.
    */
   readVersion?(versionId: string): Promise<Credential>;
+  /**
+   * At issue: when this issue was first asked for (ISO 8601; the activity's first schedule, the
+   * same for every retry), so a target can recognise what an earlier attempt made whose answer was
+   * lost: something made after this instant that nobody has used yet.
+   */
+  issueStartedAt?: string;
   /** At undo: when the store wrote the next version (ISO 8601), so a target can tell what it made just before. */
   nextStoredAt?: string;
 }

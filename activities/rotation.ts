@@ -12,7 +12,7 @@ import { parseDuration } from '../lib/duration';
 import type { ApprovalPolicy, SecretEntry, SecretSpec } from '../lib/manifest';
 import type { Person, SignedDocument, Signer } from '../lib/signed';
 import { isRekeyVersionId, versionTokenFor } from '../lib/version-token';
-import { emergencyWorkflowId, isGroupWorkflowId, rotationWorkflowId, type FleetItem, type RotationPlan } from '../workflows/messages';
+import { emergencyWorkflowId, isGroupWorkflowId, retireWorkflowId, rotationWorkflowId, type FleetItem, type RetireInput, type RotationPlan } from '../workflows/messages';
 
 export { isRekeyVersionId, versionTokenFor };
 import { UNUSABLE_PATH, auditContext, beating, claimId, createAuditActivities, receiptFor, receiptHolds, unusable, type AuditContext } from './audit';
@@ -21,7 +21,7 @@ import { createGenerator } from './generators';
 import { configureGitHubClients, type GitHubClientSettings } from './github';
 import { createGroupActivities } from './groups';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
-import type { Credential, DeployOptions, SecretStore, Target, TargetContext, VersionRef } from './provider';
+import type { Credential, DeployOptions, Revoked, SecretStore, Target, TargetContext, VersionRef } from './provider';
 import { openStore } from './stores';
 import { createTarget } from './targets';
 
@@ -480,7 +480,14 @@ export function createActivities(options: ActivityOptions = {}) {
         let next: Credential;
         if (target?.issue) {
           // The target mints the credential (the manifest has no generator for it).
-          next = await target.issue(current, { secret: ref.secret, currentVersionId: versions.current, nextVersionId: token, storeVersionIds: versions.all, readVersion: (id) => store.read(id) });
+          next = await target.issue(current, {
+            secret: ref.secret,
+            currentVersionId: versions.current,
+            nextVersionId: token,
+            storeVersionIds: versions.all,
+            readVersion: (id) => store.read(id),
+            issueStartedAt: new Date(Context.current().info.scheduledTimestampMs).toISOString(),
+          });
         } else {
           if (!spec.generator) throw ApplicationFailure.nonRetryable(`${ref.secret} has no generator`, NON_RETRYABLE.unknownSecret);
           const material = createGenerator(spec.generator).generate();
@@ -717,7 +724,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<{ head?: AuditHead; sessionsEnded?: number; warning?: string }> {
+    async revokeOldCredential(step: RevokeStep): Promise<Omit<Revoked, 'retireAfter'> & { head?: AuditHead; retireAfterMs?: number }> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
@@ -751,7 +758,36 @@ export function createActivities(options: ActivityOptions = {}) {
         const outcome = await target.revoke(old, next, { emergency: step.emergency !== undefined, context });
         if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
         if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
-        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning };
+        // Only a target that can retire gets the timer, and only with a duration the worker reads.
+        const retireAfterMs = target.retire && outcome?.retireAfter !== undefined ? parseDuration(outcome.retireAfter) : undefined;
+        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning, retireAfterMs };
+      });
+    },
+
+    /**
+     * Remove what a revoke only disabled (workflow retire/<secret>/<version>, started by that
+     * revoke). Anyone who can start a workflow can start one of these, early or for any version:
+     * the worker acts only on a version of the secret's store that is neither current nor pending,
+     * and the target checks again that it is still disabled and due.
+     */
+    async retireOldCredential(step: Omit<RetireInput, 'afterMs'>): Promise<string> {
+      const { workflowId, rotationId } = thisRotation();
+      if (workflowId !== retireWorkflowId(step.secret, step.versionId)) throw refused(`only the workflow ${retireWorkflowId(step.secret, step.versionId)} may retire that version, not ${workflowId}`);
+      const { spec } = await manifests.forStep(step, 'finish', rotationId);
+      const target = targetOf(spec);
+      if (!target?.retire) throw refused(`${step.secret}: its target (${spec.target?.type ?? 'none'}) has nothing to retire`);
+      return withHeartbeat(async () => {
+        const store = openStore(spec.store);
+        const { current, pending, all } = await store.versions();
+        if (!all.includes(step.versionId) || step.versionId === current || step.versionId === pending) {
+          throw refused(`refusing to retire version ${step.versionId} of ${step.secret}: it is ${all.includes(step.versionId) ? 'current or pending' : 'not a version in its store'}`);
+        }
+        const done = await target.retire!(await store.read(step.versionId), { secret: step.secret, versionId: step.versionId });
+        await (await audit.trail())
+          .append({ id: `retire/${rotationId}`, rotationId, secret: step.secret, event: 'retired', actor: 'rekey', at: new Date().toISOString(), versions: { current }, detail: `version ${step.versionId}: ${done}`.slice(0, 500) })
+          .catch(unusable);
+        log.info('retired a revoked credential', { secret: step.secret, versionId: step.versionId, detail: done });
+        return done;
       });
     },
 

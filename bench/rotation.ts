@@ -90,8 +90,8 @@ function otherTargets(consumers: object[]): TargetLine[] {
       label: 'aws-iam-access-key',
       fixture: async () => {
         const fx = await iamFixture();
-        // deleteAfter 0s: each rotation deletes the key the one before deactivated (IAM allows two).
-        return { id: fx.id, spec: iamSpec(fx, { deleteAfter: '0s' }, { consumers, policy }) };
+        // Each rotation deletes the key the one before deactivated (IAM allows two), without waiting for its retire timer.
+        return { id: fx.id, spec: iamSpec(fx, { deleteAfter: '1h' }, { consumers, policy }) };
       },
     },
   ];

@@ -25,6 +25,8 @@ export type AuditEventKind =
   | 'promoted'
   | 'revoked'
   | 'post-verified'
+  /** What a revoke only disabled (an inactive IAM key) was removed, after the target's retireAfter. */
+  | 'retired'
   | 'rolled-back'
   | 'rollback-incomplete'
   | 'failed'

@@ -66,7 +66,7 @@ export async function fixture(): Promise<Fixture> {
 export function iamSpec(fx: Fixture, target: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     store: { type: 'aws-secrets-manager', secretId: fx.secretId },
-    target: { type: 'aws-iam-access-key', userName: fx.user, admin: { store: { type: 'aws-secrets-manager', secretId: fx.adminSecretId } }, deleteAfter: '1s', ...target },
+    target: { type: 'aws-iam-access-key', userName: fx.user, admin: { store: { type: 'aws-secrets-manager', secretId: fx.adminSecretId } }, deleteAfter: '1h', ...target },
     consumers: [{ type: 'command', name: 'app', file: fx.file }],
     policy: { overlap: '0s' },
     ...extra,

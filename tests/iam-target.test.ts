@@ -9,9 +9,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
-import { TagUserCommand, UpdateAccessKeyCommand } from '@aws-sdk/client-iam';
+import { GetUserPolicyCommand, TagUserCommand, UpdateAccessKeyCommand } from '@aws-sdk/client-iam';
+import { REVOKE_SESSIONS_POLICY } from '../activities/targets/aws-iam-access-key';
+import type { AuditRecord } from '../lib/audit';
+import { auditSettingsFromEnv, openAuditTrail } from '../lib/audit-trails';
 import { versionTokenFor } from '../lib/version-token';
-import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { emergencyWorkflowId, retireWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import { emergencyRevoke } from '../workflows/emergencyRevoke';
+import { retireCredential } from '../workflows/retireCredential';
+import { newKey as newSigningKey, people, sign, validFor } from './keys';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { workerLog } from './setup';
 import { callerOf, fixture, iam, iamSpec, keysOf, newKey, newUser, tagsOf, type Key } from './iam-fixtures';
@@ -44,57 +50,184 @@ async function settledStore(secretId: string): Promise<Key> {
   return current[0].value as unknown as Key;
 }
 
+/**
+ * A gate in front of moto: IAM and STS requests pass through unchanged unless `decide` answers
+ * for IAM (a status and an XML body) or drops IAM's answer after IAM acted on the request.
+ */
+async function gateInFrontOfMoto<T>(decide: (request: { body: string; authorization: string }) => 'pass' | 'drop-answer' | { status: number; xml: string }, work: (endpoint: string) => Promise<T>): Promise<T> {
+  const upstream = new URL(process.env.AWS_ENDPOINT_URL!);
+  const gate: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const verdict = decide({ body: body.toString(), authorization: String(req.headers.authorization ?? '') });
+      if (typeof verdict === 'object') {
+        res.writeHead(verdict.status, { 'content-type': 'text/xml' });
+        res.end(verdict.xml);
+        return;
+      }
+      const forward = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+        if (verdict === 'drop-answer') {
+          up.resume();
+          up.on('end', () => res.destroy());
+          return;
+        }
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      forward.end(body);
+    });
+  });
+  await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r));
+  try {
+    return await work(`http://127.0.0.1:${(gate.address() as { port: number }).port}`);
+  } finally {
+    gate.close();
+  }
+}
+
 describe('the IAM access key target', () => {
-  it('rotates: the new key signs in as the user, the old one is deactivated, the next rotation deletes it once deleteAfter has passed; no secret key in history or logs', async () => {
+  it('rotates: the new key signs in as the user, the old one is deactivated and, after deleteAfter, deleted by its retire timer; no secret key in history or logs', async () => {
     const fx = await fixture();
     const logStart = workerLog.length;
-    const first = await rotate(fx.id, iamSpec(fx));
-    assert.equal(first.report?.outcome, 'rotated', JSON.stringify(first.report?.failure ?? first.failure));
+    const trusted = await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '2s' }) });
+    const client = await temporalClient();
+    const { first, retired } = await withWorker(
+      async (taskQueue) => {
+        const first = await settled(client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }));
+        assert.equal(first.report?.outcome, 'rotated', JSON.stringify(first.report?.failure ?? first.failure));
+        // Right after the rotation the old key is only inactive: reactivating it is the way back.
+        assert.deepEqual((await keysOf(fx.user)).find((k) => k.id === fx.initial.accessKeyId)?.status, 'Inactive');
+        assert.match((await tagsOf(fx.user))[fx.initial.accessKeyId], /^rekey \S+ \S+ inactive since \d{4}-/);
+        const [previous] = await labels(fx.secretId, 'AWSPREVIOUS');
+        const retired = await client.workflow.getHandle(retireWorkflowId(fx.id, previous.versionId)).result();
+        return { first, retired };
+      },
+      { manifestDirs: [trusted.dir] },
+    );
     const next = await settledStore(fx.secretId);
     assert.notEqual(next.accessKeyId, fx.initial.accessKeyId);
     assert.match(await callerOf(next) ?? '', new RegExp(`:user/${fx.user}$`), 'the new key is the user');
-    assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Inactive' }, { id: next.accessKeyId, status: 'Active' }].sort((a, b) => a.id.localeCompare(b.id)));
-    assert.match((await tagsOf(fx.user))[fx.initial.accessKeyId], /^rekey \S+ \S+ inactive since \d{4}-/);
+    assert.match(retired, new RegExp(`deleted access key ${fx.initial.accessKeyId}`));
+    assert.deepEqual(await keysOf(fx.user), [{ id: next.accessKeyId, status: 'Active' }], 'the retire timer deleted the old key');
+    assert.equal((await tagsOf(fx.user))[fx.initial.accessKeyId], undefined, 'the deleted key lost its label');
     assert.equal(JSON.parse(await readFile(fx.file, 'utf8')).accessKeyId, next.accessKeyId, 'the consumer got the new key');
     assert.match(first.report!.postVerify!.detail, /old credential rejected; new credential accepted/);
+    const trail = (await openAuditTrail(auditSettingsFromEnv()).read()).filter((r): r is AuditRecord => typeof r !== 'string' && r.secret === fx.id);
+    assert.ok(trail.some((r) => r.event === 'retired' && r.detail?.includes(fx.initial.accessKeyId)), 'the deletion is in the audit trail');
 
-    // deleteAfter (1s) has passed: the next rotation deletes the inactive key to make room.
-    await new Promise((r) => setTimeout(r, 1_500));
-    const second = await rotate(fx.id, iamSpec(fx));
+    // deleteAfter 7d: the next rotation leaves a timer that has not fired when the one after needs
+    // the slot, so that one deletes the inactive key first (an emergency must never wait a week).
+    const long = iamSpec(fx, { deleteAfter: '7d' });
+    const second = await rotate(fx.id, long);
     assert.equal(second.report?.outcome, 'rotated', JSON.stringify(second.report?.failure ?? second.failure));
     const third = await settledStore(fx.secretId);
-    assert.deepEqual((await keysOf(fx.user)).map((k) => `${k.id}:${k.status}`).sort(), [`${next.accessKeyId}:Inactive`, `${third.accessKeyId}:Active`].sort());
-    assert.equal((await tagsOf(fx.user))[fx.initial.accessKeyId], undefined, 'the deleted key lost its label');
-
-    // With deleteAfter not yet passed, a rotation refuses rather than delete the previous key early.
-    const early = await rotate(fx.id, iamSpec(fx, { deleteAfter: '7d' }));
-    assert.equal(early.report?.outcome, undefined);
-    assert.match(early.failure ?? '', new RegExp(`IAM user ${fx.user} already has two access keys: the stored ${third.accessKeyId} and ${next.accessKeyId} .*before deleteAfter \\(7d\\) has passed; nothing was changed`));
-    assert.equal((await keysOf(fx.user)).length, 2);
-    const checked = await checkTargets((await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '7d' }) })).dir);
-    assert.equal(checked.code, 1, checked.out);
-    assert.match(checked.out, new RegExp(`has a second key ${next.accessKeyId} .*a rotation before \\S+ \\(deleteAfter 7d\\) is refused`));
-    assert.match((await checkTargets((await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '0s' }) })).dir)).out, /target ready/);
+    const checked = await checkTargets((await manifests({ [fx.id]: long })).dir);
+    assert.equal(checked.code, 0, checked.out);
+    const logBefore = workerLog.length;
+    const again = await rotate(fx.id, long);
+    assert.equal(again.report?.outcome, 'rotated', JSON.stringify(again.report?.failure ?? again.failure));
+    const fourth = await settledStore(fx.secretId);
+    assert.deepEqual((await keysOf(fx.user)).map((k) => `${k.id}:${k.status}`).sort(), [`${third.accessKeyId}:Inactive`, `${fourth.accessKeyId}:Active`].sort());
+    assert.match(allText(workerLog.slice(logBefore)), new RegExp(`${next.accessKeyId}[\\s\\S]*deleted before deleteAfter \\(7d\\) because this rotation needs its slot`));
 
     // No secret access key (the user's, old or new, or the admin's) anywhere Temporal or the log keeps things.
-    const secrets = [fx.initial, next, third, fx.adminKey].map((k) => k.secretAccessKey);
-    const client = await temporalClient();
+    const secrets = [fx.initial, next, third, fourth, fx.adminKey].map((k) => k.secretAccessKey);
     let history = '';
     let runs = 0;
-    for await (const run of client.workflow.list({ query: `WorkflowId = '${rotationWorkflowId(fx.id)}'` })) {
+    for await (const run of client.workflow.list({ query: `WorkflowId = '${rotationWorkflowId(fx.id)}' OR WorkflowId STARTS_WITH 'retire/${fx.id}/'` })) {
       const raw = await client.workflow.getHandle(run.workflowId, run.runId).fetchHistory();
       history += `${allText(raw)}\n${await decodedPayloadText(raw)}\n`;
       runs++;
+      if (run.status.name === 'RUNNING') await client.workflow.getHandle(run.workflowId, run.runId).terminate('test over');
     }
-    assert.equal(runs, 3, 'every run is scanned');
-    assert.ok(history.includes(next.accessKeyId), 'the scan sees decoded history');
+    assert.equal(runs, 6, 'every rotation and retire run is scanned');
+    assert.ok(history.includes(`deleted access key ${fx.initial.accessKeyId}`), 'the scan sees decoded history (the retire result)');
     const log = allText(workerLog.slice(logStart));
-    const reports = JSON.stringify([first, second, early]);
+    const reports = JSON.stringify([first, second, again, retired]);
     for (const secret of secrets) {
       assert.ok(!history.includes(secret), 'a secret access key is in the workflow history');
       assert.ok(!log.includes(secret), 'a secret access key is in the worker log');
       assert.ok(!reports.includes(secret), 'a secret access key is in a report or failure');
     }
+  });
+
+  it('the retire timer deletes nothing early, nothing a person reactivated, and only as retire/<secret>/<version>', async () => {
+    const fx = await fixture();
+    const trusted = await manifests({ [fx.id]: iamSpec(fx, { deleteAfter: '7d' }) });
+    const client = await temporalClient();
+    await withWorker(
+      async (taskQueue) => {
+        const rotated = await settled(client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }));
+        assert.equal(rotated.report?.outcome, 'rotated', JSON.stringify(rotated));
+        const [previous] = await labels(fx.secretId, 'AWSPREVIOUS');
+        const id = retireWorkflowId(fx.id, previous.versionId);
+        const timer = client.workflow.getHandle(id);
+        assert.equal((await timer.describe()).status.name, 'RUNNING', 'the revoke left a 7-day timer');
+        await timer.terminate('replaced by a forged early start');
+        const input = { secret: fx.id, specHash: trusted.input(fx.id).specHash!, versionId: previous.versionId, afterMs: 0 };
+        // Anyone may start the workflow early: the worker checks the key is due.
+        const early = await failureOf(client.workflow.execute(retireCredential, { taskQueue, workflowId: id, args: [input] }));
+        assert.match(early, new RegExp(`the access key ${fx.initial.accessKeyId} is due for deletion at \\S+ \\(deleteAfter 7d\\), not yet`));
+        // Under another id, or for the current version: refused before IAM is asked.
+        assert.match(await failureOf(client.workflow.execute(retireCredential, { taskQueue, workflowId: `retire/${fx.id}/x`, args: [input] })), new RegExp(`must run as workflow ${id}`));
+        const [current] = await labels(fx.secretId, 'AWSCURRENT');
+        const onCurrent = { ...input, versionId: current.versionId };
+        assert.match(await failureOf(client.workflow.execute(retireCredential, { taskQueue, workflowId: retireWorkflowId(fx.id, current.versionId), args: [onCurrent] })), /it is current or pending/);
+        // A person reactivated the old key (a rollback): it is theirs now.
+        await iam.send(new UpdateAccessKeyCommand({ UserName: fx.user, AccessKeyId: fx.initial.accessKeyId, Status: 'Active' }));
+        const reactivated = await failureOf(client.workflow.execute(retireCredential, { taskQueue, workflowId: id, args: [input], workflowIdReusePolicy: 'ALLOW_DUPLICATE' }));
+        assert.match(reactivated, new RegExp(`the access key ${fx.initial.accessKeyId} of ${fx.user} is active again`));
+      },
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal((await keysOf(fx.user)).length, 2, 'nothing was deleted');
+  });
+
+  it('a lost CreateAccessKey answer: IAM is asked once per attempt, and the retry deletes the key it never saw before minting one', async () => {
+    // A gate in front of moto passes the first CreateAccessKey through and then drops the answer,
+    // as a reset connection would: the key exists, and nobody but IAM saw its secret.
+    const fx = await fixture();
+    let creates = 0;
+    const isCreate = (body: string) => /(^|&)Action=CreateAccessKey(&|$)/.test(body);
+    await gateInFrontOfMoto(
+      ({ body }) => (isCreate(body) && ++creates === 1 ? 'drop-answer' : 'pass'),
+      async (endpoint) => {
+        const logStart = workerLog.length;
+        const { report, failure } = await rotate(fx.id, iamSpec(fx, { endpoint }));
+        assert.equal(report?.outcome, 'rotated', JSON.stringify(report?.failure ?? failure));
+        assert.equal(creates, 2, 'the SDK did not ask IAM again by itself; the activity retry asked once more');
+        const next = await settledStore(fx.secretId);
+        assert.deepEqual((await keysOf(fx.user)).map((k) => `${k.id}:${k.status}`).sort(), [`${fx.initial.accessKeyId}:Inactive`, `${next.accessKeyId}:Active`].sort(), 'exactly one new key; the lost one is gone');
+        assert.match(allText(workerLog.slice(logStart)), /minted by an earlier attempt of this issue whose answer was lost/);
+      },
+    );
+  });
+
+  it('an emergency revoke denies the sessions the old key opened (sts:GetSessionToken outlives the key)', async () => {
+    const oncall = await newSigningKey('oncall');
+    const fx = await fixture();
+    const trusted = await manifests({ [fx.id]: iamSpec(fx) }, people([oncall], ['oncall']));
+    const before = new Date();
+    const authorization = await sign(oncall, { kind: 'rekey.dev/break-glass', namespace: 'default', secret: fx.id, revokeFirst: false, reason: 'key in a public repo', ...validFor(600_000) });
+    const report = await withWorker(
+      async (taskQueue) => (await temporalClient()).workflow.execute(emergencyRevoke, { taskQueue, workflowId: emergencyWorkflowId(fx.id), args: [{ secret: fx.id, reason: 'key in a public repo', authorization }] }),
+      { manifestDirs: [trusted.dir] },
+    );
+    assert.equal(report.outcome, 'rotated', JSON.stringify(report));
+    assert.equal((await keysOf(fx.user)).find((k) => k.id === fx.initial.accessKeyId)?.status, 'Inactive');
+    const { PolicyDocument } = await iam.send(new GetUserPolicyCommand({ UserName: fx.user, PolicyName: REVOKE_SESSIONS_POLICY }));
+    const statement = JSON.parse(decodeURIComponent(PolicyDocument!)).Statement[0];
+    assert.equal(statement.Effect, 'Deny');
+    assert.equal(statement.Action, '*');
+    const cutoff = Date.parse(statement.Condition.DateLessThan['aws:TokenIssueTime']);
+    assert.ok(cutoff >= before.getTime() && cutoff <= Date.now(), 'sessions issued before the revoke are denied, later ones are not');
+    // A scheduled rotation puts no such policy on the user.
+    const quiet = await fixture();
+    assert.equal((await rotate(quiet.id, iamSpec(quiet))).report?.outcome, 'rotated');
+    await assert.rejects(iam.send(new GetUserPolicyCommand({ UserName: quiet.user, PolicyName: REVOKE_SESSIONS_POLICY })), /NoSuchEntity|cannot be found/);
   });
 
   it('a consumer that fails verify rolls back: the new key is deleted, the old one is still active and current (admin: the worker\'s own identity)', async () => {
@@ -209,37 +342,17 @@ describe('the IAM access key target', () => {
     // moto that answers CreateAccessKey signed with the admin's key as IAM does (403 AccessDenied)
     // and passes every other request through unchanged.
     const fx = await fixture();
-    const upstream = new URL(process.env.AWS_ENDPOINT_URL!);
-    const gate: Server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks);
-        const byAdmin = String(req.headers.authorization ?? '').includes(`Credential=${fx.adminKey.accessKeyId}/`);
-        if (byAdmin && /(^|&)Action=CreateAccessKey(&|$)/.test(body.toString())) {
-          res.writeHead(403, { 'content-type': 'text/xml' });
-          res.end(`<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/${fx.admin} is not authorized to perform: iam:CreateAccessKey on resource: user ${fx.user}</Message></Error><RequestId>gate</RequestId></ErrorResponse>`);
-          return;
-        }
-        const forward = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        });
-        forward.on('error', () => res.destroy());
-        forward.end(body);
-      });
-    });
-    await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r));
-    try {
-      const endpoint = `http://127.0.0.1:${(gate.address() as { port: number }).port}`;
-      const { failure } = await rotate(fx.id, iamSpec(fx, { endpoint }));
-      assert.match(failure ?? '', new RegExp(`the admin credential may not iam:CreateAccessKey for IAM user ${fx.user} \\(AWS said AccessDenied\\)`));
-      assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);
-      assert.deepEqual(await tagsOf(fx.user), {});
-      assert.equal((await labels(fx.secretId, 'AWSPENDING')).length, 0);
-    } finally {
-      gate.close();
-    }
+    const denied = `<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/${fx.admin} is not authorized to perform: iam:CreateAccessKey on resource: user ${fx.user}</Message></Error><RequestId>gate</RequestId></ErrorResponse>`;
+    await gateInFrontOfMoto(
+      ({ body, authorization }) => (authorization.includes(`Credential=${fx.adminKey.accessKeyId}/`) && /(^|&)Action=CreateAccessKey(&|$)/.test(body) ? { status: 403, xml: denied } : 'pass'),
+      async (endpoint) => {
+        const { failure } = await rotate(fx.id, iamSpec(fx, { endpoint }));
+        assert.match(failure ?? '', new RegExp(`the admin credential may not iam:CreateAccessKey for IAM user ${fx.user} \\(AWS said AccessDenied\\)`));
+        assert.deepEqual(await keysOf(fx.user), [{ id: fx.initial.accessKeyId, status: 'Active' }]);
+        assert.deepEqual(await tagsOf(fx.user), {});
+        assert.equal((await labels(fx.secretId, 'AWSPENDING')).length, 0);
+      },
+    );
   });
 
   it('manifests: no generator (IAM mints the key), an admin that is the secret itself is refused', async () => {

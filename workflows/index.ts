@@ -3,3 +3,4 @@ export { rotateSecret } from './rotateSecret';
 export { emergencyRevoke } from './emergencyRevoke';
 export { rotateFleet } from './rotateFleet';
 export { rotateGroup } from './rotateGroup';
+export { retireCredential } from './retireCredential';

@@ -5,7 +5,7 @@ import { ApplicationFailure } from '@temporalio/workflow';
 import type { AuditHead } from '../lib/audit';
 import { MAX_DOCUMENT_CHARS } from '../lib/signed';
 import { MAX_SIGNATURE_CHARS } from '../lib/sshsig';
-import type { EmergencyInput, FleetInput, GroupInput, RotationInput } from './messages';
+import type { EmergencyInput, FleetInput, GroupInput, RetireInput, RotationInput } from './messages';
 
 export const REFUSED = 'RotationRefused';
 
@@ -128,4 +128,17 @@ export function checkGroupInput(input: unknown): GroupInput {
     reason: text(r.reason, 'reason', MAX_REASON),
     requestedBy: text(r.requestedBy, 'requestedBy', MAX_LABEL),
   };
+}
+
+const VERSION_ID = /^[A-Za-z0-9-]{1,64}$/;
+/** A revoke's timer may be years long at most (deleteAfter is bounded at 365 days). */
+const MAX_RETIRE_AFTER_MS = 400 * 24 * 3_600_000;
+
+/** A retire timer's input: which revoked version, when; the worker checks both again. */
+export function checkRetireInput(input: unknown): RetireInput {
+  const r = fields(input, ['secret', 'specHash', 'versionId', 'afterMs']);
+  if (typeof r.specHash !== 'string') refuse('input.specHash: expected "sha256:" and 64 hex digits');
+  if (typeof r.versionId !== 'string' || !VERSION_ID.test(r.versionId)) refuse('input.versionId: expected a store version id');
+  if (typeof r.afterMs !== 'number' || !Number.isInteger(r.afterMs) || r.afterMs < 0 || r.afterMs > MAX_RETIRE_AFTER_MS) refuse(`input.afterMs: expected a whole number of milliseconds from 0 to ${MAX_RETIRE_AFTER_MS}`);
+  return { secret: r.secret as string, specHash: r.specHash, versionId: r.versionId, afterMs: r.afterMs };
 }

@@ -60,6 +60,21 @@ export function emergencyWorkflowId(secret: string): string {
   return `emergency/${secret}`;
 }
 
+/** The durable timer that removes what a revoke only disabled (an inactive IAM key), one per revoked version. */
+export function retireWorkflowId(secret: string, versionId: string): string {
+  return `retire/${secret}/${versionId}`;
+}
+
+/** What a retire workflow is started with: names and ids only, checked again by the worker. */
+export interface RetireInput {
+  secret: string;
+  specHash: string;
+  /** The revoked version whose credential goes. */
+  versionId: string;
+  /** How long after the revoke (the target's `retireAfter`, in ms). */
+  afterMs: number;
+}
+
 /**
  * What the worker's manifests say about a rotation, as the workflow needs it: names, numbers and
  * public keys, never a command or a host. Returned by the resolveRotation activity.

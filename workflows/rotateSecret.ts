@@ -22,6 +22,7 @@ import {
   type RotationReport,
 } from './messages';
 import { RotationProgress } from './progress';
+import { retireLater } from './retireCredential';
 import { activitiesFor } from './stages';
 
 /** How long a released group member waits, at most, between attempts to commit. */
@@ -93,6 +94,8 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     sessionsEnded = revoked.sessionsEnded;
     if (typeof revoked.warning === 'string') warnings.push(`revoke: ${revoked.warning.slice(0, 500)}`);
     revokedAt = new Date().toISOString();
+    // Revoke only disabled the old credential (an IAM key): a durable timer removes it later.
+    if (typeof revoked.retireAfterMs === 'number') await retireLater({ secret, specHash: plan.specHash, versionId: old.oldVersionId, afterMs: revoked.retireAfterMs });
   }
 
   /** What commit and promote show the worker: the run, the receipts, the signed decisions. */

@@ -1,38 +1,47 @@
 // An IAM user's access key. IAM allows two keys per user, so rotation is natively dual: the new key
 // is minted by IAM at generate (Target.issue: IAM shows the secret once, so rekey cannot generate
-// it), revoke deactivates the old one, and the next rotation deletes keys that have been inactive
-// longer than `deleteAfter` (until then, reactivating the old key is the rollback).
+// it), revoke deactivates the old one, and a durable timer (Target.retire, workflow
+// retire/<secret>/<version>) deletes it after `deleteAfter`; until then, reactivating it is the
+// rollback. A rotation that needs the slot sooner (the next one, an emergency) deletes it first:
+// by then it is two versions old, and blocking an emergency for days would be worse.
 //
 // rekey labels every key it deals with by a tag on the user, as the AWS console labels access keys
 // ("description tags": tag key = access key id): `rekey <secret> <version id>`, and once revoked
 // `... inactive since <time>`. A label is only a hint (whoever may tag the user can write one):
-// rekey deletes a key only when a version of this secret in the store holds it (and it has been
-// inactive for deleteAfter), or when it minted it itself in an earlier attempt of the same issue.
-// Any other key is never touched: a rotation that would need its slot is refused, naming it.
+// rekey deletes a key only when a version of this secret in the store holds it and it is inactive,
+// or when an earlier attempt of the same issue minted it and its answer was lost (made after the
+// issue was first asked for, never used: nobody else can have its secret). Any other key is never
+// touched: a rotation that would need its slot is refused, naming it.
 // The stored value is {accessKeyId, secretAccessKey}; other fields are kept.
 // https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html
 import {
   CreateAccessKeyCommand,
   DeleteAccessKeyCommand,
+  GetAccessKeyLastUsedCommand,
   IAMClient,
+  type IAMClientConfig,
   ListAccessKeysCommand,
+  PutUserPolicyCommand,
   ListUserTagsCommand,
   TagUserCommand,
   UntagUserCommand,
   UpdateAccessKeyCommand,
 } from '@aws-sdk/client-iam';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
 import { durationBetween } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target, type TargetContext } from '../provider';
+import { textOf, type Acceptance, type Credential, type Revoked, type Target, type TargetContext } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 /** How long before the store wrote a version the key it holds may have been created by issue. */
 const MINTED_WINDOW_MS = 10 * 60_000;
-/** IAM's clock and the store's may disagree by this much. */
+/** IAM's clock and the store's (or Temporal's) may disagree by this much. */
 const CLOCK_SKEW_MS = 60_000;
+/** The inline policy an emergency revoke puts on the user: sessions issued before it are denied. */
+export const REVOKE_SESSIONS_POLICY = 'rekey-revoke-older-sessions';
 
 export const awsIamAccessKeySchema = z
   .object({
@@ -43,10 +52,11 @@ export const awsIamAccessKeySchema = z
      * Who creates, deactivates and deletes the keys: a stored {accessKeyId, secretAccessKey}
      * (`store`), or the worker's own AWS identity (`workerIdentity: true`), said explicitly. Never
      * the rotated user itself. Needs iam:ListAccessKeys, CreateAccessKey, UpdateAccessKey,
-     * DeleteAccessKey, ListUserTags, TagUser and UntagUser on that user.
+     * DeleteAccessKey, GetAccessKeyLastUsed, ListUserTags, TagUser and UntagUser on that user,
+     * and iam:PutUserPolicy for emergencies (it denies sessions the old key opened).
      */
     admin: z.union([z.object({ store: storeSchema }).strict(), z.object({ workerIdentity: z.literal(true) }).strict()]),
-    /** How long a revoked (inactive) key is kept before a later rotation deletes it; reactivating it is the rollback until then. */
+    /** How long a revoked (inactive) key is kept before it is deleted; reactivating it is the rollback until then. A rotation that needs its slot sooner deletes it first. */
     deleteAfter: durationBetween('0s', '365d').default('7d'),
     region: z.string().min(1).optional().describe('Defaults to AWS_REGION, then us-east-1'),
     endpoint: z.url().optional().describe('IAM and STS endpoint; defaults to AWS_ENDPOINT_URL (moto) or AWS'),
@@ -111,8 +121,8 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     }
   }
 
-  /** The admin's IAM client, once STS says the admin is not the user whose keys change. */
-  async function admin(): Promise<IAMClient> {
+  /** The admin's IAM client settings, once STS says the admin is not the user whose keys change. */
+  async function adminConfig(): Promise<IAMClientConfig> {
     let credentials: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined;
     if ('store' in spec.admin) {
       const stored = await readCurrent(spec.admin.store);
@@ -122,8 +132,9 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     }
     const who = await new STSClient({ region, endpoint, credentials, maxAttempts: 3 }).send(new GetCallerIdentityCommand({}));
     if (userOfArn(who.Arn) === user) throw refusal(`the admin credential is IAM user ${user} itself, whose keys this manifest rotates: use a separate admin identity`);
-    return new IAMClient({ region, endpoint, credentials, maxAttempts: 3 });
+    return { region, endpoint, credentials, maxAttempts: 3 };
   }
+  const admin = async () => new IAMClient(await adminConfig());
 
   async function keysOf(iam: IAMClient): Promise<Key[]> {
     const out: Key[] = [];
@@ -170,29 +181,66 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
     await label(iam, key.id, `rekey ${secret} ${versionId} inactive since ${since}`);
   }
 
+  /** Deny the user's sessions issued before now (an inline policy, overwritten by each emergency); a warning if the admin may not. */
+  async function denyOlderSessions(iam: IAMClient): Promise<string | undefined> {
+    const document = {
+      Version: '2012-10-17',
+      Statement: [{ Sid: 'RekeyEmergencyRevoke', Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': new Date().toISOString() } } }],
+    };
+    try {
+      await call('PutUserPolicy', () => iam.send(new PutUserPolicyCommand({ UserName: user, PolicyName: REVOKE_SESSIONS_POLICY, PolicyDocument: JSON.stringify(document) })));
+      return undefined;
+    } catch (err) {
+      return `sessions opened with the old key were not denied: ${(err as Error).message.slice(0, 300)}`;
+    }
+  }
+
   const describe = (k: Key, l?: Label) =>
     `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled for rekey version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not labelled by rekey'})`;
 
   /**
-   * What the user's keys other than `currentId` mean for a new key. rekey may delete only a key a
-   * version of this secret in the store holds, once it has been inactive for deleteAfter. A label
-   * alone proves nothing: whoever may tag the user can write one, and this rotation's version id
-   * derives from its run id, which anyone who can read the namespace knows (so a key an earlier
-   * attempt of this issue minted but never stored is kept too, and named, for a person to delete).
+   * What the user's keys other than `currentId` mean for a new key. rekey may delete a key a version
+   * of this secret in the store holds once it is inactive (revoked), and a key an earlier attempt of
+   * this issue minted whose answer was lost: not among the keys that attempt saw just before it
+   * asked (`intent`), made after the issue was first asked for, and never used (nobody but IAM ever
+   * saw its secret). A label alone proves nothing: whoever may tag the user can write one, and
+   * version ids derive from run ids, which anyone who can read the namespace knows.
    * Everything else is kept, and named.
    */
-  async function sortKeys(keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, now = Date.now()) {
+  async function sortKeys(iam: IAMClient, keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, intent: Set<string> | undefined) {
     const versions = new Set(context.storeVersionIds ?? []);
-    const removable: Key[] = [];
+    // No allowance for skew here, or a person's unused key made just before would qualify: IAM
+    // keeps whole seconds, and a clock behind Temporal's only leaves the lost key for a person.
+    const issuedFrom = context.issueStartedAt && intent ? Math.floor(Date.parse(context.issueStartedAt) / 1000) * 1000 : NaN;
+    const removable: { key: Key; why: string }[] = [];
     const kept: Key[] = [];
     for (const k of keys) {
       if (k.id === currentId) continue;
       const l = labels.get(k.id);
       const stored = l !== undefined && versions.has(l.version) && context.readVersion !== undefined && textOf(await context.readVersion(l.version), 'accessKeyId') === k.id;
-      const expired = stored && k.status === 'Inactive' && l?.inactiveSince !== undefined && Date.parse(l.inactiveSince) + deleteAfterMs <= now;
-      (expired ? removable : kept).push(k);
+      if (stored && k.status === 'Inactive') {
+        const due = l?.inactiveSince ? Date.parse(l.inactiveSince) + deleteAfterMs : NaN;
+        removable.push({ key: k, why: `revoked${due > Date.now() ? `, deleted before deleteAfter (${spec.deleteAfter}) because this rotation needs its slot` : ''}` });
+      } else if (!stored && !intent?.has(k.id) && (k.created?.getTime() ?? -Infinity) >= issuedFrom && (await neverUsed(iam, k.id))) {
+        removable.push({ key: k, why: 'minted by an earlier attempt of this issue whose answer was lost' });
+      } else {
+        kept.push(k);
+      }
     }
     return { removable, kept };
+  }
+
+  /** The tag an issue writes before it asks IAM for a key: the keys the user had just before. */
+  const intentTag = (versionId: string) => `rekey:issue:${versionId}`;
+  async function intentOf(iam: IAMClient, versionId: string): Promise<Set<string> | undefined> {
+    const { Tags } = await call('ListUserTags', () => iam.send(new ListUserTagsCommand({ UserName: user, MaxItems: 100 })));
+    const value = Tags?.find((t) => t.Key === intentTag(versionId))?.Value;
+    return value === undefined ? undefined : new Set(value.split(' ').filter((id) => KEY_ID.test(id)));
+  }
+
+  async function neverUsed(iam: IAMClient, keyId: string): Promise<boolean> {
+    const { AccessKeyLastUsed } = await call('GetAccessKeyLastUsed', () => iam.send(new GetAccessKeyLastUsedCommand({ AccessKeyId: keyId })));
+    return AccessKeyLastUsed?.LastUsedDate === undefined;
   }
 
   /** Refuses unless the stored key is one of the user's keys. */
@@ -211,34 +259,53 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
 
     async issue(current, context) {
       const currentId = keyIdOf(current, 'stored');
-      const iam = await admin();
+      const config = await adminConfig();
+      const iam = new IAMClient(config);
       const keys = await keysOf(iam);
       requireOwnKey(keys, currentId, 'stored');
       const labels = await labelsOf(iam, context.secret);
-      const { removable, kept } = await sortKeys(keys, labels, currentId, context);
+      const intent = context.nextVersionId ? await intentOf(iam, context.nextVersionId) : undefined;
+      const { removable, kept } = await sortKeys(iam, keys, labels, currentId, context, intent);
       // IAM allows two keys per user: one is the current one, the other slot must be free or rekey's to free.
       if (kept.length > 0) {
         throw refusal(
           `IAM user ${user} already has two access keys: the stored ${currentId} and ${kept.map((k) => describe(k, labels.get(k.id))).join(', ')}, ` +
-            `which rekey may not delete${kept.some((k) => labels.get(k.id)?.inactiveSince) ? ` before deleteAfter (${spec.deleteAfter}) has passed` : ''}; nothing was changed. ` +
+            `which rekey may not delete${kept.some((k) => k.status === 'Active' && labels.get(k.id)?.inactiveSince) ? ' (it was reactivated after rekey revoked it)' : ''}; nothing was changed. ` +
             `Delete it when nothing uses it (aws iam delete-access-key --user-name ${user} --access-key-id ${kept[0].id}), then rotate again`,
         );
       }
       // With a free slot the new key comes first, so an admin that may not create one changes nothing.
       const freeSlot = keys.length < 2;
-      if (!freeSlot) for (const k of removable) await remove(iam, k.id);
-      const created = await call('CreateAccessKey', () => iam.send(new CreateAccessKeyCommand({ UserName: user })));
+      const clear = async () => {
+        for (const { key, why } of removable) {
+          await remove(iam, key.id);
+          log.info('deleted an access key to make room for the new one', { secret: context.secret, user, accessKeyId: key.id, why });
+        }
+      };
+      if (!freeSlot) await clear();
+      // Asked once: the SDK retrying a create whose answer was lost would mint a second key. The
+      // activity's retry finds the first one (sortKeys) and deletes it.
+      const once = new IAMClient({ ...config, maxAttempts: 1 });
+      const before = await keysOf(iam);
+      await label(iam, intentTag(context.nextVersionId), before.map((k) => k.id).join(' '));
+      const created = await call('CreateAccessKey', () => once.send(new CreateAccessKeyCommand({ UserName: user }))).catch(async (err) => {
+        // IAM said no (a refusal): nothing was made, so nothing is left to recognise. Anything
+        // else may have made a key whose answer was lost: the intent stays for the retry.
+        if (err instanceof ApplicationFailure) await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [intentTag(context.nextVersionId)] })));
+        throw err;
+      });
       const accessKeyId = created.AccessKey?.AccessKeyId;
       const secretAccessKey = created.AccessKey?.SecretAccessKey;
       if (!accessKeyId || !secretAccessKey || !KEY_ID.test(accessKeyId)) throw new Error(`IAM answered CreateAccessKey for ${user} without a key`);
       try {
         await label(iam, accessKeyId, `rekey ${context.secret} ${context.nextVersionId}`);
+        await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [intentTag(context.nextVersionId)] })));
       } catch (err) {
         // Unlabelled, the key would block the next attempt as someone else's: it goes now.
         await call('DeleteAccessKey', () => iam.send(new DeleteAccessKeyCommand({ UserName: user, AccessKeyId: accessKeyId }))).catch(() => undefined);
         throw err;
       }
-      if (freeSlot) for (const k of removable) await remove(iam, k.id);
+      if (freeSlot) await clear();
       return { ...current, accessKeyId, secretAccessKey };
     },
 
@@ -274,9 +341,9 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       else await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [nextId] })));
     },
 
-    // Deactivate, not delete: the key can be reactivated until a rotation after deleteAfter deletes it.
+    // Deactivate, not delete: the key can be reactivated until retire deletes it after deleteAfter.
     // Only the old key (the store's previous version holds it): IAM's two-key limit leaves no room for others.
-    async revoke(old, next, { context }) {
+    async revoke(old, next, { context, emergency }): Promise<Revoked> {
       const [oldId, nextId] = [keyIdOf(old, 'old'), keyIdOf(next, 'new')];
       if (oldId === nextId) throw refusal(`the old and the new version hold the same access key ${oldId}; nothing was deactivated`);
       const iam = await admin();
@@ -287,7 +354,30 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       if (fresh?.status !== 'Active') throw refusal(`the new access key ${nextId} of ${user} is ${fresh ? fresh.status.toLowerCase() : 'gone'}; the old one ${oldId} was left active`);
       const found = keys.find((k) => k.id === oldId);
       if (found) await deactivate(iam, found, context.secret, context.currentVersionId, labels.get(oldId));
-      return found ? {} : { warning: `the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate` };
+      // A leaked key may already have been turned into session credentials (sts:GetSessionToken,
+      // up to 36 hours), which deactivating the key does not end. Sessions issued before now are
+      // denied, as the console's "revoke active sessions" does for roles.
+      const warning = emergency ? await denyOlderSessions(iam) : undefined;
+      if (!found) return { warning: [`the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate`, warning].filter(Boolean).join('; ') };
+      return { retireAfter: spec.deleteAfter, ...(warning ? { warning } : {}) };
+    },
+
+    // The timer's end: delete the old key if it is still the inactive key rekey revoked for this version, and due.
+    async retire(old, { secret, versionId }) {
+      const oldId = keyIdOf(old, 'retired');
+      const iam = await admin();
+      const key = (await keysOf(iam)).find((k) => k.id === oldId);
+      const l = (await labelsOf(iam, secret)).get(oldId);
+      if (!key) {
+        if (l?.version === versionId) await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [oldId] })));
+        return `access key ${oldId} was already deleted`;
+      }
+      if (key.status !== 'Inactive') throw refusal(`retire: the access key ${oldId} of ${user} is ${key.status.toLowerCase()} again (reactivated after rekey revoked it, a rollback?); it is left for a person`);
+      if (l?.version !== versionId || !l.inactiveSince) throw refusal(`retire: the access key ${oldId} is not labelled as revoked by rekey for version ${versionId}; it is left for a person`);
+      const due = Date.parse(l.inactiveSince) + deleteAfterMs;
+      if (!(due <= Date.now())) throw refusal(`retire: the access key ${oldId} is due for deletion at ${new Date(due).toISOString()} (deleteAfter ${spec.deleteAfter}), not yet`);
+      await remove(iam, oldId);
+      return `deleted access key ${oldId} (inactive since ${l.inactiveSince})`;
     },
 
     async accepts(credential, options = {}): Promise<Acceptance> {
@@ -326,15 +416,10 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
         const others = keys.filter((k) => k.id !== currentId);
         const labels = others.length ? await labelsOf(iam) : new Map<string, Label>();
         for (const k of others) {
-          // The store is not read here, so a labelled inactive key is taken at its label's word.
-          const since = labels.get(k.id)?.inactiveSince;
-          const due = since === undefined ? undefined : Date.parse(since) + deleteAfterMs;
-          if (k.status === 'Inactive' && due !== undefined && due <= Date.now()) continue;
+          // The store is not read here, so a labelled inactive key is taken at its label's word: the next rotation deletes it first.
+          if (k.status === 'Inactive' && labels.get(k.id)?.inactiveSince) continue;
           problems.push(
-            `IAM user ${user} has a second key ${describe(k, labels.get(k.id))}: ` +
-              (due !== undefined && k.status === 'Inactive'
-                ? `a rotation before ${new Date(due).toISOString()} (deleteAfter ${spec.deleteAfter}) is refused`
-                : 'a rotation is refused until it is deleted (rekey deletes only keys this secret held, once inactive for deleteAfter)'),
+            `IAM user ${user} has a second key ${describe(k, labels.get(k.id))}: a rotation is refused until it is deleted (rekey deletes only keys this secret held, once revoked)`,
           );
         }
         return problems;
