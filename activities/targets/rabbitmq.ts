@@ -14,8 +14,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { connect as amqpConnect } from 'amqplib';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target } from '../provider';
+import { durationBetween, serverAddress } from '../../lib/schema';
+import { rotatedUsers, textOf, type Acceptance, type Credential, type Target, type TargetAccount } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '[::1]', 'localhost']);
@@ -73,6 +73,13 @@ export const rabbitmqSchema = z
     }
   });
 export type RabbitmqSpec = z.infer<typeof rabbitmqSchema>;
+
+/** Users belong to the broker the management API manages: its address names the broker here. */
+export function rabbitmqAccounts(spec: RabbitmqSpec): TargetAccount[] {
+  const url = new URL(spec.managementUrl);
+  const api = `${serverAddress(url.hostname, Number(url.port || (url.protocol === 'https:' ? 443 : 80)))}${url.pathname.replace(/\/+$/, '')}`;
+  return rotatedUsers(spec).map(({ path, user }) => ({ path, account: `rabbitmq user ${user} at ${api}` }));
+}
 
 function refusal(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'TargetRefused');
