@@ -114,6 +114,23 @@ export interface Revoked {
 }
 
 /**
+ * An account at a target that a manifest's rotation changes (a role, a user, an access key's
+ * user), named so that two manifests naming the same account give the same text: two rotations
+ * of one account would each revoke what the other just deployed. `path` is the field that names
+ * it, below `target`.
+ */
+export interface TargetAccount {
+  path: string;
+  account: string;
+}
+
+/** The fields that name what a strategy changes: the pair `users` alternating-users takes turns with, else the one `user`. */
+export function rotatedUsers<U>(spec: { strategy: string; user?: U; users?: readonly U[] }): { path: string; user: U }[] {
+  if (spec.strategy === 'alternating-users') return (spec.users ?? []).map((user, i) => ({ path: `users[${i}]`, user }));
+  return spec.user === undefined ? [] : [{ path: 'user', user: spec.user }];
+}
+
+/**
  * Which rotation a target step belongs to: a target that labels what it creates (a deploy key's
  * title) uses it to find its own work again, and never touches what it did not create.
  */

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { consumerEnvironment, consumerSchema, signsForOthers } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
 import { storeIdentity, storeSchema } from '../activities/stores';
-import { targetGenerator, targetIssues, targetSchema, targetStores } from '../activities/targets';
+import { targetAccounts, targetGenerator, targetIssues, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
 import { parseDuration } from './duration';
 import { durationBetween } from './schema';
@@ -630,6 +630,7 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
   const allowedEnv = new Set(set.settings.env);
   const allowed = (name: string) => name.startsWith('REKEY_') || allowedEnv.has(name);
   const owners = new Map<string, SecretEntry>();
+  const accountHolders = new Map<string, { entry: SecretEntry; path: string }>();
   for (const { source, value } of docs.filter((d) => d.value?.kind !== 'Settings')) {
     // Only the spec is filled in: kind, apiVersion and names are what they say.
     const spec = expandReferences((value as { spec?: unknown }).spec, allowed, process.env, ['spec']);
@@ -682,6 +683,13 @@ export async function loadManifests(...paths: string[]): Promise<ManifestSet> {
         if (storeIdentity(store) === identity) {
           issues.push({ source, path: `spec.target.${path}`, message: "is the secret's own store: the admin credential must be a different secret, or a failed rotation locks rekey out" });
         }
+      }
+      // One manifest per account at a target: two would each revoke what the other just deployed.
+      for (const { path, account } of manifest.spec.target ? targetAccounts(manifest.spec.target) : []) {
+        const holder = accountHolders.get(account);
+        if (holder && holder.entry !== entry) {
+          issues.push({ source, path: `spec.target.${path}`, message: `${account} is already rotated by secret "${holder.entry.metadata.name}" (${holder.entry.source}, spec.target.${holder.path}); an account belongs to exactly one manifest` });
+        } else accountHolders.set(account, { entry, path });
       }
       owners.set(identity, entry);
       set.secrets.set(name, entry);

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { formatDuration, isDuration, parseDuration } from './duration';
 
@@ -36,3 +37,16 @@ export const consumerKeysSchema = z.enum(['current', 'current-and-previous']).de
 export const targetTlsSchema = z
   .object({ mode: z.enum(['disable', 'require', 'verify-full']), ca: z.string().min(1).optional() })
   .strict();
+
+const LOOPBACK_NAMES = new Set(['127.0.0.1', '::1', '[::1]', 'localhost']);
+
+/**
+ * A server as manifests name it, written one way (host names are case-insensitive, and every
+ * loopback name is this machine), so that two manifests naming one server can be told apart from
+ * two naming different ones. A server reached under two different names is not recognised.
+ */
+export function serverAddress(host: string, port: number): string {
+  const name = host.toLowerCase().replace(/\.$/, '');
+  if (LOOPBACK_NAMES.has(name)) return `localhost:${port}`;
+  return isIP(name) === 6 ? `[${name}]:${port}` : `${name}:${port}`;
+}

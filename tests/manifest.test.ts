@@ -34,6 +34,10 @@ const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIgDOStPRVYh55I4nsWpQL7dNyzCh
 /** Bytes 1..32: plainly not anyone's key. */
 const KEY_B = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g';
 const approval = (approvers: unknown[]) => ({ policy: { approval: { required: true, approvers } } });
+const admin = { store: { type: 'aws-secrets-manager', secretId: 'x/admin' } };
+const pg = (target: Record<string, unknown>) => ({ target: { type: 'postgres', database: 'app', strategy: 'single-user', admin, ...target } });
+const rabbit = (target: Record<string, unknown>) => ({ target: { type: 'rabbitmq', managementUrl: 'https://mq.internal:15671', admin, ...target } });
+const iam = (target: Record<string, unknown>) => ({ generator: undefined, target: { type: 'aws-iam-access-key', admin, ...target } });
 
 /** The issues loading `docs` (each a file) produces, as "file: path: message" lines. */
 async function problems(files: Record<string, string | object>): Promise<string[]> {
@@ -81,6 +85,12 @@ describe('manifest validation', () => {
     ['a schedule that selects nothing', { 's.yaml': schedule({ every: '7d', select: {} }) }, /^s\.yaml: spec\.select: must name secrets or labels/],
     // The trust boundary: what a manifest may name, read and claim.
     ['two manifests rotating one stored secret', { 'a.yaml': secret('a'), 'b.yaml': { ...secret('b'), spec: { ...secret('b').spec, store: { type: 'aws-secrets-manager', secretId: 'x/a' } } } }, /^b\.yaml: spec\.store: aws-secrets-manager:[a-z0-9-]+:x\/a.* is already rotated by secret "a" \(.*a\.yaml\); a stored secret belongs to exactly one manifest/],
+    // Two manifests on one account at a target: each rotation would revoke what the other deployed.
+    ['two postgres manifests on one role, written differently (host case, default port, another database)', { 'a.yaml': secret('a', pg({ host: 'DB.internal', user: 'app' })), 'b.yaml': secret('b', pg({ host: 'db.internal', port: 5432, database: 'reports', strategy: 'alternating-users', users: ['app_b', 'app'] })) }, /^b\.yaml: spec\.target\.users\[1\]: postgres role app at db\.internal:5432 is already rotated by secret "a" \(.*a\.yaml, spec\.target\.user\); an account belongs to exactly one manifest$/],
+    ['two redis manifests on one ACL user', { 'a.yaml': secret('a', { target: { type: 'redis', host: 'cache.internal', user: 'sessions', admin } }), 'b.yaml': secret('b', { target: { type: 'redis', host: 'cache.internal', port: 6379, user: 'sessions', admin } }) }, /^b\.yaml: spec\.target\.user: redis user sessions at cache\.internal:6379 is already rotated by secret "a" \(.*a\.yaml, spec\.target\.user\)/],
+    ['two mysql manifests on one account', { 'a.yaml': secret('a', { target: { type: 'mysql', host: 'db.internal', strategy: 'single-user', user: { name: 'app', host: '%' }, admin } }), 'b.yaml': secret('b', { target: { type: 'mysql', host: 'db.internal', strategy: 'alternating-users', users: [{ name: 'app_b', host: '%' }, { name: 'app', host: '%' }], admin } }) }, /^b\.yaml: spec\.target\.users\[1\]: mysql account 'app'@'%' at db\.internal:3306 is already rotated by secret "a" \(.*a\.yaml, spec\.target\.user\)/],
+    ['two rabbitmq manifests sharing one user of a broker', { 'a.yaml': secret('a', rabbit({ users: ['billing_a', 'billing_b'] })), 'b.yaml': secret('b', rabbit({ managementUrl: 'https://MQ.internal:15671/', users: ['billing_b', 'billing_c'] })) }, /^b\.yaml: spec\.target\.users\[0\]: rabbitmq user billing_b at mq\.internal:15671 is already rotated by secret "a" \(.*a\.yaml, spec\.target\.users\[1\]\)/],
+    ['two IAM manifests on one user under one admin (IAM user names ignore case)', { 'a.yaml': secret('a', iam({ userName: 'CI-Deployer' })), 'b.yaml': secret('b', iam({ userName: 'ci-deployer' })) }, /^b\.yaml: spec\.target\.userName: IAM user ci-deployer.* is already rotated by secret "a"/],
     ['the worker\'s own credential, even with the REKEY_ prefix', { 'a.yaml': secret('a', { description: '${REKEY_AUDIT_DATABASE_URL}' }) }, /^a\.yaml: spec\.description: \$\{REKEY_AUDIT_DATABASE_URL\} is one of the worker's own credentials; manifests never read it/],
     ['a credential in the Settings env list', { 'p.yaml': settings({ env: ['AWS_SECRET_ACCESS_KEY'] }) }, /^p\.yaml: spec\.env\[0\]: is one of the worker's own credentials/],
     ['a command passing a variable no Settings env lists', { 'a.yaml': secret('a', { consumers: [{ type: 'command', name: 'app', file: '/tmp/x', env: ['KUBECONFIG'] }] }) }, /^a\.yaml: spec\.consumers\[0\]\.env\[0\]: KUBECONFIG is not in a Settings manifest's env list/],
@@ -176,6 +186,25 @@ describe('manifest validation', () => {
     assert.match(result.stderr, /bad\.yaml: spec\.policy\.overlap: expected a duration/);
     await assert.rejects((await temporalClient()).workflow.getHandle(rotationWorkflowId(name)).describe(), WorkflowNotFoundError);
   });
+  it('manifests on different accounts at one target are fine: another role, port, account host, admin, or a deploy key beside another', async () => {
+    const otherAdmin = { store: { type: 'aws-secrets-manager', secretId: 'x/other-admin' } };
+    const github = { auth: { token: { store: { type: 'aws-secrets-manager', secretId: 'x/github-token' } } } };
+    const deployKey = (name: string) => secret(name, { generator: { type: 'ssh-ed25519' }, target: { type: 'github-deploy-key', github, repository: 'octo/app' } });
+    const found = await problems({
+      'a.yaml': secret('a', pg({ host: 'db.internal', user: 'app' })),
+      'b.yaml': secret('b', pg({ host: 'db.internal', strategy: 'alternating-users', users: ['reports_a', 'reports_b'] })),
+      'c.yaml': secret('c', pg({ host: 'db.internal', port: 5433, user: 'app' })),
+      'd.yaml': secret('d', { target: { type: 'mysql', host: 'db.internal', strategy: 'single-user', user: { name: 'app', host: '%' }, admin } }),
+      'e.yaml': secret('e', { target: { type: 'mysql', host: 'db.internal', strategy: 'single-user', user: { name: 'app', host: '10.0.%' }, admin } }),
+      'f.yaml': secret('f', iam({ userName: 'ci' })),
+      // The same user name in another AWS account: another admin manages it.
+      'g.yaml': secret('g', iam({ userName: 'ci', admin: otherAdmin })),
+      'h.yaml': deployKey('h'),
+      'i.yaml': deployKey('i'),
+    });
+    assert.deepEqual(found, []);
+  });
+
   it('GitHub providers: plain-http hosts, inline tokens, reserved secret names, missing repositories and the wrong generator are named', async () => {
     const stored = { store: { type: 'aws-secrets-manager', secretId: 'x/github-token' } };
     const github = (extra: Record<string, unknown> = {}) => ({ baseUrl: 'https://ghe.example.com/api/v3', auth: { token: stored }, ...extra });

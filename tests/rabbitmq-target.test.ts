@@ -3,16 +3,20 @@
 // its own vhost, an administrator admin and an application user pair (stored in moto) and deletes
 // them afterwards. Each test is named for what it stops.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { hashMatches, rabbitHash, rabbitmq, rabbitmqSchema } from '../activities/targets/rabbitmq';
 import { workerLog } from './setup';
 import { checkTargets, clientDuringRotation, rotateKilledMidDeploy, rotateWithHistory } from './target-harness';
-import { amqp, canLogin, dropCreated, permit, rabbitFixture, rabbitSpec, rightsOf, root, userRecord, type RabbitFixture } from './rabbitmq-fixtures';
+import { amqp, API, canLogin, dropCreated, permit, rabbitFixture, rabbitSpec, rightsOf, root, userRecord, type RabbitFixture } from './rabbitmq-fixtures';
 import { allText, labelled, manifests, sm, storeVersions, tempDir, testPassword, uniqueId } from './helpers';
 
 
@@ -249,6 +253,31 @@ describe('the RabbitMQ target', () => {
     }
   });
 
+  it('a management API behind https on a private CA: trusted through managementCa, and without it refused naming the certificate problem', async () => {
+    const fx = await rabbitFixture();
+    const dir = await tempDir();
+    const cert = join(dir, 'cert.pem');
+    await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', cert]);
+    // A TLS-terminating proxy in front of the real management API, as a load balancer would be.
+    const upstream = new URL(API);
+    const proxy = createHttpsServer({ key: await readFile(join(dir, 'key.pem')), cert: await readFile(cert) }, (req, res) => {
+      const forward = httpRequest({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (up) => up.pipe(res.writeHead(up.statusCode!, up.headers)));
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    proxy.listen(0, '127.0.0.1');
+    await once(proxy, 'listening');
+    try {
+      const managementUrl = `https://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const target = (extra: Record<string, unknown>) => rabbitmq(rabbitmqSchema.parse(rabbitSpec(fx, {}, { managementUrl, ...extra }).target));
+      const current = { username: fx.users[0], password: fx.initialPassword };
+      assert.deepEqual(await target({ managementCa: cert }).preflight!(current), []);
+      await assert.rejects(target({}).preflight!(current), /the management API's TLS certificate is not trusted \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)\): on a private CA, give managementCa/);
+    } finally {
+      proxy.close();
+    }
+  });
+
   describe('a management API that answers oddly', () => {
     let server: Server;
     let answer: (req: { method?: string; url?: string }) => { status: number; body: string; headers?: Record<string, string> };
@@ -342,5 +371,6 @@ describe('the RabbitMQ target', () => {
     await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { users: ['a_1', 'a_1'] }) }), /spec\.target\.users: must name two different users/);
     await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { host: 'mq.example.com', tls: { mode: 'disable' } }) }), /spec\.target\.tls\.mode: disable sends passwords in the open/);
     await assert.rejects(manifests({ [fx.id]: rabbitSpec({ ...fx, adminSecretId: 'own' }) }), /spec\.target\.admin\.store: is the secret's own store/);
+    await assert.rejects(manifests({ [fx.id]: rabbitSpec(fx, {}, { managementUrl: 'http://127.0.0.1:15672', managementCa: '/etc/rabbitmq/ca.pem' }) }), /spec\.target\.managementCa: applies to an https managementUrl only/);
   });
 });

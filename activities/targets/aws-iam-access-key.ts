@@ -33,8 +33,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
 import { durationBetween } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Revoked, type Target, type TargetContext } from '../provider';
-import { describeStore, readCurrent, storeSchema } from '../stores';
+import { textOf, type Acceptance, type Credential, type Revoked, type Target, type TargetAccount, type TargetContext } from '../provider';
+import { describeStore, readCurrent, storeIdentity, storeSchema } from '../stores';
 
 /** How long before the store wrote a version the key it holds may have been created by issue. */
 const MINTED_WINDOW_MS = 10 * 60_000;
@@ -63,6 +63,17 @@ export const awsIamAccessKeySchema = z
   })
   .strict();
 export type AwsIamAccessKeySpec = z.infer<typeof awsIamAccessKeySchema>;
+
+/**
+ * IAM user names are unique per AWS account and ignore case. Which AWS account is the admin's:
+ * the same user name under two admins may be two accounts' users (a `ci` user in staging and in
+ * production), so only the same name under the same admin is known to be one user.
+ */
+export function awsIamAccessKeyAccounts(spec: AwsIamAccessKeySpec): TargetAccount[] {
+  const admin = 'store' in spec.admin ? storeIdentity(spec.admin.store) : "the worker's identity";
+  const endpoint = spec.endpoint ?? process.env.AWS_ENDPOINT_URL;
+  return [{ path: 'userName', account: `IAM user ${spec.userName.toLowerCase()}${endpoint ? ` at ${endpoint}` : ''} (admin ${admin})` }];
+}
 
 /** An access key id as IAM prints them: safe to name in messages (AWS does not treat it as secret). */
 const KEY_ID = /^[A-Z0-9]{16,128}$/;

@@ -8,7 +8,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { githubClient, githubConnectionSchema, onGitHub, repositorySchema, splitRepository, type GitHubClient } from '../github';
-import { textOf, type Credential, type Target, type TargetContext } from '../provider';
+import { textOf, type Credential, type Target, type TargetAccount, type TargetContext } from '../provider';
 
 export const githubDeployKeySchema = z
   .object({
@@ -20,6 +20,15 @@ export const githubDeployKeySchema = z
   })
   .strict();
 export type GitHubDeployKeySpec = z.infer<typeof githubDeployKeySchema>;
+
+/**
+ * None shared: a repository holds many deploy keys, each rotation's are titled with its secret's
+ * name, and revoke and undo delete only those, so two secrets on one repository never touch each
+ * other's keys.
+ */
+export function githubDeployKeyAccounts(_spec: GitHubDeployKeySpec): TargetAccount[] {
+  return [];
+}
 
 const NEEDS = 'administration=write';
 const MAX_PAGES = 10;

@@ -1,30 +1,43 @@
 // The target registry: a manifest's target `type` picks the system that checks the credential.
 import { z } from 'zod';
-import type { Target } from '../provider';
+import type { Target, TargetAccount } from '../provider';
 import type { GeneratorSpec } from '../generators';
 import type { StoreSpec } from '../stores';
 import { githubStores } from '../github';
-import { awsIamAccessKey, awsIamAccessKeySchema } from './aws-iam-access-key';
-import { githubDeployKey, githubDeployKeySchema } from './github-deploy-key';
-import { postgres, postgresSchema } from './postgres';
-import { mysql, mysqlSchema } from './mysql';
-import { rabbitmq, rabbitmqSchema } from './rabbitmq';
-import { redis, redisSchema } from './redis';
+import { awsIamAccessKey, awsIamAccessKeyAccounts, awsIamAccessKeySchema } from './aws-iam-access-key';
+import { githubDeployKey, githubDeployKeyAccounts, githubDeployKeySchema } from './github-deploy-key';
+import { postgres, postgresAccounts, postgresSchema } from './postgres';
+import { mysql, mysqlAccounts, mysqlSchema } from './mysql';
+import { rabbitmq, rabbitmqAccounts, rabbitmqSchema } from './rabbitmq';
+import { redis, redisAccounts, redisSchema } from './redis';
 
 export const targetSchema = z.discriminatedUnion('type', [postgresSchema, githubDeployKeySchema, awsIamAccessKeySchema, redisSchema, mysqlSchema, rabbitmqSchema]);
 export type TargetSpec = z.infer<typeof targetSchema>;
 
-const factories: { [K in TargetSpec['type']]: (spec: Extract<TargetSpec, { type: K }>) => Target } = {
-  postgres,
-  'github-deploy-key': githubDeployKey,
-  'aws-iam-access-key': awsIamAccessKey,
-  redis,
-  mysql,
-  rabbitmq,
+interface TargetProvider<S> {
+  create(spec: S): Target;
+  /** The accounts a rotation changes; two manifests may not share one. */
+  accounts(spec: S): TargetAccount[];
+}
+
+const providers: { [K in TargetSpec['type']]: TargetProvider<Extract<TargetSpec, { type: K }>> } = {
+  postgres: { create: postgres, accounts: postgresAccounts },
+  'github-deploy-key': { create: githubDeployKey, accounts: githubDeployKeyAccounts },
+  'aws-iam-access-key': { create: awsIamAccessKey, accounts: awsIamAccessKeyAccounts },
+  redis: { create: redis, accounts: redisAccounts },
+  mysql: { create: mysql, accounts: mysqlAccounts },
+  rabbitmq: { create: rabbitmq, accounts: rabbitmqAccounts },
 };
 
+const providerOf = (spec: TargetSpec) => providers[spec.type] as TargetProvider<TargetSpec>;
+
 export function createTarget(spec: TargetSpec): Target {
-  return (factories[spec.type] as (spec: TargetSpec) => Target)(spec);
+  return providerOf(spec).create(spec);
+}
+
+/** The accounts at the target a rotation changes, each with the field (below `target`) that names it. */
+export function targetAccounts(spec: TargetSpec): TargetAccount[] {
+  return providerOf(spec).accounts(spec);
 }
 
 /** The stores a target reads its own credentials from (an admin login), with their manifest path. */

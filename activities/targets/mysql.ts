@@ -13,8 +13,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { createConnection, type Connection, type RowDataPacket, type SslOptions } from 'mysql2/promise';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween, targetTlsSchema } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target } from '../provider';
+import { durationBetween, serverAddress, targetTlsSchema } from '../../lib/schema';
+import { rotatedUsers, textOf, type Acceptance, type Credential, type Target, type TargetAccount } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -79,6 +79,11 @@ export const mysqlSchema = z
     }
   });
 export type MysqlSpec = z.infer<typeof mysqlSchema>;
+
+/** An account is 'name'@'host': the same name with another host part is another account (host parts compare without case). */
+export function mysqlAccounts(spec: MysqlSpec): TargetAccount[] {
+  return rotatedUsers(spec).map(({ path, user }) => ({ path, account: `mysql account '${user.name}'@'${user.host.toLowerCase()}' at ${serverAddress(spec.host, spec.port)}` }));
+}
 
 /** Refused, never retried: a stored value, the server or a setting asks for something the manifest does not allow. */
 function refusal(message: string): ApplicationFailure {

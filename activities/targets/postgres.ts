@@ -5,8 +5,8 @@ import { escapeIdentifier, type Client } from 'pg';
 import { ScramOnlyClient } from '../../lib/pg-strict';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween, targetTlsSchema } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target } from '../provider';
+import { durationBetween, serverAddress, targetTlsSchema } from '../../lib/schema';
+import { rotatedUsers, textOf, type Acceptance, type Credential, type Target, type TargetAccount } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 /** Roles rekey must never act on, whatever a manifest or a stored value says. */
@@ -63,6 +63,11 @@ export const postgresSchema = z
     }
   });
 export type PostgresSpec = z.infer<typeof postgresSchema>;
+
+/** Roles belong to the cluster, not to a database: two manifests on one role in two databases still share it. */
+export function postgresAccounts(spec: PostgresSpec): TargetAccount[] {
+  return rotatedUsers(spec).map(({ path, user }) => ({ path, account: `postgres role ${user} at ${serverAddress(spec.host, spec.port)}` }));
+}
 
 // SQLSTATEs for "wrong password", "no such role / login not allowed".
 const AUTH_FAILURES = new Set(['28P01', '28000']);

@@ -9,13 +9,15 @@
 // https://www.rabbitmq.com/docs/management#http-api, https://www.rabbitmq.com/docs/passwords
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import { connect as amqpConnect } from 'amqplib';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target } from '../provider';
+import { durationBetween, serverAddress } from '../../lib/schema';
+import { rotatedUsers, textOf, type Acceptance, type Credential, type Target, type TargetAccount } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', '[::1]', 'localhost']);
@@ -51,6 +53,9 @@ export const rabbitmqSchema = z
     users: z.tuple([rabbitUser, rabbitUser]),
     /** The management HTTP API, e.g. https://rabbit.internal:15671 (http only for loopback). */
     managementUrl,
+    // Not `tls.ca`: that is AMQP's, and the management listener has its own certificate (or sits
+    // behind a proxy with one) that may come from another CA; a CA given replaces the system's.
+    managementCa: z.string().min(1).optional().describe("For an https managementUrl on a private CA: a PEM file of the CA the API's certificate must chain to, trusted instead of the system's CAs for this API alone. Separate from tls.ca, which is for AMQP: the management listener (or a proxy in front of it) has its own certificate, possibly from another CA."),
     /**
      * The credential that calls the management API, as a reference to a stored {username, password};
      * never inline, never one of `users`. It needs the `administrator` tag.
@@ -68,11 +73,21 @@ export const rabbitmqSchema = z
   .strict()
   .superRefine((spec, ctx) => {
     if (spec.users[0] === spec.users[1]) ctx.addIssue({ code: 'custom', path: ['users'], message: 'must name two different users' });
+    if (spec.managementCa && URL.canParse(spec.managementUrl) && new URL(spec.managementUrl).protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', path: ['managementCa'], message: 'applies to an https managementUrl only (plain http has no certificate to check)' });
+    }
     if (spec.tls?.mode === 'disable' && !LOOPBACK.has(spec.host)) {
       ctx.addIssue({ code: 'custom', path: ['tls', 'mode'], message: `disable sends passwords in the open to ${spec.host}: only allowed for loopback hosts` });
     }
   });
 export type RabbitmqSpec = z.infer<typeof rabbitmqSchema>;
+
+/** Users belong to the broker the management API manages: its address names the broker here. */
+export function rabbitmqAccounts(spec: RabbitmqSpec): TargetAccount[] {
+  const url = new URL(spec.managementUrl);
+  const api = `${serverAddress(url.hostname, Number(url.port || (url.protocol === 'https:' ? 443 : 80)))}${url.pathname.replace(/\/+$/, '')}`;
+  return rotatedUsers(spec).map(({ path, user }) => ({ path, account: `rabbitmq user ${user} at ${api}` }));
+}
 
 function refusal(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'TargetRefused');
@@ -114,31 +129,13 @@ interface Facets {
 
 const MAX_BODY = 4 << 20;
 
-/** The body as text, read no further than MAX_BODY bytes (an endless answer ends the step, not the memory). */
-async function bounded(res: Response, what: string): Promise<string> {
-  if (!res.body) return '';
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_BODY) {
-      await reader.cancel().catch(() => undefined);
-      throw new Error(`${res.url ? new URL(res.url).origin : 'rabbitmq'}: ${what}: the answer is oversized (over ${MAX_BODY} bytes)`);
-    }
-    chunks.push(Buffer.from(value));
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 export function rabbitmq(spec: RabbitmqSpec): Target {
   const timeoutMs = parseDuration(spec.connectTimeout);
   const allowed = new Set(spec.users);
   const base = spec.managementUrl.replace(/\/+$/, '');
   const mode = spec.tls?.mode ?? (LOOPBACK.has(spec.host) ? 'disable' : 'verify-full');
   const ca = spec.tls?.ca ? readFileSync(spec.tls.ca, 'utf8') : undefined;
+  const managementCa = spec.managementCa ? readFileSync(spec.managementCa, 'utf8') : undefined;
   const servername = isIP(spec.host) ? undefined : spec.host;
   const where = `rabbitmq ${base}`;
 
@@ -156,29 +153,57 @@ export function rabbitmq(spec: RabbitmqSpec): Target {
     return password;
   }
 
+  /** Why the API could not be asked, named for the operator; a certificate problem is not retried. */
+  function unreachable(err: Error & { code?: string }): Error {
+    const code = err.code ?? err.name;
+    if (/ALTNAME/.test(code)) return refusal(`${where}: the management API's TLS certificate is not for ${new URL(base).hostname} (${code})`);
+    if (/CERT|SELF_SIGNED|UNABLE_TO_/.test(code)) {
+      return refusal(`${where}: the management API's TLS certificate is not trusted (${code})${spec.managementCa ? `, checked against managementCa ${spec.managementCa}` : ': on a private CA, give managementCa (the CA as a PEM file)'}`);
+    }
+    if (code === 'ABORT_ERR' || code === 'AbortError') return new Error(`${where}: the management API did not answer within ${spec.connectTimeout}`);
+    return new Error(`${where}: the management API is not reachable (${code})`);
+  }
+
+  /**
+   * One HTTP exchange with the API. node:http(s) rather than fetch: Node's fetch takes no CA per
+   * request (undici's Agent would, but undici is not a dependency), and managementCa must apply
+   * to this API alone. node:http never follows a redirect; an answer is read to MAX_BODY bytes at
+   * most (an endless one ends the step, not the memory).
+   */
+  function exchange(method: string, path: string, headers: Record<string, string>, body: string | undefined): Promise<{ status: number; text: string }> {
+    const url = new URL(`${base}/api/${path}`);
+    const what = `${method} ${path.split('?')[0]}`;
+    const tls = url.protocol === 'https:' && managementCa ? { ca: managementCa } : {};
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, { method, headers: { ...headers, ...(body === undefined ? {} : { 'content-length': String(Buffer.byteLength(body)) }) }, signal: AbortSignal.timeout(timeoutMs), ...tls }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size <= MAX_BODY) return void chunks.push(chunk);
+          reject(new Error(`${where}: ${what}: the answer is oversized (over ${MAX_BODY} bytes)`));
+          req.destroy();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', (err) => reject(unreachable(err)));
+        res.on('close', () => res.complete || reject(new Error(`${where}: ${what}: the answer was cut short`)));
+      });
+      req.on('error', (err) => reject(unreachable(err)));
+      req.end(body);
+    });
+  }
+
   /** One management API call as the admin: JSON in, JSON out (undefined for 404). Never follows redirects. */
   async function api(auth: string, method: string, path: string, body?: unknown): Promise<unknown> {
-    let res: Response;
-    try {
-      res = await fetch(`${base}/api/${path}`, {
-        method,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(timeoutMs),
-        headers: { authorization: auth, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(method === 'DELETE' ? { 'x-reason': 'rekey: credential revoked' } : {}) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-      if (/CERT|SELF_SIGNED|UNABLE_TO_/.test(cause)) throw refusal(`${where}: the management API's TLS certificate is not trusted (${cause})`);
-      throw new Error(`${where}: the management API is not reachable (${cause})`);
-    }
-    const text = await bounded(res, `${method} ${path.split('?')[0]}`);
-    if (res.status === 404 && method === 'GET') return undefined;
-    if (res.status === 401) throw refusal(`${where} rejected the admin credential ${describeStore(spec.admin.store)} (401)`);
-    if (res.status === 403) throw refusal(`${where}: the admin may not ${method} ${path.split('?')[0]} (403): it needs the administrator tag`);
-    if (res.status >= 300 && res.status < 400) throw refusal(`${where}: ${method} ${path.split('?')[0]} answered with a redirect (${res.status}); rekey does not follow one: set managementUrl to where the API is`);
+    const headers = { authorization: auth, accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(method === 'DELETE' ? { 'x-reason': 'rekey: credential revoked' } : {}) };
+    const { status, text } = await exchange(method, path, headers, body === undefined ? undefined : JSON.stringify(body));
+    if (status === 404 && method === 'GET') return undefined;
+    if (status === 401) throw refusal(`${where} rejected the admin credential ${describeStore(spec.admin.store)} (401)`);
+    if (status === 403) throw refusal(`${where}: the admin may not ${method} ${path.split('?')[0]} (403): it needs the administrator tag`);
+    if (status >= 300 && status < 400) throw refusal(`${where}: ${method} ${path.split('?')[0]} answered with a redirect (${status}); rekey does not follow one: set managementUrl to where the API is`);
     // The server's words are not repeated: an answer to a write could echo what was sent.
-    if (!res.ok) throw new Error(`${where}: ${method} ${path.split('?')[0]} failed with HTTP ${res.status}`);
+    if (status < 200 || status >= 300) throw new Error(`${where}: ${method} ${path.split('?')[0]} failed with HTTP ${status}`);
     if (!text) return undefined;
     try {
       return JSON.parse(text);

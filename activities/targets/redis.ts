@@ -14,8 +14,8 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { parseDuration } from '../../lib/duration';
-import { durationBetween, targetTlsSchema } from '../../lib/schema';
-import { textOf, type Acceptance, type Credential, type Target } from '../provider';
+import { durationBetween, serverAddress, targetTlsSchema } from '../../lib/schema';
+import { rotatedUsers, textOf, type Acceptance, type Credential, type Target, type TargetAccount } from '../provider';
 import { describeStore, readCurrent, storeSchema } from '../stores';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -57,6 +57,11 @@ export const redisSchema = z
     }
   });
 export type RedisSpec = z.infer<typeof redisSchema>;
+
+/** ACL users are per server (see the README's known limit), so the server and the user name one. */
+export function redisAccounts(spec: RedisSpec): TargetAccount[] {
+  return rotatedUsers(spec).map(({ path, user }) => ({ path, account: `redis user ${user} at ${serverAddress(spec.host, spec.port)}` }));
+}
 
 /** Refused, never retried: a stored value, the server or a setting asks for something the manifest does not allow. */
 function refusal(message: string): ApplicationFailure {
