@@ -1,7 +1,7 @@
 // The worker's audit key and trail, opened once per worker and shared by the activities that
 // write evidence, claim signed documents and sign verification receipts.
 import { createHash, verify } from 'node:crypto';
-import { ApplicationFailure, heartbeat, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, heartbeat, log } from '@temporalio/activity';
 import { headOf, type AuditEvent, type AuditHead, type AuditSigner, type AuditTrail } from '../lib/audit';
 import { auditSettingsFromEnv, loadAuditSigner, openAuditTrail, type AuditSettings } from '../lib/audit-trails';
 
@@ -27,7 +27,9 @@ export function auditContext(settings: AuditSettings = auditSettingsFromEnv()): 
 
 /** Heartbeat while `work` runs: appends may wait for other writers. */
 export async function beating<T>(work: () => Promise<T>): Promise<T> {
-  const beat = setInterval(() => heartbeat(), 3_000);
+  // A local activity (an audit record) has no heartbeat: the workflow task it runs in is its lease.
+  const local = Context.current().info.isLocal;
+  const beat = setInterval(() => local || heartbeat(), 3_000);
   try {
     return await work();
   } finally {

@@ -91,7 +91,11 @@ export interface RevokeStep extends RotationRef {
   namespace: string;
   /** Only a revoke-first emergency may revoke before the new version is current. */
   emergency?: SignedDocument;
+  /** Nothing stands between revoke and post-verify (no consumer to finalize): check right after revoking. */
+  postVerify?: boolean;
 }
+
+export type PostVerifyStep = RotationRef & { oldVersionId: string; newVersionId: string; receipts?: Receipts };
 
 export interface PostVerification {
   oldRejected: boolean;
@@ -291,6 +295,38 @@ export function createActivities(options: ActivityOptions = {}) {
       .append({ ...event, id: `${what}/${rotationId}`, rotationId, actor: 'rekey', at: new Date().toISOString() })
       .catch(unusable);
     return headOf(record, await audit.signer());
+  };
+
+  /** Old rejected, new accepted, no consumer still holding the old one: the worker's verdict, in the trail. */
+  const postVerification = async (step: PostVerifyStep, spec: SecretSpec): Promise<PostVerification> => {
+    const { rotationId } = thisRotation();
+    const target = targetOf(spec);
+    // Consumers that held both versions still accept the old one unless the worker finalized them.
+    const holding: string[] = [];
+    for (const c of spec.consumers.filter(holdsTwo)) {
+      if (!(await receiptHolds(audit, step.receipts?.[`finalized:${c.name}`], rotationId, `finalized:${c.name}`, step.newVersionId))) holding.push(c.name);
+    }
+    const stillHeld = holding.length ? `OLD VERSION STILL ACCEPTED BY ${holding.join(', ')}` : undefined;
+    if (!target) {
+      if (!holding.length) return { oldRejected: true, newAccepted: true, detail: spec.consumers.some(holdsTwo) ? 'every consumer holds the new version alone' : 'not applicable: no target checks this credential' };
+      const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail: stillHeld! });
+      return { oldRejected: false, newAccepted: true, detail: stillHeld!, head };
+    }
+    return withHeartbeat(async () => {
+      const store = openStore(spec.store);
+      const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);
+      const [oldVerdict, newVerdict] = await Promise.all([target.accepts(old), target.accepts(next)]);
+      const oldRejected = !oldVerdict.accepted && !holding.length;
+      const newAccepted = newVerdict.accepted;
+      const detail = [
+        !oldVerdict.accepted ? 'old credential rejected' : 'OLD CREDENTIAL STILL ACCEPTED',
+        newAccepted ? 'new credential accepted' : `NEW CREDENTIAL REJECTED (${newVerdict.reason})`,
+        ...(stillHeld ? [stillHeld] : []),
+      ].join('; ');
+      // The verdict goes into the trail from here: a report can be forged, the signed record cannot.
+      const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail });
+      return { oldRejected, newAccepted, detail, head };
+    });
   };
 
   /** Was the old credential revoked by this rotation? Then nothing may roll back to it. */
@@ -724,7 +760,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<Omit<Revoked, 'retireAfter'> & { head?: AuditHead; retireAfterMs?: number }> {
+    async revokeOldCredential(step: RevokeStep): Promise<Omit<Revoked, 'retireAfter'> & { head?: AuditHead; retireAfterMs?: number; postVerified?: PostVerification }> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
@@ -760,7 +796,9 @@ export function createActivities(options: ActivityOptions = {}) {
         if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
         // Only a target that can retire gets the timer, and only with a duration the worker reads.
         const retireAfterMs = target.retire && outcome?.retireAfter !== undefined ? parseDuration(outcome.retireAfter) : undefined;
-        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning, retireAfterMs };
+        // Only after promote: a revoke-first emergency post-verifies once the new version is current.
+        const postVerified = step.postVerify && current === step.newVersionId ? await postVerification(step, spec) : undefined;
+        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning, retireAfterMs, postVerified };
       });
     },
 
@@ -804,37 +842,10 @@ export function createActivities(options: ActivityOptions = {}) {
       return due;
     },
 
-    async postVerify(step: RotationRef & { oldVersionId: string; newVersionId: string; receipts?: Receipts }): Promise<PostVerification> {
+    async postVerify(step: PostVerifyStep): Promise<PostVerification> {
       requireOwnVersion(step.newVersionId, 'post-verify');
-      const { rotationId } = thisRotation();
       const spec = await specFor(step, 'finish');
-      const target = targetOf(spec);
-      // Consumers that held both versions still accept the old one unless the worker finalized them.
-      const holding: string[] = [];
-      for (const c of spec.consumers.filter(holdsTwo)) {
-        if (!(await receiptHolds(audit, step.receipts?.[`finalized:${c.name}`], rotationId, `finalized:${c.name}`, step.newVersionId))) holding.push(c.name);
-      }
-      const stillHeld = holding.length ? `OLD VERSION STILL ACCEPTED BY ${holding.join(', ')}` : undefined;
-      if (!target) {
-        if (!holding.length) return { oldRejected: true, newAccepted: true, detail: spec.consumers.some(holdsTwo) ? 'every consumer holds the new version alone' : 'not applicable: no target checks this credential' };
-        const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail: stillHeld! });
-        return { oldRejected: false, newAccepted: true, detail: stillHeld!, head };
-      }
-      return withHeartbeat(async () => {
-        const store = openStore(spec.store);
-        const [old, next] = await Promise.all([store.read(step.oldVersionId), store.read(step.newVersionId)]);
-        const [oldVerdict, newVerdict] = [await target.accepts(old), await target.accepts(next)];
-        const oldRejected = !oldVerdict.accepted && !holding.length;
-        const newAccepted = newVerdict.accepted;
-        const detail = [
-          !oldVerdict.accepted ? 'old credential rejected' : 'OLD CREDENTIAL STILL ACCEPTED',
-          newAccepted ? 'new credential accepted' : `NEW CREDENTIAL REJECTED (${newVerdict.reason})`,
-          ...(stillHeld ? [stillHeld] : []),
-        ].join('; ');
-        // The verdict goes into the trail from here: a report can be forged, the signed record cannot.
-        const head = await witness('post-verify', { secret: step.secret, event: 'post-verified', versions: { current: step.newVersionId }, detail });
-        return { oldRejected, newAccepted, detail, head };
-      });
+      return postVerification(step, spec);
     },
   };
 }

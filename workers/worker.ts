@@ -26,6 +26,17 @@ async function connectPatiently(options: Parameters<typeof NativeConnection.conn
   }
 }
 
+/**
+ * The workflows: bundled at start with webpack (the default), or a bundle built beforehand
+ * (`npm run -s bundle-workflows`, path in REKEY_WORKFLOW_BUNDLE) so the worker starts faster and
+ * never holds webpack in memory: its peak RSS is its own work. Build it from the same commit.
+ */
+function workflowCode(bundle: RekeyWorkerOptions['workflowBundle']) {
+  if (bundle) return { workflowBundle: bundle };
+  const prebuilt = process.env.REKEY_WORKFLOW_BUNDLE;
+  return prebuilt ? { workflowBundle: { codePath: prebuilt } } : { workflowsPath: require.resolve('../workflows') };
+}
+
 /** The rekey worker: the rotation workflows plus every provider's activities. */
 export async function createRekeyWorker(options: RekeyWorkerOptions = {}): Promise<Worker> {
   const { config, namespace, address } = temporalSettings();
@@ -37,7 +48,7 @@ export async function createRekeyWorker(options: RekeyWorkerOptions = {}): Promi
     connection,
     namespace,
     taskQueue: options.taskQueue ?? process.env.REKEY_TASK_QUEUE ?? TASK_QUEUE,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
+    ...workflowCode(options.workflowBundle),
     activities: createActivities(options),
   });
 }

@@ -2,7 +2,7 @@
 // (the requester only names the hash they reviewed); a signed request says who asked; an emergency
 // needs a break-glass signature. Anything that does not hold is refused here, audited, and no
 // side effect has happened.
-import { ActivityFailure, log, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, log, proxyActivities, proxyLocalActivities, workflowInfo, type ActivityOptions } from '@temporalio/workflow';
 import type { RotationActivities } from '../activities/rotation';
 import { checkBreakGlass, checkRequest } from '../lib/authority';
 import type { BreakGlassDocument, SignedDocument, Signer } from '../lib/signed';
@@ -10,11 +10,15 @@ import type { Evidence } from './evidence';
 import { refuse } from './input';
 import type { RotationInput, RotationPlan } from './messages';
 
-const { resolveRotation, signedDocumentUse } = proxyActivities<RotationActivities>({
+const resolving: ActivityOptions = {
   startToCloseTimeout: '30s',
   scheduleToCloseTimeout: '2m',
   retry: { initialInterval: '1s', maximumInterval: '10s', nonRetryableErrorTypes: ['UnknownSecret', 'SpecMismatch', 'NoManifests'] },
-});
+};
+// Reading the worker's own manifests is quick and changes nothing: a local activity (one marker in
+// history, no round trip through the task queue) on the worker that runs the rotation.
+const { resolveRotation } = proxyLocalActivities<RotationActivities>(resolving);
+const { signedDocumentUse } = proxyActivities<RotationActivities>(resolving);
 
 export interface Authority {
   plan: RotationPlan;

@@ -2,17 +2,17 @@
 // event's id is its place in the rotation (rotation id + "#" + n), the same on every replay and
 // retry, so each is written exactly once. Writes start at once and are awaited before the
 // rotation ends; a failing write is loud but never blocks the rotation.
-import { CancellationScope, log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
+import type { RetryPolicy, SearchAttributeUpdatePair } from '@temporalio/common';
+import { CancellationScope, log, proxyActivities, proxyLocalActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import { AUDIT_TRAIL_ATTRIBUTE } from './messages';
 import type { RotationActivities } from '../activities/rotation';
 import type { AuditEvent, AuditHead } from '../lib/audit';
 
-const { recordAuditEvent, claimSignedDocument } = proxyActivities<RotationActivities>({
-  startToCloseTimeout: '30s',
-  scheduleToCloseTimeout: '1h',
-  heartbeatTimeout: '15s',
-  retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: ['NotAuthorized'] },
-});
+const retry: RetryPolicy = { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: ['NotAuthorized'] };
+const { claimSignedDocument } = proxyActivities<RotationActivities>({ startToCloseTimeout: '30s', scheduleToCloseTimeout: '1h', heartbeatTimeout: '15s', retry });
+// One append to the trail: a local activity (one marker in history, no trip through the task
+// queue). The worker checks it exactly as it would a remote one.
+const { recordAuditEvent } = proxyLocalActivities<RotationActivities>({ startToCloseTimeout: '30s', scheduleToCloseTimeout: '1h', retry });
 
 function wellFormed(head: AuditHead | undefined): head is AuditHead {
   return (
@@ -35,6 +35,8 @@ export class Evidence {
     private readonly rotationId: string,
     private readonly secret: string,
     private readonly versions: () => AuditEvent['versions'],
+    /** How the trail's search attribute is set (a rotation batches it with its stage's). */
+    private readonly setAttribute: (pair: SearchAttributeUpdatePair) => void = (pair) => upsertSearchAttributes([pair]),
   ) {}
 
   record(event: AuditEvent['event'], actor: string, extra: Partial<Omit<AuditEvent, 'id' | 'rotationId' | 'secret' | 'event' | 'actor' | 'at'>> = {}): void {
@@ -93,7 +95,7 @@ export class Evidence {
     // shape is checked here (a wrong head cannot pass `audit verify`, which checks signatures).
     const heads = (await Promise.all(this.writes)).filter(wellFormed);
     const head = heads.sort((a, b) => b.seq - a.seq)[0];
-    if (head) upsertSearchAttributes([{ key: AUDIT_TRAIL_ATTRIBUTE, value: head.trail }]);
+    if (head) this.setAttribute({ key: AUDIT_TRAIL_ATTRIBUTE, value: head.trail });
     return head;
   }
 }

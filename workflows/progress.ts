@@ -1,6 +1,7 @@
 // What a rotation shows while it runs: the progress query, the stage search attribute, and the
 // markdown "current details" panel of the Temporal UI. Bookkeeping only; it decides nothing.
-import { log, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import { log, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import {
   STAGE_ATTRIBUTE,
   progressQuery,
@@ -13,6 +14,7 @@ import {
 
 export class RotationProgress {
   readonly state: Progress;
+  private readonly attributes = new Map<string, SearchAttributeUpdatePair>();
 
   constructor(secret: string, requestedBy: string | undefined, emergency: boolean) {
     const approval: ApprovalProgress = { required: false, needed: 0, approvedBy: [], ignored: [], ignoredCount: 0, waitingFor: [], escalated: false };
@@ -38,9 +40,39 @@ export class RotationProgress {
     if (open && open.durationMs === undefined) open.durationMs = now - Date.parse(open.startedAt);
     this.state.stage = stage;
     if (stage !== 'done') this.state.stages.push({ stage, startedAt: new Date(now).toISOString() });
-    upsertSearchAttributes([{ key: STAGE_ATTRIBUTE, value: stage }]);
+    this.attribute({ key: STAGE_ATTRIBUTE, value: stage });
     this.show();
     log.info('rotation stage', { secret: this.state.secret, stage });
+  }
+
+  /**
+   * Set a search attribute with the others set before the workflow next waits: each upsert is an
+   * event in history, and stages often change several times between two activities.
+   */
+  attribute(attribute: SearchAttributeUpdatePair): void {
+    // Already so (the CLI starts a rotation with its secret and requester set): no event at all.
+    if (!this.attributes.has(attribute.key.name) && workflowInfo().typedSearchAttributes.get(attribute.key) === attribute.value) return;
+    if (this.attributes.size === 0 && !this.holding) void Promise.resolve().then(() => this.flush());
+    this.attributes.set(attribute.key.name, attribute);
+  }
+
+  /** Everything `work` sets, however many times it waits in between, goes out as one upsert at its end. */
+  async batch<T>(work: () => Promise<T>): Promise<T> {
+    this.holding = true;
+    try {
+      return await work();
+    } finally {
+      this.holding = false;
+      this.flush();
+    }
+  }
+
+  private holding = false;
+
+  private flush(): void {
+    if (this.holding) return;
+    if (this.attributes.size) upsertSearchAttributes([...this.attributes.values()]);
+    this.attributes.clear();
   }
 
   consumer(name: string): ConsumerProgress {

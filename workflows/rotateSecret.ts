@@ -4,8 +4,8 @@
 //   (point of no return) -> overlap -> revoke
 //   -> finalize consumers -> post-verify
 // Any failure before promote rolls back in reverse order; after promote it only moves forward.
-import { ApplicationFailure, CancellationScope, isCancellation, log, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import type { PendingVersion, Receipts } from '../activities/rotation';
+import { ApplicationFailure, CancellationScope, isCancellation, log, sleep, workflowInfo } from '@temporalio/workflow';
+import type { PendingVersion, PostVerification, Receipts } from '../activities/rotation';
 import type { RunBinding } from '../lib/authority';
 import { ApprovalFailure, Approvals } from './approvals';
 import { authorize, causeOf, unverified } from './authorize';
@@ -42,17 +42,17 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const rotationId = `${info.workflowId}/${info.runId}`;
   const startedAt = new Date().toISOString();
   const progress = new RotationProgress(secret, input.requestedBy, input.emergency !== undefined);
-  const evidence = new Evidence(rotationId, secret, () => progress.state.versions);
+  const evidence = new Evidence(rotationId, secret, () => progress.state.versions, (pair) => progress.attribute(pair));
   const warnings: string[] = [];
   let revokedAt: string | undefined;
   let sessionsEnded: number | undefined;
-  upsertSearchAttributes([{ key: SECRET_ATTRIBUTE, value: secret }]);
+  progress.attribute({ key: SECRET_ATTRIBUTE, value: secret });
 
   const { plan, requester, emergency } = await authorize(input, evidence);
   const revokeFirst = emergency?.doc.revokeFirst === true;
   const requestedBy = requester?.name ?? input.requestedBy;
   Object.assign(progress.state, { specHash: plan.specHash, requestedBy, requester, reason: input.reason });
-  if (requestedBy) upsertSearchAttributes([{ key: REQUESTED_BY_ATTRIBUTE, value: requestedBy }]);
+  if (requestedBy) progress.attribute({ key: REQUESTED_BY_ATTRIBUTE, value: requestedBy });
   // A signed request was recorded when authorize claimed it; an unsigned one is recorded here.
   if (!requester) evidence.record('requested', unverified(input.requestedBy), { reason: input.reason, detail: `spec ${plan.specHash}, unsigned request${emergency ? ', emergency' : ''}` });
 
@@ -87,9 +87,14 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const receipts: Receipts = {};
   const consumers = new ConsumerPhases(plan, act, progress, ref, pair, receipts);
 
+  /** Nothing to finalize between revoke and post-verify: the revoke activity checks right after revoking. */
+  const postVerifyAtRevoke = !revokeFirst && !plan.phases?.finalize?.length;
+  let postVerified: PostVerification | undefined;
+
   /** The worker records the revoke in the audit trail itself, before the target changes. */
   async function revokeOld(): Promise<void> {
-    const revoked = (await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed })) ?? {};
+    const revoked = (await act.forward.revokeOldCredential({ ...old, namespace: info.namespace, emergency: emergency?.signed, postVerify: postVerifyAtRevoke })) ?? {};
+    postVerified = revoked.postVerified;
     evidence.note(revoked.head);
     sessionsEnded = revoked.sessionsEnded;
     if (typeof revoked.warning === 'string') warnings.push(`revoke: ${revoked.warning.slice(0, 500)}`);
@@ -130,6 +135,23 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     }
   }
 
+  /**
+   * Consumers' health and the target's word are independent: asked at once. The first failure
+   * cancels the other checks and waits for them to stop, so rollback never runs beside a check.
+   */
+  function verifyAll() {
+    return CancellationScope.cancellable(async () => {
+      const checks = [consumers.verify(), act.verify.verifyTarget(pair)] as const;
+      try {
+        return (await Promise.all(checks))[1];
+      } catch (err) {
+        CancellationScope.current().cancel();
+        await Promise.allSettled(checks);
+        throw err;
+      }
+    });
+  }
+
   /** The worker checks everything once more and records the promote in the audit trail itself. */
   async function promote(): Promise<void> {
     progress.enter('promote');
@@ -154,8 +176,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 4. verify: every consumer healthy on the new version, and the target accepts it.
     progress.enter('verify');
-    await consumers.verify();
-    receipts.target = (await act.verify.verifyTarget(pair))?.receipt;
+    receipts.target = (await verifyAll())?.receipt;
 
     // 5. approve, if the policy asks: people decide with everything verified in front of them.
     if (approvalRequired) await approvals.decided();
@@ -190,13 +211,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
         warnings.push(`ROLLBACK INCOMPLETE: ${incomplete}`);
         log.error('rollback incomplete: a person must finish it', { secret, detail: incomplete });
       }
-      const report = finish(incomplete ? 'rollback-incomplete' : 'rolled-back', {
-        stage: failedStage,
-        message: cancelled ? 'rotation cancelled' : message,
-        consumer: err instanceof ConsumerFailure ? err.consumer : undefined,
-      });
-      evidence.record(incomplete ? 'rollback-incomplete' : 'rolled-back', 'rekey', { detail: incomplete ? `${report.failure!.message}; ${incomplete}` : report.failure!.message });
-      await CancellationScope.nonCancellable(() => settle(report));
+      const failure = { stage: failedStage, message: cancelled ? 'rotation cancelled' : message, consumer: err instanceof ConsumerFailure ? err.consumer : undefined };
+      evidence.record(incomplete ? 'rollback-incomplete' : 'rolled-back', 'rekey', { detail: incomplete ? `${failure.message}; ${incomplete}` : failure.message });
+      const report = await CancellationScope.nonCancellable(() => finish(incomplete ? 'rollback-incomplete' : 'rolled-back', failure));
       // An incomplete rollback fails the run (schedules with pauseOnFailure stop, fleets count it
       // failed, the UI shows it red); the report rides in the failure's details.
       if (incomplete) throw ApplicationFailure.create({ type: 'RollbackIncomplete', nonRetryable: true, message: `rollback incomplete: ${incomplete}`, details: [report] });
@@ -221,15 +238,13 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
 
     // 9. post-verify: old rejected, new accepted. A failure here alerts; it cannot undo anything.
     progress.enter('post-verify');
-    const { head, ...check } = (await act.forward.postVerify({ ...old, receipts })) ?? { oldRejected: false, newAccepted: false, detail: 'no verdict' };
+    const { head, ...check } = postVerified ?? (await act.forward.postVerify({ ...old, receipts })) ?? { oldRejected: false, newAccepted: false, detail: 'no verdict' };
     evidence.note(head);
     if (!check.oldRejected || !check.newAccepted) {
       warnings.push(`post-verify: ${check.detail}`);
       log.error('post-verify found a problem', { secret, detail: check.detail });
     }
-    const report = finish('rotated', undefined, check);
-    await settle(report);
-    return report;
+    return finish('rotated', undefined, check);
   });
 
   /**
@@ -268,9 +283,19 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     return undefined;
   }
 
-  function finish(outcome: RotationReport['outcome'], failure?: RotationReport['failure'], postVerify?: RotationReport['postVerify']): RotationReport {
+  /** The report, once every audit record is written (its stage, outcome and trail set as one upsert). */
+  function finish(outcome: RotationReport['outcome'], failure?: RotationReport['failure'], postVerify?: RotationReport['postVerify']): Promise<RotationReport> {
+    return progress.batch(async () => {
+      const report = summary(outcome, failure, postVerify);
+      report.auditHead = await evidence.settle();
+      progress.show(report);
+      return report;
+    });
+  }
+
+  function summary(outcome: RotationReport['outcome'], failure?: RotationReport['failure'], postVerify?: RotationReport['postVerify']): RotationReport {
     progress.enter('done');
-    upsertSearchAttributes([{ key: OUTCOME_ATTRIBUTE, value: outcome }]);
+    progress.attribute({ key: OUTCOME_ATTRIBUTE, value: outcome });
     return {
       secret,
       outcome,
@@ -298,9 +323,4 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     };
   }
 
-  /** Every audit record written; the report keeps where they left the trail. */
-  async function settle(report: RotationReport): Promise<void> {
-    report.auditHead = await evidence.settle();
-    progress.show(report);
-  }
 }

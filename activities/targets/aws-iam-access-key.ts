@@ -81,6 +81,15 @@ const LABEL = /^rekey ([a-z0-9.-]{1,63}) ([A-Za-z0-9-]{1,64})(?: inactive since 
 const DENIED = new Set(['AccessDenied', 'AccessDeniedException', 'UnauthorizedOperation', 'UnauthorizedAccess']);
 const REJECTED_KEY = new Set(['InvalidClientTokenId', 'SignatureDoesNotMatch', 'ExpiredToken', 'UnrecognizedClientException']);
 
+/** The activity's log; outside an activity (the benchmark's direct path) there is none to write to. */
+function logged(message: string, attributes: Record<string, unknown>): void {
+  try {
+    log.info(message, attributes);
+  } catch {
+    // No activity context.
+  }
+}
+
 function refusal(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(`aws-iam-access-key: ${message}`, 'TargetRefused');
 }
@@ -290,7 +299,7 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const clear = async () => {
         for (const { key, why } of removable) {
           await remove(iam, key.id);
-          log.info('deleted an access key to make room for the new one', { secret: context.secret, user, accessKeyId: key.id, why });
+          logged('deleted an access key to make room for the new one', { secret: context.secret, user, accessKeyId: key.id, why });
         }
       };
       if (!freeSlot) await clear();
