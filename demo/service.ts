@@ -90,7 +90,8 @@ export class PooledService {
 
   constructor(private readonly secretId: string) {}
 
-  async start(port: number): Promise<void> {
+  /** Listens on `port` (0: any free one); resolves to the port it listens on. */
+  async start(port: number): Promise<number> {
     await this.use(await readVersion(this.secretId));
     this.ticker = setInterval(() => void this.query(), 50);
     this.server = createServer((req, res) => void this.handle(req.method ?? 'GET', req.url ?? '/', req, res));
@@ -98,6 +99,7 @@ export class PooledService {
       this.server!.once('error', reject);
       this.server!.listen(port, '127.0.0.1', resolve);
     });
+    return (this.server.address() as { port: number }).port;
   }
 
   async stop(): Promise<Traffic> {

@@ -70,8 +70,7 @@ describe('rotateSecret against Postgres and AWS Secrets Manager', () => {
   it('http consumer: the service is told the version, loads it from the store and reports it healthy', async () => {
     const fx = await databaseFixture('alternating-users');
     const service = new PooledService(fx.secretId);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    await service.start(port);
+    const port = await service.start(0);
     try {
       const spec = postgresSpec(fx, 'alternating-users', {
         consumers: [{ type: 'http', name: 'pooled', reloadUrl: `http://127.0.0.1:${port}/reload`, healthUrl: `http://127.0.0.1:${port}/health` }],
