@@ -89,12 +89,13 @@ export interface Target {
   revoke(old: Credential, next: Credential, options: { emergency?: boolean; context: TargetContext }): Promise<Revoked | void>;
   /**
    * For targets whose revoke only disables (an IAM key is deactivated, so reactivating it is the
-   * way back for a while): remove what revoke disabled, once revoke's `retireAfter` has passed. The
-   * rotation leaves a durable timer for it (workflow retire/<secret>/<version>). It must check
-   * again that the credential is still disabled and due (whoever can start a workflow can ask
-   * early), never touch one a person re-enabled, and be idempotent. Says what it did.
+   * way back for a while): remove what revoke disabled once it is due, counted from `revokedAt`
+   * (the worker's audit record of the revoke). The rotation leaves a durable timer that asks
+   * (workflow retire/<secret>/<version>); whoever can start a workflow can ask early, so it says
+   * when it is due instead of acting. It must never touch a credential a person re-enabled, and be
+   * idempotent. Says what it did.
    */
-  retire?(old: Credential, context: { secret: string; versionId: string }): Promise<string>;
+  retire?(old: Credential, context: { secret: string; versionId: string; revokedAt: string }): Promise<{ done: string } | { dueAt: string }>;
   /**
    * Try to authenticate with `credential` (thorough: also what the manifest asks to check, such as
    * a verify query). Throws only when the target cannot be reached.
@@ -109,8 +110,8 @@ export interface Revoked {
   sessionsEnded?: number;
   /** Revoke did what it could but not all: shown in the report and logged at error level. */
   warning?: string;
-  /** A duration ("7d"): revoke only disabled the old credential; `retire` removes it after this long. */
-  retireAfter?: string;
+  /** Revoke only disabled the old credential: `retire` removes it later (the rotation leaves a timer). */
+  retire?: boolean;
 }
 
 /**
@@ -147,11 +148,17 @@ export interface TargetContext {
    */
   readVersion?(versionId: string): Promise<Credential>;
   /**
-   * At issue: when this issue was first asked for (ISO 8601; the activity's first schedule, the
-   * same for every retry), so a target can recognise what an earlier attempt made whose answer was
-   * lost: something made after this instant that nobody has used yet.
+   * At issue: a small note for a retry of this same issue (kept in the activity's heartbeat, so
+   * best effort: a worker killed before it was sent leaves none), such as what the target had just
+   * before it asked for something whose answer may be lost; `earlierNote` is what the last attempt
+   * noted. Untrusted like any activity state: a target checks it against what it finds.
    */
-  issueStartedAt?: string;
+  note?(value: unknown): void;
+  earlierNote?: unknown;
+  /** At issue: the rotation is an emergency, authorised by a break-glass signature the worker checked. */
+  emergency?: boolean;
+  /** At issue: the activity's cancellation (it timed out or was given up): make nothing more. */
+  signal?: AbortSignal;
   /** At undo: when the store wrote the next version (ISO 8601), so a target can tell what it made just before. */
   nextStoredAt?: string;
 }

@@ -170,10 +170,10 @@ async function requireInFlight(store: SecretStore, versionId: string, what: stri
 }
 
 /** Heartbeat while `work` runs, so a killed worker is noticed within the heartbeat timeout. */
-async function withHeartbeat<T>(work: () => Promise<T>): Promise<T> {
-  const timer = setInterval(() => heartbeat(), 3_000);
+async function withHeartbeat<T>(work: () => Promise<T>, details: () => unknown = () => undefined): Promise<T> {
+  const timer = setInterval(() => heartbeat(details()), 3_000);
   try {
-    heartbeat();
+    heartbeat(details());
     return await work();
   } finally {
     clearInterval(timer);
@@ -265,6 +265,12 @@ export function createActivities(options: ActivityOptions = {}) {
     return manifests.forStep(ref, use, thisRotation().rotationId);
   };
   const specFor = async (ref: RotationRef, use: SpecUse) => (await entryFor(ref, use)).spec;
+
+  /** An emergency this rotation really is: a break-glass signature the manifests accept, claimed by this run. */
+  const verifiedEmergency = async (step: RotationRef & { namespace: string; emergency: SignedDocument }): Promise<boolean> => {
+    const verdict = checkBreakGlass(step.emergency, (await manifests.set()).settings.breakGlass, { namespace: step.namespace, secret: step.secret, specHash: step.specHash }, {});
+    return verdict.ok && (await claimedBy(step.emergency.document)) === thisRotation().rotationId;
+  };
 
   /** The rotation that claimed this signed document (in the audit trail), if any. */
   const claimedBy = async (document: string) => (await (await audit.trail()).find(claimId(document)))?.rotationId;
@@ -471,8 +477,12 @@ export function createActivities(options: ActivityOptions = {}) {
 
     ...groups.activities,
 
-    async createPendingVersion(ref: RotationRef): Promise<PendingVersion> {
+    async createPendingVersion(ref: RotationRef & { namespace?: string; emergency?: SignedDocument }): Promise<PendingVersion> {
       const spec = await specFor(ref, 'started-with');
+      // What an issuing target noted for a retry of this very activity (see TargetContext.note):
+      // kept in the heartbeat, which Temporal hands to the next attempt.
+      const info = Context.current().info;
+      let note: unknown = info.heartbeatDetails;
       return withHeartbeat(async () => {
         const store = openStore(spec.store);
         const external = await store.externalRotation();
@@ -522,7 +532,13 @@ export function createActivities(options: ActivityOptions = {}) {
             nextVersionId: token,
             storeVersionIds: versions.all,
             readVersion: (id) => store.read(id),
-            issueStartedAt: new Date(Context.current().info.scheduledTimestampMs).toISOString(),
+            emergency: ref.emergency !== undefined && ref.namespace !== undefined && (await verifiedEmergency({ ...ref, namespace: ref.namespace, emergency: ref.emergency })),
+            earlierNote: info.heartbeatDetails,
+            note: (value) => {
+              note = value;
+              heartbeat(note);
+            },
+            signal: Context.current().cancellationSignal,
           });
         } else {
           if (!spec.generator) throw ApplicationFailure.nonRetryable(`${ref.secret} has no generator`, NON_RETRYABLE.unknownSecret);
@@ -533,7 +549,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const { versionId, created } = await store.putPending(token, next);
         log.info('stored pending version', { secret: ref.secret, versionId, created });
         return { currentVersionId: versions.current, pendingVersionId: versionId, created, discardedStaleVersionId };
-      });
+      }, () => note);
     },
 
     async prepareTarget(ref: VersionPair): Promise<void> {
@@ -760,7 +776,7 @@ export function createActivities(options: ActivityOptions = {}) {
      * current one (promote has not happened), unless a revoke-first emergency is authorised: the
      * credential everyone is told to use is never the one revoked.
      */
-    async revokeOldCredential(step: RevokeStep): Promise<Omit<Revoked, 'retireAfter'> & { head?: AuditHead; retireAfterMs?: number; postVerified?: PostVerification }> {
+    async revokeOldCredential(step: RevokeStep): Promise<Omit<Revoked, 'retire'> & { head?: AuditHead; retire?: boolean; postVerified?: PostVerification }> {
       requireOwnVersion(step.newVersionId, 'revoke');
       const spec = await specFor(step, 'finish');
       const target = targetOf(spec);
@@ -787,7 +803,7 @@ export function createActivities(options: ActivityOptions = {}) {
         const head = await witness('revoke', {
           secret: step.secret,
           event: 'revoked',
-          versions: { current: step.newVersionId },
+          versions: { current: step.newVersionId, previous: step.oldVersionId },
           detail: `version ${step.oldVersionId} revoked at the target${current !== step.newVersionId ? ' before promote (revoke-first emergency)' : ''}`,
         });
         const context = { secret: step.secret, currentVersionId: step.oldVersionId, nextVersionId: step.newVersionId, storeVersionIds: all };
@@ -795,37 +811,44 @@ export function createActivities(options: ActivityOptions = {}) {
         if (outcome?.sessionsEnded) log.info('ended sessions of the revoked credential', { secret: step.secret, sessions: outcome.sessionsEnded });
         if (outcome?.warning) log.error('revoke could not finish its work', { secret: step.secret, warning: outcome.warning });
         // Only a target that can retire gets the timer, and only with a duration the worker reads.
-        const retireAfterMs = target.retire && outcome?.retireAfter !== undefined ? parseDuration(outcome.retireAfter) : undefined;
+        // Only a target that can retire gets the timer (which asks it when the time has come).
+        const retire = target.retire !== undefined && outcome?.retire === true;
         // Only after promote: a revoke-first emergency post-verifies once the new version is current.
         const postVerified = step.postVerify && current === step.newVersionId ? await postVerification(step, spec) : undefined;
-        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning, retireAfterMs, postVerified };
+        return { head, sessionsEnded: outcome?.sessionsEnded, warning: outcome?.warning, retire, postVerified };
       });
     },
 
     /**
      * Remove what a revoke only disabled (workflow retire/<secret>/<version>, started by that
-     * revoke). Anyone who can start a workflow can start one of these, early or for any version:
-     * the worker acts only on a version of the secret's store that is neither current nor pending,
-     * and the target checks again that it is still disabled and due.
+     * revoke), once the target says it is due; until then, says when to ask again. Anyone who can
+     * start a workflow can start one of these, early or for any version: the worker acts only on a
+     * version of the secret's store that is neither current nor pending, and only as of when the
+     * worker's own audit record says that version was revoked (never a time anyone else wrote).
      */
-    async retireOldCredential(step: Omit<RetireInput, 'afterMs'>): Promise<string> {
+    async retireOldCredential(step: RetireInput): Promise<{ done: string } | { dueAt: string }> {
       const { workflowId, rotationId } = thisRotation();
       if (workflowId !== retireWorkflowId(step.secret, step.versionId)) throw refused(`only the workflow ${retireWorkflowId(step.secret, step.versionId)} may retire that version, not ${workflowId}`);
       const { spec } = await manifests.forStep(step, 'finish', rotationId);
       const target = targetOf(spec);
       if (!target?.retire) throw refused(`${step.secret}: its target (${spec.target?.type ?? 'none'}) has nothing to retire`);
       return withHeartbeat(async () => {
+        const revoked = await (await audit.trail()).find(`revoke/${step.revokedBy}`).catch(unusable);
+        if (revoked?.event !== 'revoked' || revoked.secret !== step.secret || revoked.rotationId !== step.revokedBy || revoked.versions?.previous !== step.versionId) {
+          throw refused(`refusing to retire version ${step.versionId} of ${step.secret}: the audit trail has no record of ${step.revokedBy.slice(0, 120)} revoking it`);
+        }
         const store = openStore(spec.store);
         const { current, pending, all } = await store.versions();
         if (!all.includes(step.versionId) || step.versionId === current || step.versionId === pending) {
           throw refused(`refusing to retire version ${step.versionId} of ${step.secret}: it is ${all.includes(step.versionId) ? 'current or pending' : 'not a version in its store'}`);
         }
-        const done = await target.retire!(await store.read(step.versionId), { secret: step.secret, versionId: step.versionId });
+        const outcome = await target.retire!(await store.read(step.versionId), { secret: step.secret, versionId: step.versionId, revokedAt: revoked.at });
+        if ('dueAt' in outcome) return outcome;
         await (await audit.trail())
-          .append({ id: `retire/${rotationId}`, rotationId, secret: step.secret, event: 'retired', actor: 'rekey', at: new Date().toISOString(), versions: { current }, detail: `version ${step.versionId}: ${done}`.slice(0, 500) })
+          .append({ id: `retire/${rotationId}`, rotationId, secret: step.secret, event: 'retired', actor: 'rekey', at: new Date().toISOString(), versions: { current, previous: step.versionId }, detail: outcome.done.slice(0, 500) })
           .catch(unusable);
-        log.info('retired a revoked credential', { secret: step.secret, versionId: step.versionId, detail: done });
-        return done;
+        log.info('retired a revoked credential', { secret: step.secret, versionId: step.versionId, detail: outcome.done });
+        return outcome;
       });
     },
 

@@ -62,7 +62,8 @@ export interface AuditEvent {
   /** When it happened, in workflow time (ISO 8601). */
   at: string;
   reason?: string;
-  versions?: { current?: string; pending?: string };
+  /** previous: the version a revoke made stop working (its record is when that happened). */
+  versions?: { current?: string; pending?: string; previous?: string };
   detail?: string;
   signed?: SignedEvidence;
   /** The signed approvals promote accepted, kept whole like `signed`. */

@@ -131,14 +131,13 @@ export function checkGroupInput(input: unknown): GroupInput {
 }
 
 const VERSION_ID = /^[A-Za-z0-9-]{1,64}$/;
-/** A revoke's timer may be years long at most (deleteAfter is bounded at 365 days). */
-const MAX_RETIRE_AFTER_MS = 400 * 24 * 3_600_000;
+const RUN_ID = /^rotation\/[a-z0-9.-]{1,63}\/[A-Za-z0-9-]{1,64}$/;
 
-/** A retire timer's input: which revoked version, when; the worker checks both again. */
+/** A retire timer's input: which revoked version, revoked by which rotation; the worker checks both again. */
 export function checkRetireInput(input: unknown): RetireInput {
-  const r = fields(input, ['secret', 'specHash', 'versionId', 'afterMs']);
+  const r = fields(input, ['secret', 'specHash', 'versionId', 'revokedBy']);
   if (typeof r.specHash !== 'string') refuse('input.specHash: expected "sha256:" and 64 hex digits');
   if (typeof r.versionId !== 'string' || !VERSION_ID.test(r.versionId)) refuse('input.versionId: expected a store version id');
-  if (typeof r.afterMs !== 'number' || !Number.isInteger(r.afterMs) || r.afterMs < 0 || r.afterMs > MAX_RETIRE_AFTER_MS) refuse(`input.afterMs: expected a whole number of milliseconds from 0 to ${MAX_RETIRE_AFTER_MS}`);
-  return { secret: r.secret as string, specHash: r.specHash, versionId: r.versionId, afterMs: r.afterMs };
+  if (typeof r.revokedBy !== 'string' || !RUN_ID.test(r.revokedBy)) refuse('input.revokedBy: expected "rotation/<secret>/<run id>"');
+  return { secret: r.secret as string, specHash: r.specHash, versionId: r.versionId, revokedBy: r.revokedBy };
 }

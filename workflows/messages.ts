@@ -71,8 +71,8 @@ export interface RetireInput {
   specHash: string;
   /** The revoked version whose credential goes. */
   versionId: string;
-  /** How long after the revoke (the target's `retireAfter`, in ms). */
-  afterMs: number;
+  /** The rotation (workflow id/run id) whose revoke record says when it was revoked. */
+  revokedBy: string;
 }
 
 /**

@@ -74,7 +74,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   try {
     // Activity results can be forged (anyone may complete an activity): read them defensively;
     // the worker checks every id it is handed again.
-    versions = { ...(await act.generate.createPendingVersion(ref)) };
+    versions = { ...(await act.generate.createPendingVersion({ ...ref, namespace: info.namespace, emergency: emergency?.signed })) };
   } catch (err) {
     evidence.record('failed', 'rekey', { detail: causeOf(err) });
     const head = await evidence.settle();
@@ -100,7 +100,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     if (typeof revoked.warning === 'string') warnings.push(`revoke: ${revoked.warning.slice(0, 500)}`);
     revokedAt = new Date().toISOString();
     // Revoke only disabled the old credential (an IAM key): a durable timer removes it later.
-    if (typeof revoked.retireAfterMs === 'number') await retireLater({ secret, specHash: plan.specHash, versionId: old.oldVersionId, afterMs: revoked.retireAfterMs });
+    if (revoked.retire === true) await retireLater({ secret, specHash: plan.specHash, versionId: old.oldVersionId, revokedBy: rotationId });
   }
 
   /** What commit and promote show the worker: the run, the receipts, the signed decisions. */

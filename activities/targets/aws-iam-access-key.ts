@@ -1,17 +1,17 @@
 // An IAM user's access key. IAM allows two keys per user, so rotation is natively dual: the new key
 // is minted by IAM at generate (Target.issue: IAM shows the secret once, so rekey cannot generate
 // it), revoke deactivates the old one, and a durable timer (Target.retire, workflow
-// retire/<secret>/<version>) deletes it after `deleteAfter`; until then, reactivating it is the
-// rollback. A rotation that needs the slot sooner (the next one, an emergency) deletes it first:
-// by then it is two versions old, and blocking an emergency for days would be worse.
+// retire/<secret>/<version>) deletes it after `deleteAfter`, counted from the worker's own audit
+// record of the revoke; until then, reactivating it is the rollback, and a rotation that needs its
+// slot is refused, except an emergency (a checked break-glass signature), which deletes it first.
 //
 // rekey labels every key it deals with by a tag on the user, as the AWS console labels access keys
 // ("description tags": tag key = access key id): `rekey <secret> <version id>`, and once revoked
 // `... inactive since <time>`. A label is only a hint (whoever may tag the user can write one):
-// rekey deletes a key only when a version of this secret in the store holds it and it is inactive,
-// or when an earlier attempt of the same issue minted it and its answer was lost (made after the
-// issue was first asked for, never used: nobody else can have its secret). Any other key is never
-// touched: a rotation that would need its slot is refused, naming it.
+// rekey deletes a key only when a version of this secret in the store holds it and it is inactive
+// (the retire timer, once due; an emergency that needs the slot), or when an earlier attempt of the
+// same issue asked IAM for it and the answer was lost (see issue). Any other key is never touched:
+// a rotation that would need its slot is refused, naming it.
 // The stored value is {accessKeyId, secretAccessKey}; other fields are kept.
 // https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_access-keys.html
 import {
@@ -42,6 +42,10 @@ const MINTED_WINDOW_MS = 10 * 60_000;
 const CLOCK_SKEW_MS = 60_000;
 /** The inline policy an emergency revoke puts on the user: sessions issued before it are denied. */
 export const REVOKE_SESSIONS_POLICY = 'rekey-revoke-older-sessions';
+/** CreateAccessKey gets this long to answer (the SDK's default is minutes): a hang becomes a retry. */
+const CREATE_TIMEOUT_MS = 10_000;
+/** IAM's clock and the worker's, around a create whose answer was lost. */
+const CREATE_SKEW_MS = 5_000;
 
 export const awsIamAccessKeySchema = z
   .object({
@@ -56,8 +60,19 @@ export const awsIamAccessKeySchema = z
      * and iam:PutUserPolicy for emergencies (it denies sessions the old key opened).
      */
     admin: z.union([z.object({ store: storeSchema }).strict(), z.object({ workerIdentity: z.literal(true) }).strict()]),
-    /** How long a revoked (inactive) key is kept before it is deleted; reactivating it is the rollback until then. A rotation that needs its slot sooner deletes it first. */
+    /**
+     * How long a revoked (inactive) key is kept before it is deleted; reactivating it is the
+     * rollback until then, and a rotation in that time is refused (keep it shorter than the time
+     * between rotations). An emergency deletes it at once.
+     */
     deleteAfter: durationBetween('0s', '365d').default('7d'),
+    /**
+     * In an emergency, also deny every session opened before the revoke (sts:GetSessionToken
+     * credentials outlive the key that made them) with an inline policy on the user. Needs
+     * iam:PutUserPolicy, with which the admin could also widen the user's rights: grant it within
+     * a permissions boundary. Off by default.
+     */
+    denySessionsOnEmergency: z.boolean().default(false),
     region: z.string().min(1).optional().describe('Defaults to AWS_REGION, then us-east-1'),
     endpoint: z.url().optional().describe('IAM and STS endpoint; defaults to AWS_ENDPOINT_URL (moto) or AWS'),
   })
@@ -126,6 +141,8 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
 
   /** The user an STS identity is: the last part of `arn:aws:iam::123:user/path/name`, or undefined for a role. */
   const userOfArn = (arn: string | undefined) => (arn && /^arn:aws[a-z-]*:iam::\d+:user\//.test(arn) ? arn.slice(arn.lastIndexOf('/') + 1) : undefined);
+  /** IAM user names are case-insensitive: "Deploy" and "deploy" are one user. */
+  const isUser = (name: string | undefined) => name !== undefined && name.toLowerCase() === user.toLowerCase();
 
   /** One IAM call by the admin; a permission it lacks is a refusal that names the action. */
   async function call<T>(action: string, work: () => Promise<T>): Promise<T> {
@@ -151,7 +168,7 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       credentials = { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
     }
     const who = await new STSClient({ region, endpoint, credentials, maxAttempts: 3 }).send(new GetCallerIdentityCommand({}));
-    if (userOfArn(who.Arn) === user) throw refusal(`the admin credential is IAM user ${user} itself, whose keys this manifest rotates: use a separate admin identity`);
+    if (isUser(userOfArn(who.Arn))) throw refusal(`the admin credential is IAM user ${user} itself, whose keys this manifest rotates: use a separate admin identity`);
     return { region, endpoint, credentials, maxAttempts: 3 };
   }
   const admin = async () => new IAMClient(await adminConfig());
@@ -203,59 +220,70 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
 
   /** Deny the user's sessions issued before now (an inline policy, overwritten by each emergency); a warning if the admin may not. */
   async function denyOlderSessions(iam: IAMClient): Promise<string | undefined> {
+    // AWS's clock, as the SDK learnt it: the condition is evaluated there, not on the worker.
+    const now = new Date(Date.now() + (iam.config.systemClockOffset ?? 0)).toISOString();
     const document = {
       Version: '2012-10-17',
-      Statement: [{ Sid: 'RekeyEmergencyRevoke', Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': new Date().toISOString() } } }],
+      Statement: [{ Sid: 'RekeyEmergencyRevoke', Effect: 'Deny', Action: '*', Resource: '*', Condition: { DateLessThan: { 'aws:TokenIssueTime': now } } }],
     };
     try {
       await call('PutUserPolicy', () => iam.send(new PutUserPolicyCommand({ UserName: user, PolicyName: REVOKE_SESSIONS_POLICY, PolicyDocument: JSON.stringify(document) })));
       return undefined;
     } catch (err) {
-      return `sessions opened with the old key were not denied: ${(err as Error).message.slice(0, 300)}`;
+      // Not allowed: the key is dead anyway, so the revoke stands and says what is left. Anything
+      // else (throttled, unreachable) fails the step, which is retried until it is done.
+      if (err instanceof ApplicationFailure && err.message.includes('may not iam:PutUserPolicy')) return `sessions opened with the old key were not denied: ${err.message.slice(0, 300)}`;
+      throw err;
     }
   }
+
+  /** IAM answered the request (a 4xx, such as LimitExceeded): it made nothing. */
+  const definiteAnswer = (err: unknown) => {
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    return status !== undefined && status >= 400 && status < 500;
+  };
 
   const describe = (k: Key, l?: Label) =>
     `${k.id} (${k.status.toLowerCase()}, created ${k.created?.toISOString() ?? 'at an unknown time'}${l ? `, labelled for rekey version ${l.version}${l.inactiveSince ? `, inactive since ${l.inactiveSince}` : ''}` : ', not labelled by rekey'})`;
 
   /**
    * What the user's keys other than `currentId` mean for a new key. rekey may delete a key a version
-   * of this secret in the store holds once it is inactive (revoked), and a key an earlier attempt of
-   * this issue minted whose answer was lost: not among the keys that attempt saw just before it
-   * asked (`intent`), made after the issue was first asked for, and never used (nobody but IAM ever
-   * saw its secret). A label alone proves nothing: whoever may tag the user can write one, and
-   * version ids derive from run ids, which anyone who can read the namespace knows.
-   * Everything else is kept, and named.
+   * of this secret in the store holds once it is inactive (revoked), only in an emergency (otherwise
+   * its retire timer deletes it when due, and reactivating it is the rollback until then), and a key
+   * an earlier attempt of this issue asked for whose answer was lost: not among the keys that
+   * attempt saw just before it asked, made within seconds of the asking, never used. A label alone
+   * proves nothing: whoever may tag the user can write one, and version ids derive from run ids,
+   * which anyone who can read the namespace knows. Everything else is kept, and named.
    */
-  async function sortKeys(iam: IAMClient, keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext, intent: Set<string> | undefined) {
+  async function sortKeys(iam: IAMClient, keys: Key[], labels: Map<string, Label>, currentId: string, context: TargetContext) {
     const versions = new Set(context.storeVersionIds ?? []);
-    // No allowance for skew here, or a person's unused key made just before would qualify: IAM
-    // keeps whole seconds, and a clock behind Temporal's only leaves the lost key for a person.
-    const issuedFrom = context.issueStartedAt && intent ? Math.floor(Date.parse(context.issueStartedAt) / 1000) * 1000 : NaN;
+    const earlier = asked(context.earlierNote);
     const removable: { key: Key; why: string }[] = [];
-    const kept: Key[] = [];
+    const kept: { key: Key; why: string }[] = [];
     for (const k of keys) {
       if (k.id === currentId) continue;
       const l = labels.get(k.id);
       const stored = l !== undefined && versions.has(l.version) && context.readVersion !== undefined && textOf(await context.readVersion(l.version), 'accessKeyId') === k.id;
+      const made = k.created?.getTime() ?? NaN;
       if (stored && k.status === 'Inactive') {
-        const due = l?.inactiveSince ? Date.parse(l.inactiveSince) + deleteAfterMs : NaN;
-        removable.push({ key: k, why: `revoked${due > Date.now() ? `, deleted before deleteAfter (${spec.deleteAfter}) because this rotation needs its slot` : ''}` });
-      } else if (!stored && !intent?.has(k.id) && (k.created?.getTime() ?? -Infinity) >= issuedFrom && (await neverUsed(iam, k.id))) {
-        removable.push({ key: k, why: 'minted by an earlier attempt of this issue whose answer was lost' });
+        if (context.emergency) removable.push({ key: k, why: 'revoked earlier; deleted before deleteAfter for an emergency that needs its slot' });
+        else kept.push({ key: k, why: `it is the previous key, kept for rollback until its retire timer deletes it (deleteAfter ${spec.deleteAfter}); an emergency rotation deletes it first` });
+      } else if (!stored && earlier && !earlier.before.includes(k.id) && made >= earlier.at - CREATE_SKEW_MS && made <= earlier.at + CREATE_TIMEOUT_MS + CREATE_SKEW_MS && (await neverUsed(iam, k.id))) {
+        removable.push({ key: k, why: 'made for an earlier attempt of this issue whose answer was lost' });
       } else {
-        kept.push(k);
+        kept.push({ key: k, why: stored ? 'it was reactivated after rekey revoked it' : 'rekey may not delete it' });
       }
     }
     return { removable, kept };
   }
 
-  /** The tag an issue writes before it asks IAM for a key: the keys the user had just before. */
-  const intentTag = (versionId: string) => `rekey:issue:${versionId}`;
-  async function intentOf(iam: IAMClient, versionId: string): Promise<Set<string> | undefined> {
-    const { Tags } = await call('ListUserTags', () => iam.send(new ListUserTagsCommand({ UserName: user, MaxItems: 100 })));
-    const value = Tags?.find((t) => t.Key === intentTag(versionId))?.Value;
-    return value === undefined ? undefined : new Set(value.split(' ').filter((id) => KEY_ID.test(id)));
+  /** What an earlier attempt noted just before it asked IAM for a key, if it is well formed. */
+  function asked(note: unknown): { before: string[]; at: number } | undefined {
+    const n = note as { asked?: { before?: unknown; at?: unknown } } | undefined;
+    const before = n?.asked?.before;
+    const at = n?.asked?.at;
+    if (!Array.isArray(before) || before.length > 2 || !before.every((id) => typeof id === 'string' && KEY_ID.test(id)) || typeof at !== 'number') return undefined;
+    return { before, at };
   }
 
   async function neverUsed(iam: IAMClient, keyId: string): Promise<boolean> {
@@ -284,14 +312,13 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       const keys = await keysOf(iam);
       requireOwnKey(keys, currentId, 'stored');
       const labels = await labelsOf(iam, context.secret);
-      const intent = context.nextVersionId ? await intentOf(iam, context.nextVersionId) : undefined;
-      const { removable, kept } = await sortKeys(iam, keys, labels, currentId, context, intent);
+      const { removable, kept } = await sortKeys(iam, keys, labels, currentId, context);
       // IAM allows two keys per user: one is the current one, the other slot must be free or rekey's to free.
       if (kept.length > 0) {
+        const [{ key, why }] = kept;
         throw refusal(
-          `IAM user ${user} already has two access keys: the stored ${currentId} and ${kept.map((k) => describe(k, labels.get(k.id))).join(', ')}, ` +
-            `which rekey may not delete${kept.some((k) => k.status === 'Active' && labels.get(k.id)?.inactiveSince) ? ' (it was reactivated after rekey revoked it)' : ''}; nothing was changed. ` +
-            `Delete it when nothing uses it (aws iam delete-access-key --user-name ${user} --access-key-id ${kept[0].id}), then rotate again`,
+          `IAM user ${user} already has two access keys: the stored ${currentId} and ${describe(key, labels.get(key.id))}, which rekey may not delete: ${why}; nothing was changed. ` +
+            `If nothing uses it, delete it (aws iam delete-access-key --user-name ${user} --access-key-id ${key.id}), then rotate again`,
         );
       }
       // With a free slot the new key comes first, so an admin that may not create one changes nothing.
@@ -303,15 +330,16 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
         }
       };
       if (!freeSlot) await clear();
-      // Asked once: the SDK retrying a create whose answer was lost would mint a second key. The
-      // activity's retry finds the first one (sortKeys) and deletes it.
-      const once = new IAMClient({ ...config, maxAttempts: 1 });
-      const before = await keysOf(iam);
-      await label(iam, intentTag(context.nextVersionId), before.map((k) => k.id).join(' '));
-      const created = await call('CreateAccessKey', () => once.send(new CreateAccessKeyCommand({ UserName: user }))).catch(async (err) => {
-        // IAM said no (a refusal): nothing was made, so nothing is left to recognise. Anything
-        // else may have made a key whose answer was lost: the intent stays for the retry.
-        if (err instanceof ApplicationFailure) await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [intentTag(context.nextVersionId)] })));
+      // Asked once, and not for long: the SDK retrying a create whose answer was lost would mint a
+      // second key. What the user had just before and when rekey asked go into the activity's
+      // heartbeat, so the activity's retry recognises the key (sortKeys) and deletes it.
+      const once = new IAMClient({ ...config, maxAttempts: 1, requestHandler: { requestTimeout: CREATE_TIMEOUT_MS, connectionTimeout: CREATE_TIMEOUT_MS } });
+      const before = (await keysOf(iam)).map((k) => k.id);
+      context.note?.({ asked: { before, at: Date.now() } });
+      const created = await call('CreateAccessKey', () => once.send(new CreateAccessKeyCommand({ UserName: user }))).catch((err) => {
+        // IAM answered no (LimitExceeded: a person's key took the slot; a refusal): nothing was
+        // made, so the retry must recognise nothing. Anything else may have made a key.
+        if (err instanceof ApplicationFailure || definiteAnswer(err)) context.note?.(undefined);
         throw err;
       });
       const accessKeyId = created.AccessKey?.AccessKeyId;
@@ -319,13 +347,17 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       if (!accessKeyId || !secretAccessKey || !KEY_ID.test(accessKeyId)) throw new Error(`IAM answered CreateAccessKey for ${user} without a key`);
       try {
         await label(iam, accessKeyId, `rekey ${context.secret} ${context.nextVersionId}`);
-        await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [intentTag(context.nextVersionId)] })));
       } catch (err) {
         // Unlabelled, the key would block the next attempt as someone else's: it goes now.
         await call('DeleteAccessKey', () => iam.send(new DeleteAccessKeyCommand({ UserName: user, AccessKeyId: accessKeyId }))).catch(() => undefined);
         throw err;
       }
       if (freeSlot) await clear();
+      // Given up meanwhile (timed out): the workflow will never store this key, so it goes now.
+      if (context.signal?.aborted) {
+        await remove(iam, accessKeyId);
+        throw new Error(`issue for ${user} was given up after IAM made ${accessKeyId}; it was deleted again`);
+      }
       return { ...current, accessKeyId, secretAccessKey };
     },
 
@@ -377,27 +409,30 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
       // A leaked key may already have been turned into session credentials (sts:GetSessionToken,
       // up to 36 hours), which deactivating the key does not end. Sessions issued before now are
       // denied, as the console's "revoke active sessions" does for roles.
-      const warning = emergency ? await denyOlderSessions(iam) : undefined;
+      const warning = !emergency
+        ? undefined
+        : spec.denySessionsOnEmergency
+          ? await denyOlderSessions(iam)
+          : `sessions opened with the old key (sts:GetSessionToken) stay valid until they expire; set denySessionsOnEmergency to deny them`;
       if (!found) return { warning: [`the old access key ${oldId} is no longer a key of IAM user ${user}; nothing to deactivate`, warning].filter(Boolean).join('; ') };
-      return { retireAfter: spec.deleteAfter, ...(warning ? { warning } : {}) };
+      return { retire: true, ...(warning ? { warning } : {}) };
     },
 
-    // The timer's end: delete the old key if it is still the inactive key rekey revoked for this version, and due.
-    async retire(old, { secret, versionId }) {
+    // The timer's end: once deleteAfter has passed since the revoke (the worker's record, not a
+    // label), delete the key the revoked version holds, if it is still inactive.
+    async retire(old, { secret, versionId, revokedAt }) {
       const oldId = keyIdOf(old, 'retired');
+      const due = Date.parse(revokedAt) + deleteAfterMs;
+      if (!(due <= Date.now())) return { dueAt: new Date(due).toISOString() };
       const iam = await admin();
       const key = (await keysOf(iam)).find((k) => k.id === oldId);
-      const l = (await labelsOf(iam, secret)).get(oldId);
       if (!key) {
-        if (l?.version === versionId) await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [oldId] })));
-        return `access key ${oldId} was already deleted`;
+        if ((await labelsOf(iam, secret)).get(oldId)?.version === versionId) await call('UntagUser', () => iam.send(new UntagUserCommand({ UserName: user, TagKeys: [oldId] })));
+        return { done: `access key ${oldId} is no longer a key of ${user} (already deleted)` };
       }
       if (key.status !== 'Inactive') throw refusal(`retire: the access key ${oldId} of ${user} is ${key.status.toLowerCase()} again (reactivated after rekey revoked it, a rollback?); it is left for a person`);
-      if (l?.version !== versionId || !l.inactiveSince) throw refusal(`retire: the access key ${oldId} is not labelled as revoked by rekey for version ${versionId}; it is left for a person`);
-      const due = Date.parse(l.inactiveSince) + deleteAfterMs;
-      if (!(due <= Date.now())) throw refusal(`retire: the access key ${oldId} is due for deletion at ${new Date(due).toISOString()} (deleteAfter ${spec.deleteAfter}), not yet`);
       await remove(iam, oldId);
-      return `deleted access key ${oldId} (inactive since ${l.inactiveSince})`;
+      return { done: `deleted access key ${oldId} (revoked ${revokedAt}, deleteAfter ${spec.deleteAfter})` };
     },
 
     async accepts(credential, options = {}): Promise<Acceptance> {
@@ -413,7 +448,7 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
         try {
           const who = await sts.send(new GetCallerIdentityCommand({}));
           const as = userOfArn(who.Arn);
-          return as === user ? { accepted: true } : { accepted: false, reason: `${keyId} signs in as ${as ? `IAM user ${as}` : 'another identity'}, not ${user}` };
+          return isUser(as) ? { accepted: true } : { accepted: false, reason: `${keyId} signs in as ${as ? `IAM user ${as}` : 'another identity'}, not ${user}` };
         } catch (err) {
           const name = (err as Error).name;
           if (!REJECTED_KEY.has(name)) throw err;
@@ -436,10 +471,12 @@ export function awsIamAccessKey(spec: AwsIamAccessKeySpec): Target {
         const others = keys.filter((k) => k.id !== currentId);
         const labels = others.length ? await labelsOf(iam) : new Map<string, Label>();
         for (const k of others) {
-          // The store is not read here, so a labelled inactive key is taken at its label's word: the next rotation deletes it first.
-          if (k.status === 'Inactive' && labels.get(k.id)?.inactiveSince) continue;
+          // The store is not read here: a labelled inactive key is taken at its label's word, for a hint only.
+          const since = labels.get(k.id)?.inactiveSince;
           problems.push(
-            `IAM user ${user} has a second key ${describe(k, labels.get(k.id))}: a rotation is refused until it is deleted (rekey deletes only keys this secret held, once revoked)`,
+            k.status === 'Inactive' && since
+              ? `IAM user ${user} has the previous key ${describe(k, labels.get(k.id))}, kept for rollback until its retire timer deletes it (about ${new Date(Date.parse(since) + deleteAfterMs).toISOString()}): a rotation before then is refused; an emergency rotation deletes it first`
+              : `IAM user ${user} has a second key ${describe(k, labels.get(k.id))}: a rotation is refused until it is deleted (rekey deletes only keys this secret held, once revoked)`,
           );
         }
         return problems;
