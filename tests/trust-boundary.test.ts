@@ -19,9 +19,14 @@ import { decisionFor, newKey, people, sign, validFor } from './keys';
 import { canLogin, databaseFixture, failureOf, labelled, manifests, settled, postgresSpec, sm, storeVersions, tempDir, temporalClient, uniqueId, withWorker } from './helpers';
 
 /** Activity types the run scheduled, in order. */
+/** Every activity the run asked for, local ones (their markers name the type in the clear) included. */
 async function activitiesOf(handle: WorkflowHandle): Promise<string[]> {
   const history = await handle.fetchHistory();
-  return history.events!.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes!.activityType!.name!);
+  return history.events!.flatMap((e) => {
+    if (e.activityTaskScheduledEventAttributes) return [e.activityTaskScheduledEventAttributes.activityType!.name!];
+    const data = e.markerRecordedEventAttributes?.details?.data?.payloads?.[0]?.data;
+    return data ? [JSON.parse(Buffer.from(data).toString('utf8')).activity_type as string] : [];
+  });
 }
 
 /** A store-only secret with a file consumer: cheap, and the file shows whether anything was deployed. */
@@ -235,7 +240,7 @@ describe('the trust boundary', () => {
     assert.deepEqual(await storeVersions(s.secretId), before);
   });
 
-  it('a forged answer to resolveRotation (approval dropped) cannot promote: the worker checks the approvals against its own manifests', async () => {
+  it('a forged plan (approval dropped) cannot promote: the worker checks the approvals against its own manifests', async () => {
     const fx = await databaseFixture('alternating-users');
     const bob = await newKey('bob');
     const trusted = await manifests({
@@ -247,15 +252,15 @@ describe('the trust boundary', () => {
       async (taskQueue) => {
         const client = await temporalClient();
         const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
-        // Anyone who may write to the namespace can complete an activity by its id.
-        const activityId = await untilPending(handle, 'resolveRotation');
-        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId }, forged);
+        // resolveRotation is a local activity: nobody can complete it from outside the worker
+        // (it is never pending on the server). The plan is still not trusted at promote.
+        assert.equal((await handle.describe()).raw.pendingActivities?.some((a) => a.activityType?.name === 'resolveRotation') ?? false, false);
         return handle.result();
       },
       {
         manifestDirs: [trusted.dir],
-        // This worker never answers resolveRotation itself, so the forged answer is the one that counts.
-        activities: (real) => ({ ...real, resolveRotation: () => sleep(120_000) }),
+        // The plan the workflow gets says no approval is needed: as if its answer had been forged.
+        activities: (real) => ({ ...real, resolveRotation: async () => forged }),
       },
     );
     assert.equal(report.outcome, 'rolled-back');
@@ -478,14 +483,13 @@ describe('the trust boundary', () => {
       async (taskQueue) => {
         const client = await temporalClient();
         const handle = await client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] });
-        await client.activity.complete({ workflowId: handle.workflowId, runId: handle.firstExecutionRunId, activityId: await untilPending(handle, 'resolveRotation') }, forged);
         let progress = await handle.query(progressQuery);
         for (let i = 0; i < 200 && progress.stage !== 'approve'; i++) progress = await new Promise((r) => setTimeout(r, 100)).then(() => handle.query(progressQuery));
         // The workflow, believing the forged plan, accepts mallory's signature as "bob".
         await handle.executeUpdate('decide', { args: [await sign(mallory, decisionFor(handle, progress))] });
         return handle.result();
       },
-      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, resolveRotation: () => sleep(120_000) }) },
+      { manifestDirs: [trusted.dir], activities: (real) => ({ ...real, resolveRotation: async () => forged }) },
     );
     assert.equal(report.outcome, 'rolled-back');
     assert.equal(await canLogin(fx.users[0], fx.initialPassword), true);
