@@ -6,6 +6,7 @@ import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { consumerEnvironment, consumerSchema, signsForOthers } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
+import { notifySchema } from '../activities/notify';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetAccounts, targetGenerator, targetIssues, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
@@ -128,6 +129,8 @@ export const policySchema = z
     maxParallelConsumers: z.number().int().min(1).max(64).default(4),
     timeouts: timeoutsSchema.default(timeoutsSchema.parse({})),
     approval: approvalSchema.default(approvalSchema.parse({})),
+    /** Who hears of a rotation that needs people (rolled back, failed, escalated, approval requested, emergency). */
+    notify: notifySchema.optional(),
   })
   .strict();
 
