@@ -2,8 +2,11 @@
 // event's id is its place in the rotation (rotation id + "#" + n), the same on every replay and
 // retry, so each is written exactly once. Writes start at once and are awaited before the
 // rotation ends; a failing write is loud but never blocks the rotation.
-import { CancellationScope, log, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
+// The events people must hear of also go to the secret's notification channels, the same way:
+// started at once, awaited before the rotation ends, a failure logged and audited, never fatal.
+import { CancellationScope, log, patched, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import { AUDIT_TRAIL_ATTRIBUTE } from './messages';
+import type { NotifyEvent } from '../activities/notify';
 import type { RotationActivities } from '../activities/rotation';
 import type { AuditEvent, AuditHead } from '../lib/audit';
 
@@ -13,6 +16,24 @@ const { recordAuditEvent, claimSignedDocument } = proxyActivities<RotationActivi
   heartbeatTimeout: '15s',
   retry: { initialInterval: '1s', maximumInterval: '1m', nonRetryableErrorTypes: ['NotAuthorized'] },
 });
+
+// Each channel retries inside the activity (bounded, see NotifySettings) and audits its outcome; a
+// retry here is for a worker lost mid-send. The whole is bounded, so settle() cannot hang on it.
+const { sendNotifications } = proxyActivities<RotationActivities>({
+  startToCloseTimeout: '10m',
+  scheduleToCloseTimeout: '25m',
+  heartbeatTimeout: '1m',
+  retry: { initialInterval: '5s', maximumAttempts: 3, nonRetryableErrorTypes: ['NotAuthorized'] },
+});
+
+/** Audit events that people are told of, under the name notifications use. */
+const NOTIFIED: Partial<Record<AuditEvent['event'], NotifyEvent>> = {
+  'rolled-back': 'rolled-back',
+  'rollback-incomplete': 'failed',
+  failed: 'failed',
+  escalated: 'escalated',
+  'break-glass': 'emergency',
+};
 
 function wellFormed(head: AuditHead | undefined): head is AuditHead {
   return (
@@ -29,13 +50,32 @@ function wellFormed(head: AuditHead | undefined): head is AuditHead {
 
 export class Evidence {
   private count = 0;
+  private notices = 0;
   private readonly writes: Promise<AuditHead | undefined>[] = [];
+  private readonly sending: Promise<unknown>[] = [];
 
   constructor(
     private readonly rotationId: string,
     private readonly secret: string,
     private readonly versions: () => AuditEvent['versions'],
+    /** The stage a notice names (for a rollback: the one that failed). */
+    private readonly stage: () => string | undefined = () => undefined,
   ) {}
+
+  /**
+   * Tell the secret's notification channels (policy `notify`), without waiting: the rotation goes
+   * on, and settle() waits for the sending before the rotation ends, so it is not cancelled with it.
+   */
+  notify(event: NotifyEvent): void {
+    // Rotations already running when this was deployed replay without it.
+    if (!patched('rekey-notify')) return;
+    const request = { id: `${this.rotationId}#notice-${++this.notices}`, secret: this.secret, event, stage: this.stage(), versions: { ...this.versions() } };
+    this.sending.push(
+      CancellationScope.nonCancellable(() => sendNotifications(request)).catch((err) => {
+        log.error('could not send notifications', { secret: this.secret, event, error: (err as Error).message });
+      }),
+    );
+  }
 
   record(event: AuditEvent['event'], actor: string, extra: Partial<Omit<AuditEvent, 'id' | 'rotationId' | 'secret' | 'event' | 'actor' | 'at'>> = {}): void {
     const record: AuditEvent = {
@@ -55,6 +95,8 @@ export class Evidence {
         return undefined;
       }),
     );
+    const notice = NOTIFIED[event];
+    if (notice) this.notify(notice);
   }
 
   /**
@@ -67,6 +109,8 @@ export class Evidence {
     );
     this.writes.push(head.catch(() => undefined));
     await head;
+    const notice = NOTIFIED[event];
+    if (notice) this.notify(notice);
   }
 
   /** A record a stage activity wrote itself (promote, revoke, post-verify): its head counts too. */
@@ -92,6 +136,8 @@ export class Evidence {
     // Heads come from activity results, which anyone with write access could forge: only the
     // shape is checked here (a wrong head cannot pass `audit verify`, which checks signatures).
     const heads = (await Promise.all(this.writes)).filter(wellFormed);
+    // Failures were logged where they happened and audited by the activity.
+    await Promise.all(this.sending);
     const head = heads.sort((a, b) => b.seq - a.seq)[0];
     if (head) upsertSearchAttributes([{ key: AUDIT_TRAIL_ATTRIBUTE, value: head.trail }]);
     return head;
