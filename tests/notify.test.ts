@@ -10,9 +10,11 @@ import { SMTPServer } from 'smtp-server';
 import { auditSettingsFromEnv, openAuditTrail } from '../lib/audit-trails';
 import type { AuditRecord } from '../lib/audit';
 import { ManifestError, loadManifests } from '../lib/manifest';
-import { rotationWorkflowId, type RotationReport } from '../workflows/messages';
+import type { BreakGlassDocument } from '../lib/signed';
+import { emergencyRevoke } from '../workflows/emergencyRevoke';
+import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { people, newKey } from './keys';
+import { newKey, people, sign, validFor } from './keys';
 import { databaseFixture, manifests, postgresSpec, sm, stack, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker, type DatabaseFixture, type Manifests } from './helpers';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -248,6 +250,24 @@ describe('notifications', () => {
       assert.equal(smtp.mails.length, 3);
       assert.deepEqual(smtp.mails.map((m) => /^X-Rekey-Event: (.*)$/m.exec(m)?.[1]), ['approval-requested', 'escalated', 'rolled-back']);
       assert.equal((await notifyRecords(fx.id)).filter((r) => r.event === 'notified').length, 6);
+    });
+  });
+
+  it('an emergency rotation (break-glass) is a notice, sent while it goes on to rotate', async () => {
+    const oncall = await newKey('oncall');
+    await withReceivers(async ({ fx, channels, hook, smtp }) => {
+      const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { notify: notifyPolicy(channels, [{ name: 'ops', url: hook.url }], smtp.port) } }) }, people([oncall], ['oncall']));
+      const document: BreakGlassDocument = { kind: 'rekey.dev/break-glass', namespace: 'default', secret: fx.id, revokeFirst: false, reason: 'leaked', ...validFor(600_000) };
+      const report: RotationReport = await withWorker(
+        async (taskQueue) =>
+          (await temporalClient()).workflow.execute(emergencyRevoke, { taskQueue, workflowId: emergencyWorkflowId(fx.id), args: [{ secret: fx.id, reason: 'leaked', authorization: await sign(oncall, document) }] }),
+        { manifestDirs: [trusted.dir], notify: NOTIFY },
+      );
+      assert.equal(report.outcome, 'rotated');
+      assert.deepEqual(hook.hooks.map((h) => h.json?.rekey.event), ['emergency']);
+      assert.match(hook.hooks[0].json!.text, new RegExp(`rotation of ${fx.id} is an emergency rotation`));
+      assert.equal(smtp.mails.length, 1);
+      for (const value of await secretValues(fx, channels)) assert.ok(!hook.hooks[0].body.includes(value) && !smtp.mails[0].includes(value), 'no secret value in a notice');
     });
   });
 
