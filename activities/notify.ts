@@ -33,22 +33,16 @@ const MAX_ANSWER = 4096;
 // --- the schema -------------------------------------------------------------------------------
 
 /** A value read from a store when a message is sent, so it never sits in a manifest or a workflow. */
-const storedValueSchema = z
-  .object({ store: storeSchema, field: z.string().min(1) })
-  .strict();
+const storedValueSchema = z.object({ store: storeSchema, field: z.string().min(1) }).strict();
 
-const inlineRefused = (what: string) =>
-  z.unknown().superRefine((value, ctx) => {
-    const parsed = storedValueSchema.safeParse(value);
-    if (parsed.success) return;
-    ctx.addIssue({
-      code: 'custom',
-      message:
-        typeof value === 'string'
-          ? `${what} must be a store reference ({store, field}), never written inline`
-          : parsed.error.issues.map((i) => `${i.path.join('.') || '(value)'}: ${i.message}`).join('; '),
-    });
-  }).transform((value) => value as z.output<typeof storedValueSchema>);
+/** A credential: only ever a store reference. The error for an inline one names the field, not the value. */
+const storedCredential = (what: string) =>
+  z
+    .object(
+      { store: storeSchema, field: z.string().min(1) },
+      { error: (issue) => (issue.code === 'invalid_type' ? `${what} must be a store reference ({store, field}), never written inline` : undefined) },
+    )
+    .strict();
 
 /** Problems with a webhook URL, or none: https, or http to a loopback host; no credentials or fragment in it. */
 export function webhookUrlProblems(value: string): string[] {
@@ -80,7 +74,7 @@ export const webhookChannelSchema = z
      */
     url: z.union([webhookUrl, storedValueSchema]),
     /** The HMAC-SHA256 key of the X-Rekey-Signature header, read from the store; never inline. */
-    signingKey: inlineRefused('signingKey'),
+    signingKey: storedCredential('signingKey'),
     /** For an https receiver on a private CA: a PEM file of the CA its certificate must chain to. */
     ca: z.string().min(1).optional(),
     /** Only these events go to this channel (default: the policy's `events`). */
@@ -106,7 +100,7 @@ export const emailChannelSchema = z
       .default({ mode: 'starttls' }),
     /** SMTP AUTH: the password is read from the store when a message is sent. */
     auth: z
-      .object({ user: z.string().min(1).max(254), password: inlineRefused('auth.password') })
+      .object({ user: z.string().min(1).max(254), password: storedCredential('auth.password') })
       .strict()
       .optional(),
     from: address,
@@ -183,7 +177,7 @@ export function noticeText(notice: Notice): string {
 /** The Temporal UI's page of the run, when REKEY_TEMPORAL_UI says where the UI is. */
 export function runLink(base: string | undefined, namespace: string, workflowId: string, runId: string): string | undefined {
   if (!base || !/^https?:\/\//.test(base)) return undefined;
-  return `${base.replace(/\/+$/, '')}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}/${encodeURIComponent(runId)}/history`;
+  return `${base.replace(/\/+$/, '')}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}/${encodeURIComponent(runId)}`;
 }
 
 // --- the channels -----------------------------------------------------------------------------

@@ -442,6 +442,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   }
   if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
   if (issue.code === 'invalid_type') {
+    // A schema's own message (a store reference where a value was written inline) says more.
+    if (!issue.message.startsWith('Invalid input')) return issue.message;
     // zod reports what it received in its message only ("..., received string").
     const got = /received (\w+)/.exec(issue.message)?.[1];
     return got === undefined || got === 'undefined' ? `is required (expected ${issue.expected})` : `expected ${issue.expected}, got ${got}`;
