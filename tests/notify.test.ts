@@ -9,14 +9,17 @@ import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { SMTPServer } from 'smtp-server';
 import { auditSettingsFromEnv, openAuditTrail } from '../lib/audit-trails';
 import type { AuditRecord } from '../lib/audit';
-import { ManifestError, loadManifests } from '../lib/manifest';
+import { ManifestError, loadManifests, type SecretSpec } from '../lib/manifest';
+import { channelsOf, type Notice } from '../activities/notify';
 import type { BreakGlassDocument } from '../lib/signed';
 import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { newKey, people, sign, validFor } from './keys';
 import { databaseFixture, manifests, postgresSpec, sm, stack, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker, type DatabaseFixture, type Manifests } from './helpers';
-import { writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 
@@ -53,13 +56,14 @@ async function receiver(key: string, status: () => number = () => 200): Promise<
 }
 
 /** An SMTP server that takes mail only after a login with `user` / `password`. */
-async function mailServer(user: string, password: string): Promise<{ port: number; mails: string[]; logins: string[]; close(): Promise<void> }> {
+async function mailServer(user: string, password: string, tls?: { key: string; cert: string }): Promise<{ port: number; mails: string[]; logins: string[]; secure: boolean[]; close(): Promise<void> }> {
   const mails: string[] = [];
   const logins: string[] = [];
+  const secure: boolean[] = [];
   const server = new SMTPServer({
-    // Loopback without TLS, as the notify schema allows only for loopback relays.
-    disabledCommands: ['STARTTLS'],
-    allowInsecureAuth: true,
+    // With a certificate it offers STARTTLS and takes a login only after it; without, it is a
+    // plain loopback relay, as the notify schema allows for loopback hosts alone.
+    ...(tls ? { key: tls.key, cert: tls.cert } : { disabledCommands: ['STARTTLS'], allowInsecureAuth: true }),
     authMethods: ['PLAIN', 'LOGIN'],
     logger: false,
     onAuth(auth, _session, callback) {
@@ -67,7 +71,8 @@ async function mailServer(user: string, password: string): Promise<{ port: numbe
       if (auth.username === user && auth.password === password) return callback(null, { user });
       return callback(new Error('invalid login'));
     },
-    onData(stream, _session, callback) {
+    onData(stream, session, callback) {
+      secure.push(session.secure);
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
@@ -77,7 +82,18 @@ async function mailServer(user: string, password: string): Promise<{ port: numbe
     },
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { port: (server.server.address() as AddressInfo).port, mails, logins, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  return { port: (server.server.address() as AddressInfo).port, mails, logins, secure, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** A CA and a certificate it issued for 127.0.0.1, made with openssl, as PEM text and the CA's file. */
+async function certificates(): Promise<{ caFile: string; key: string; cert: string }> {
+  const dir = await tempDir();
+  const run = (...args: string[]) => promisify(execFile)('openssl', args, { cwd: dir });
+  await run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=rekey test CA');
+  await run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'smtp.key', '-out', 'smtp.csr', '-subj', '/CN=127.0.0.1');
+  await writeFile(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  await run('x509', '-req', '-in', 'smtp.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'smtp.pem', '-days', '1', '-extfile', 'san.ext');
+  return { caFile: join(dir, 'ca.pem'), key: await readFile(join(dir, 'smtp.key'), 'utf8'), cert: await readFile(join(dir, 'smtp.pem'), 'utf8') };
 }
 
 /** A closed port: connections are refused. */
@@ -269,6 +285,32 @@ describe('notifications', () => {
       assert.equal(smtp.mails.length, 1);
       for (const value of await secretValues(fx, channels)) assert.ok(!hook.hooks[0].body.includes(value) && !smtp.mails[0].includes(value), 'no secret value in a notice');
     });
+  });
+
+  it('e-mail over STARTTLS: the certificate is checked against tls.ca; a server without STARTTLS, or with a certificate nobody vouches for, never sees the password', async () => {
+    const fx = await databaseFixture('alternating-users');
+    const channels = await channelSecrets(fx.id);
+    const { caFile, key, cert } = await certificates();
+    const withTls = await mailServer('rekey', channels.smtpPassword, { key, cert });
+    const plain = await mailServer('rekey', channels.smtpPassword);
+    const notice: Notice = { delivery: `rotation/${fx.id}/run#notice-1`, event: 'failed', secret: fx.id, workflowId: `rotation/${fx.id}`, runId: 'run', stage: 'generate', versions: {}, at: new Date().toISOString() };
+    /** The one e-mail channel of a policy, as the worker builds it from the manifest. */
+    const email = async (port: number, tls: object) => {
+      const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { notify: { email: [{ name: 'oncall', host: '127.0.0.1', port, tls, auth: { user: 'rekey', password: channels.password }, from: 'rekey@example.test', to: ['oncall@example.test'] }] } } }) });
+      return channelsOf((trusted.set.secrets.get(fx.id)!.spec as SecretSpec).policy.notify!)[0];
+    };
+    try {
+      assert.match(await (await email(withTls.port, { mode: 'starttls', ca: caFile })).send(notice), /accepted by 127\.0\.0\.1:\d+ for 1 recipient/);
+      assert.deepEqual([withTls.mails.length, withTls.secure, withTls.logins], [1, [true], ['rekey']]);
+      // The same server, its CA not given: the system's CAs do not vouch for it.
+      await assert.rejects((await email(withTls.port, { mode: 'starttls' })).send(notice), /email oncall: not sent/);
+      // A relay that does not offer STARTTLS gets neither the message nor the login.
+      await assert.rejects((await email(plain.port, { mode: 'starttls', ca: caFile })).send(notice), /email oncall: not sent/);
+      assert.deepEqual([withTls.mails.length, withTls.logins, plain.mails.length, plain.logins], [1, ['rekey'], 0, []]);
+    } finally {
+      await withTls.close();
+      await plain.close();
+    }
   });
 
   it('a manifest with an inline HMAC key, an SMTP password inline, or a plain-http URL to another host is refused, naming the field', async () => {
