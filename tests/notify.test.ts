@@ -16,7 +16,7 @@ import { emergencyRevoke } from '../workflows/emergencyRevoke';
 import { emergencyWorkflowId, rotationWorkflowId, type RotationReport } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
 import { newKey, people, sign, validFor } from './keys';
-import { databaseFixture, manifests, postgresSpec, sm, stack, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker, type DatabaseFixture, type Manifests } from './helpers';
+import { databaseFixture, failureOf, manifests, postgresSpec, sm, stack, storeVersions, tempDir, temporalClient, testPassword, uniqueId, withWorker, type DatabaseFixture, type Manifests } from './helpers';
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -284,6 +284,37 @@ describe('notifications', () => {
       assert.match(hook.hooks[0].json!.text, new RegExp(`rotation of ${fx.id} is an emergency rotation`));
       assert.equal(smtp.mails.length, 1);
       for (const value of await secretValues(fx, channels)) assert.ok(!hook.hooks[0].body.includes(value) && !smtp.mails[0].includes(value), 'no secret value in a notice');
+    });
+  });
+
+  it('a rotation that fails before anything changed notifies "failed"; a receiver that redirects gets one try and its target nothing', async () => {
+    await withReceivers(async ({ fx, channels, hook, smtp }) => {
+      const elsewhere = await receiver(channels.hmacKey);
+      const redirecting = createServer((_req, res) => res.writeHead(307, { location: elsewhere.url }).end());
+      await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+      try {
+        const redirectUrl = `http://127.0.0.1:${(redirecting.address() as AddressInfo).port}/hook`;
+        // No such stored secret: generate fails, and nothing was changed.
+        const spec = { ...postgresSpec(fx, 'alternating-users'), store: { type: 'aws-secrets-manager', secretId: `rekey-test/${fx.id}/missing` } };
+        const trusted = await manifests({ [fx.id]: { ...spec, policy: { timeouts: { generate: '2s' }, notify: notifyPolicy(channels, [{ name: 'ops', url: hook.url }, { name: 'moved', url: redirectUrl }], smtp.port) } } });
+        const failure = await failureOf(
+          withWorker(
+            async (taskQueue) => (await temporalClient()).workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }),
+            { manifestDirs: [trusted.dir], notify: NOTIFY },
+          ),
+        );
+        assert.match(failure, /can't find the specified secret/);
+        assert.deepEqual(hook.hooks.map((h) => [h.json?.rekey.event, h.json?.rekey.stage]), [['failed', 'generate']]);
+        assert.match(hook.hooks[0].json!.text, new RegExp(`rotation of ${fx.id} failed at generate`));
+        assert.equal(smtp.mails.length, 1);
+        assert.equal(elsewhere.hooks.length, 0, 'the redirect was not followed');
+        const moved = (await notifyRecords(fx.id)).find((r) => r.detail!.startsWith('webhook moved'));
+        assert.equal(moved?.event, 'notify-failed');
+        assert.match(moved!.detail!, /after 1 attempt\(s\): webhook moved: answered with a redirect \(HTTP 307\), which rekey does not follow/);
+      } finally {
+        await elsewhere.close();
+        await new Promise((resolve) => redirecting.close(resolve));
+      }
     });
   });
 
