@@ -347,7 +347,6 @@ export function createNotifyActivities(deps: { manifests: WorkerManifests; audit
   async function deliver(channel: Channel, notice: Notice): Promise<{ sent: boolean; detail: string; attempts: number }> {
     let wait = settings.backoffMs;
     for (let attempt = 1; ; attempt++) {
-      heartbeat({ channel: channel.label, attempt });
       try {
         return { sent: true, detail: await channel.send(notice), attempts: attempt };
       } catch (err) {
@@ -391,25 +390,31 @@ export function createNotifyActivities(deps: { manifests: WorkerManifests; audit
         at: new Date().toISOString(),
       };
       const trail = await deps.audit.trail();
-      await Promise.all(
-        channels.map(async (channel) => {
-          const id = `notify/${req.id}/${channel.label.replace(' ', ':')}`;
-          if (await trail.find(id)) return;
-          const outcome = await deliver(channel, notice);
-          (outcome.sent ? result.sent : result.failed).push(channel.label);
-          if (!outcome.sent) log.error('notification failed', { channel: channel.label, secret: req.secret, event: req.event, error: outcome.detail });
-          await trail.append({
-            id,
-            rotationId,
-            secret: req.secret,
-            event: outcome.sent ? 'notified' : 'notify-failed',
-            actor: 'rekey',
-            at: new Date().toISOString(),
-            versions: notice.versions,
-            detail: `${channel.label}: ${req.event}${outcome.sent ? '' : ' not sent'} after ${outcome.attempts} attempt(s): ${outcome.detail}`.slice(0, 500),
-          });
-        }),
-      );
+      // A slow SMTP exchange can outlast the heartbeat timeout on its own: beat while it runs.
+      const beat = setInterval(() => heartbeat(), 5_000);
+      try {
+        await Promise.all(
+          channels.map(async (channel) => {
+            const id = `notify/${req.id}/${channel.label.replace(' ', ':')}`;
+            if (await trail.find(id)) return;
+            const outcome = await deliver(channel, notice);
+            (outcome.sent ? result.sent : result.failed).push(channel.label);
+            if (!outcome.sent) log.error('notification failed', { channel: channel.label, secret: req.secret, event: req.event, error: outcome.detail });
+            await trail.append({
+              id,
+              rotationId,
+              secret: req.secret,
+              event: outcome.sent ? 'notified' : 'notify-failed',
+              actor: 'rekey',
+              at: new Date().toISOString(),
+              versions: notice.versions,
+              detail: `${channel.label}: ${req.event}${outcome.sent ? '' : ' not sent'} after ${outcome.attempts} attempt(s): ${outcome.detail}`.slice(0, 500),
+            });
+          }),
+        );
+      } finally {
+        clearInterval(beat);
+      }
       return result;
     },
   };
