@@ -20,6 +20,7 @@ import { createConsumer, type ConsumerSpec } from './consumers';
 import { createGenerator } from './generators';
 import { configureGitHubClients, type GitHubClientSettings } from './github';
 import { createGroupActivities } from './groups';
+import { createNotifyActivities, type NotifySettings } from './notify';
 import { REFUSED, WorkerManifests, type SpecUse } from './manifests';
 import type { Credential, DeployOptions, Revoked, SecretStore, Target, TargetContext, VersionRef } from './provider';
 import { openStore } from './stores';
@@ -114,6 +115,8 @@ export interface ActivityOptions {
   audit?: AuditSettings;
   /** How the GitHub providers pace and retry their calls (tests: no spacing, quick polls). */
   github?: Partial<GitHubClientSettings>;
+  /** How notifications retry (tests: quick backoff) and where the Temporal UI is. */
+  notify?: Partial<NotifySettings>;
 }
 
 /**
@@ -476,6 +479,7 @@ export function createActivities(options: ActivityOptions = {}) {
     },
 
     ...groups.activities,
+    ...createNotifyActivities({ manifests, audit, settings: options.notify }),
 
     async createPendingVersion(ref: RotationRef & { namespace?: string; emergency?: SignedDocument }): Promise<PendingVersion> {
       const spec = await specFor(ref, 'started-with');

@@ -35,7 +35,10 @@ export type AuditEventKind =
   | 'group-released'
   | 'group-aborted'
   /** A member run joined its group's run: from then on it rolls back only if the group aborts. */
-  | 'group-joined';
+  | 'group-joined'
+  /** A notification went out on a channel of the secret's policy `notify` (the detail names the channel), or gave up. */
+  | 'notified'
+  | 'notify-failed';
 
 /** A signed document behind an event, kept whole: an auditor re-verifies it with the public key alone. */
 export interface SignedEvidence {

@@ -6,6 +6,7 @@ import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { consumerEnvironment, consumerSchema, signsForOthers } from '../activities/consumers';
 import { generatorSchema } from '../activities/generators';
+import { notifySchema } from '../activities/notify';
 import { storeIdentity, storeSchema } from '../activities/stores';
 import { targetAccounts, targetGenerator, targetIssues, targetSchema, targetStores } from '../activities/targets';
 import { canonicalJson } from './canonical';
@@ -128,6 +129,8 @@ export const policySchema = z
     maxParallelConsumers: z.number().int().min(1).max(64).default(4),
     timeouts: timeoutsSchema.default(timeoutsSchema.parse({})),
     approval: approvalSchema.default(approvalSchema.parse({})),
+    /** Who hears of a rotation that needs people (rolled back, failed, escalated, approval requested, emergency). */
+    notify: notifySchema.optional(),
   })
   .strict();
 
@@ -439,6 +442,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   }
   if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
   if (issue.code === 'invalid_type') {
+    // A schema's own message (a store reference where a value was written inline) says more.
+    if (!issue.message.startsWith('Invalid input')) return issue.message;
     // zod reports what it received in its message only ("..., received string").
     const got = /received (\w+)/.exec(issue.message)?.[1];
     return got === undefined || got === 'undefined' ? `is required (expected ${issue.expected})` : `expected ${issue.expected}, got ${got}`;

@@ -127,6 +127,7 @@ export class Approvals {
     const started = Date.now();
     approval.deadline = new Date(started + policy.timeoutMs).toISOString();
     this.progress.show();
+    this.evidence.notify('approval-requested');
     const decided = () => approval.rejectedBy !== undefined || approval.approvedBy.length >= approval.needed;
     let inTime = await condition(decided, policy.timeoutMs);
     if (!inTime && policy.onTimeout === 'escalate') {

@@ -42,7 +42,9 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
   const rotationId = `${info.workflowId}/${info.runId}`;
   const startedAt = new Date().toISOString();
   const progress = new RotationProgress(secret, input.requestedBy, input.emergency !== undefined);
-  const evidence = new Evidence(rotationId, secret, () => progress.state.versions, (pair) => progress.attribute(pair));
+  // A notice names the stage that failed, not the rollback that followed it.
+  const noticeStage = () => progress.state.stages.filter((s) => s.stage !== 'rollback').pop()?.stage;
+  const evidence = new Evidence(rotationId, secret, () => progress.state.versions, noticeStage, (pair) => progress.attribute(pair));
   const warnings: string[] = [];
   let revokedAt: string | undefined;
   let sessionsEnded: number | undefined;
