@@ -82,11 +82,15 @@ describe('payload encryption', () => {
     // The only plain payloads are search attribute values (secret name, stage, outcome, audit
     // trail), which Temporal must be able to index; they are names, never values.
     const indexable = [fx.id, 'generate', 'prepare', 'deploy', 'verify', 'rollback', 'done', 'rolled-back', report.auditHead?.trail];
-    // A local activity's marker also carries the SDK's own bookkeeping in the clear (which
-    // activity, which attempt, when): names and times, never an argument or a result.
+    // Markers carry the SDK's own bookkeeping in the clear: a local activity's (which activity,
+    // which attempt, when) and a patch's (its name); never an argument or a result.
     const LOCAL_ACTIVITY_FIELDS = ['seq', 'attempt', 'activity_id', 'activity_type', 'complete_time', 'backoff', 'original_schedule_time'];
-    const bookkeeping = (v: unknown) =>
-      !!v && typeof v === 'object' && Object.keys(v).every((k) => LOCAL_ACTIVITY_FIELDS.includes(k)) && ['resolveRotation', 'recordAuditEvent'].includes((v as { activity_type?: string }).activity_type ?? '');
+    const localActivity = (v: object) => Object.keys(v).every((k) => LOCAL_ACTIVITY_FIELDS.includes(k)) && ['resolveRotation', 'recordAuditEvent'].includes((v as { activity_type?: string }).activity_type ?? '');
+    // A patch marker (workflow versioning) names the change: {"id": "rekey-notify", "deprecated": false}.
+    const patchMarker = (v: object) => Object.keys(v).every((k) => k === 'id' || k === 'deprecated') && /^rekey-[a-z-]+$/.test(String((v as { id?: unknown }).id));
+    // ...and the TemporalChangeVersion search attribute lists the patches: ["rekey-notify"].
+    const patchList = (v: unknown) => Array.isArray(v) && v.every((id) => /^rekey-[a-z-]+$/.test(String(id)));
+    const bookkeeping = (v: unknown) => patchList(v) || (!!v && typeof v === 'object' && (localActivity(v) || patchMarker(v)));
     let markers = 0;
     for (const p of open) {
       const value = defaultPayloadConverter.fromPayload(p);
