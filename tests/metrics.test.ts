@@ -9,9 +9,11 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
+import type { WorkflowHandle } from '@temporalio/client';
 import { rotationWorkflowId } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { databaseFixture, manifests, postgresSpec, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, type DatabaseFixture } from './helpers';
+import { databaseFixture, manifests, postgresSpec, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, untilProgress, type DatabaseFixture } from './helpers';
+import { newKey, people } from './keys';
 
 const MONITORING = join(__dirname, '..', 'examples', 'monitoring');
 
@@ -61,7 +63,9 @@ function metricNames(expr: string): string[] {
 
 describe('Prometheus metrics', function () {
   this.timeout(240_000);
-  let fx: DatabaseFixture;
+  /** Rotated; `broken` rolled back at a consumer's health check; `approved` waits for approval past its timeout; `stale` is never rotated, with a 1 s maxAge. */
+  let fx: DatabaseFixture, broken: DatabaseFixture, approved: DatabaseFixture, stale: DatabaseFixture;
+  let waiting: WorkflowHandle<typeof rotateSecret>;
   let worker: ChildProcess | undefined;
   let prometheus: ChildProcess | undefined;
   let promUrl: string;
@@ -92,14 +96,26 @@ describe('Prometheus metrics', function () {
 
   before(async () => {
     need('prometheus');
-    fx = await databaseFixture('alternating-users');
+    [fx, broken, approved, stale] = await Promise.all([1, 2, 3, 4].map(() => databaseFixture('alternating-users')));
     const dir = await tempDir();
-    const trusted = await manifests({
-      [fx.id]: postgresSpec(fx, 'alternating-users', {
-        consumers: [{ type: 'command', name: 'app', file: join(dir, 'db.json'), reload: 'true' }],
-        policy: { overlap: '1s', maxAge: '30d' },
-      }),
-    });
+    const [alice, bob] = await Promise.all([newKey('alice'), newKey('bob')]);
+    const trusted = await manifests(
+      {
+        [fx.id]: postgresSpec(fx, 'alternating-users', {
+          consumers: [{ type: 'command', name: 'app', file: join(dir, 'db.json'), reload: 'true' }],
+          policy: { overlap: '1s', maxAge: '30d' },
+        }),
+        [broken.id]: postgresSpec(broken, 'alternating-users', {
+          consumers: [{ type: 'command', name: 'app', file: join(dir, 'broken.json'), health: 'exit 1' }],
+          policy: { overlap: '0s', timeouts: { verify: '3s' } },
+        }),
+        [approved.id]: postgresSpec(approved, 'alternating-users', {
+          policy: { overlap: '0s', approval: { required: true, approvers: ['alice', 'bob'], timeout: '1s', onTimeout: 'escalate', escalationLimit: '10m' } },
+        }),
+        [stale.id]: postgresSpec(stale, 'alternating-users', { policy: { maxAge: '1s' } }),
+      },
+      people([alice, bob]),
+    );
     const taskQueue = uniqueId('rekey-metrics-');
     const metricsAddress = `127.0.0.1:${await freePort()}`;
     metricsUrl = `http://${metricsAddress}/metrics`;
@@ -125,13 +141,19 @@ describe('Prometheus metrics', function () {
     });
 
     const client = await temporalClient();
-    const report = await client.workflow.execute(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [trusted.input(fx.id)] }).catch((err) => {
+    const rotate = (secret: string) => client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] });
+    const [done, failed] = await Promise.all([rotate(fx.id), rotate(broken.id)]);
+    waiting = await rotate(approved.id);
+    const report = await done.result().catch((err) => {
       throw new Error(`${(err as Error).message}\nworker: ${workerLog.join('')}`);
     });
     assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
+    assert.equal((await failed.result()).outcome, 'rolled-back');
+    await untilProgress(waiting, (p) => p.approval.escalated);
   });
 
-  after(() => {
+  after(async () => {
+    await waiting?.cancel().catch(() => undefined);
     worker?.kill('SIGTERM');
     prometheus?.kill('SIGTERM');
   });
@@ -154,16 +176,45 @@ describe('Prometheus metrics', function () {
     await sample('temporal_workflow_completed_total', (v) => v >= 1);
   });
 
+  it('counts a rollback and the consumer that caused it', async () => {
+    await sample(`rekey_rotations_total{secret="${broken.id}",outcome="rolled-back"}`, (v) => v === 1);
+    await sample(`rekey_rotations_total{secret="${broken.id}",outcome="rotated"}`, (v) => v === 0);
+    await sample(`rekey_consumers_failed_total{secret="${broken.id}",consumer="app"}`, (v) => v === 1);
+    await sample('rekey_stage_duration_seconds_count{stage="rollback"}', (v) => v >= 1);
+    await sample(`ALERTS{alertname="RekeyRotationRolledBack",secret="${broken.id}",outcome="rolled-back"}`, (v) => v === 1);
+    await sample(`ALERTS{alertname="RekeyConsumerFailed",secret="${broken.id}",consumer="app"}`, (v) => v === 1);
+  });
+
+  it('alerts on a secret older than its maxAge, and only on that one', async () => {
+    // Pending (the rule waits 10 minutes before it fires), which is enough to show the rule matches.
+    await sample(`ALERTS{alertname="RekeySecretOverdue",secret="${stale.id}"}`, (v) => v === 1);
+    assert.deepEqual((await query('ALERTS{alertname="RekeySecretOverdue"}')).map((s) => s.metric.secret), [stale.id]);
+  });
+
+  it('shows an approval waiting past its timeout until the rotation stops waiting', async () => {
+    await sample(`rekey_approvals_waiting{secret="${approved.id}"}`, (v) => v === 1);
+    await sample(`rekey_approvals_past_timeout{secret="${approved.id}"}`, (v) => v === 1);
+    // The alert rule fires on it (prometheus evaluates the example rules every second).
+    await sample(`ALERTS{alertname="RekeyApprovalPastTimeout",secret="${approved.id}"}`, (v) => v === 1);
+    await waiting.cancel();
+    // A cancelled rotation rolls back, then ends cancelled.
+    await assert.rejects(waiting.result(), /cancel/i);
+    await sample(`rekey_approvals_waiting{secret="${approved.id}"}`, (v) => v === 0);
+    await sample(`rekey_approvals_past_timeout{secret="${approved.id}"}`, (v) => v === 0);
+    await sample(`rekey_rotations_total{secret="${approved.id}",outcome="rolled-back"}`, (v) => v === 1);
+  });
+
   it('serves no secret value, only names from the manifests', async () => {
     const text = await scrape();
     assert.match(text, /rekey_rotations_total/);
     // The old and the new password (both in the store now) and the admin password the target used.
-    const stored = [...(await storeVersions(fx.secretId)).map((v) => v.value.password), readFileSync(process.env.REKEY_PG_ADMIN_PASSWORD_FILE!, 'utf8').trim()];
-    assert.ok(stored.length >= 3 && stored.includes(fx.initialPassword));
+    const stored = [readFileSync(process.env.REKEY_PG_ADMIN_PASSWORD_FILE!, 'utf8').trim()];
+    for (const f of [fx, broken, approved, stale]) stored.push(...(await storeVersions(f.secretId)).map((v) => v.value.password));
+    assert.ok(stored.length >= 5 && stored.includes(fx.initialPassword));
     for (const value of stored) assert.ok(!scrapes.join('\n').includes(value), 'a secret value appears in the metrics');
     // Every secret label is a secret this worker declares, never a run id or a version.
     const secrets = new Set([...text.matchAll(/secret="([^"]*)"/g)].map((m) => m[1]));
-    assert.deepEqual([...secrets], [fx.id]);
+    assert.deepEqual([...secrets].sort(), [fx.id, broken.id, approved.id, stale.id].sort());
   });
 
   it('example alert rules pass promtool and, with the dashboard, use only metrics the worker exports', async () => {
