@@ -142,7 +142,8 @@ const OUTCOMES: (RotationReport['outcome'] | 'failed')[] = ['rotated', 'rolled-b
 /**
  * rekey's metrics from a rotation, through the workflow's metric meter: the SDK drops them while a
  * workflow replays, so a replay never counts a rotation twice. Every label comes from the worker's
- * manifests (secret and consumer names) or a fixed set (stage, outcome).
+ * manifests (secret and consumer names) or a fixed set (stage, outcome). Each is made where it is
+ * used: the workflow's meter refuses outside a running workflow, and module code may run outside one.
  */
 const rotationMetrics = {
   get rotations() {
