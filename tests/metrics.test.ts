@@ -3,7 +3,7 @@
 // alert rules and dashboard are checked against what the worker really exported.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { accessSync, constants, readFileSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ const MONITORING = join(__dirname, '..', 'examples', 'monitoring');
 function need(command: string): string {
   for (const dir of (process.env.PATH ?? '').split(':')) {
     try {
-      readFileSync(join(dir, command));
+      accessSync(join(dir, command), constants.X_OK);
       return join(dir, command);
     } catch {
       // not in this folder
@@ -63,7 +63,7 @@ function metricNames(expr: string): string[] {
 
 describe('Prometheus metrics', function () {
   this.timeout(240_000);
-  /** Rotated; `broken` rolled back at a consumer's health check; `approved` waits for approval past its timeout; `stale` is never rotated, with a 1 s maxAge. */
+  /** `fx` is rotated; `broken` rolls back at a consumer's health check; `approved` waits for approval past its timeout; `stale` (maxAge 1 s) is never rotated. */
   let fx: DatabaseFixture, broken: DatabaseFixture, approved: DatabaseFixture, stale: DatabaseFixture;
   let waiting: WorkflowHandle<typeof rotateSecret>;
   let worker: ChildProcess | undefined;
