@@ -9,10 +9,12 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
+import { randomUUID } from 'node:crypto';
+import { PutSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import type { WorkflowHandle } from '@temporalio/client';
 import { rotationWorkflowId } from '../workflows/messages';
 import { rotateSecret } from '../workflows/rotateSecret';
-import { databaseFixture, manifests, postgresSpec, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, untilProgress, type DatabaseFixture } from './helpers';
+import { databaseFixture, failureOf, manifests, postgresSpec, sm, spawnWorker, storeVersions, tempDir, temporalClient, uniqueId, untilProgress, type DatabaseFixture } from './helpers';
 import { newKey, people } from './keys';
 
 const MONITORING = join(__dirname, '..', 'examples', 'monitoring');
@@ -63,8 +65,8 @@ function metricNames(expr: string): string[] {
 
 describe('Prometheus metrics', function () {
   this.timeout(240_000);
-  /** `fx` is rotated; `broken` rolls back at a consumer's health check; `approved` waits for approval past its timeout; `stale` (maxAge 1 s) is never rotated. */
-  let fx: DatabaseFixture, broken: DatabaseFixture, approved: DatabaseFixture, stale: DatabaseFixture;
+  /** `fx` is rotated; `broken` rolls back at a consumer's health check; `approved` waits for approval past its timeout; `stale` (maxAge 1 s) is never rotated; `foreign` fails at generate (someone else's pending version). */
+  let fx: DatabaseFixture, broken: DatabaseFixture, approved: DatabaseFixture, stale: DatabaseFixture, foreign: DatabaseFixture;
   let waiting: WorkflowHandle<typeof rotateSecret>;
   let worker: ChildProcess | undefined;
   let prometheus: ChildProcess | undefined;
@@ -96,7 +98,8 @@ describe('Prometheus metrics', function () {
 
   before(async () => {
     need('prometheus');
-    [fx, broken, approved, stale] = await Promise.all([1, 2, 3, 4].map(() => databaseFixture('alternating-users')));
+    [fx, broken, approved, stale, foreign] = await Promise.all([1, 2, 3, 4, 5].map(() => databaseFixture('alternating-users')));
+    await sm.send(new PutSecretValueCommand({ SecretId: foreign.secretId, ClientRequestToken: randomUUID(), SecretString: '{}', VersionStages: ['AWSPENDING'] }));
     const dir = await tempDir();
     const [alice, bob] = await Promise.all([newKey('alice'), newKey('bob')]);
     const trusted = await manifests(
@@ -113,6 +116,7 @@ describe('Prometheus metrics', function () {
           policy: { overlap: '0s', approval: { required: true, approvers: ['alice', 'bob'], timeout: '1s', onTimeout: 'escalate', escalationLimit: '10m' } },
         }),
         [stale.id]: postgresSpec(stale, 'alternating-users', { policy: { maxAge: '1s' } }),
+        [foreign.id]: postgresSpec(foreign, 'alternating-users'),
       },
       people([alice, bob]),
     );
@@ -121,6 +125,10 @@ describe('Prometheus metrics', function () {
     metricsUrl = `http://${metricsAddress}/metrics`;
     worker = spawnWorker(taskQueue, trusted.dir, { REKEY_METRICS_ADDRESS: metricsAddress });
     worker.stderr!.on('data', (chunk: Buffer) => workerLog.push(chunk.toString()));
+    // A worker that dies (its metrics port taken, say) fails the test with its log instead of hanging it.
+    const exited = new Promise<never>((_, reject) => worker!.once('exit', (code) => reject(new Error(`the worker exited (${code}):\n${workerLog.join('')}`))));
+    exited.catch(() => undefined);
+    const alive = <T>(p: Promise<T>) => Promise.race([p, exited]);
 
     const promDir = await tempDir();
     const promAddress = `127.0.0.1:${await freePort()}`;
@@ -142,14 +150,13 @@ describe('Prometheus metrics', function () {
 
     const client = await temporalClient();
     const rotate = (secret: string) => client.workflow.start(rotateSecret, { taskQueue, workflowId: rotationWorkflowId(secret), args: [trusted.input(secret)] });
-    const [done, failed] = await Promise.all([rotate(fx.id), rotate(broken.id)]);
+    const [done, failed, refused] = await Promise.all([rotate(fx.id), rotate(broken.id), rotate(foreign.id)]);
     waiting = await rotate(approved.id);
-    const report = await done.result().catch((err) => {
-      throw new Error(`${(err as Error).message}\nworker: ${workerLog.join('')}`);
-    });
+    const report = await alive(done.result());
     assert.equal(report.outcome, 'rotated', JSON.stringify(report.failure));
-    assert.equal((await failed.result()).outcome, 'rolled-back');
-    await untilProgress(waiting, (p) => p.approval.escalated);
+    assert.equal((await alive(failed.result())).outcome, 'rolled-back');
+    assert.match(await alive(failureOf(refused.result())), /did not write/);
+    await alive(untilProgress(waiting, (p) => p.approval.escalated));
   });
 
   after(async () => {
@@ -185,6 +192,11 @@ describe('Prometheus metrics', function () {
     await sample(`ALERTS{alertname="RekeyConsumerFailed",secret="${broken.id}",consumer="app"}`, (v) => v === 1);
   });
 
+  it('counts a rotation that failed before it had a pending version, and alerts on it', async () => {
+    await sample(`rekey_rotations_total{secret="${foreign.id}",outcome="failed"}`, (v) => v === 1);
+    await sample(`ALERTS{alertname="RekeyRotationRolledBack",secret="${foreign.id}",outcome="failed"}`, (v) => v === 1);
+  });
+
   it('alerts on a secret older than its maxAge, and only on that one', async () => {
     // Pending (the rule waits 10 minutes before it fires), which is enough to show the rule matches.
     await sample(`ALERTS{alertname="RekeySecretOverdue",secret="${stale.id}"}`, (v) => v === 1);
@@ -209,12 +221,12 @@ describe('Prometheus metrics', function () {
     assert.match(text, /rekey_rotations_total/);
     // The old and the new password (both in the store now) and the admin password the target used.
     const stored = [readFileSync(process.env.REKEY_PG_ADMIN_PASSWORD_FILE!, 'utf8').trim()];
-    for (const f of [fx, broken, approved, stale]) stored.push(...(await storeVersions(f.secretId)).map((v) => v.value.password));
+    for (const f of [fx, broken, approved, stale, foreign]) stored.push(...(await storeVersions(f.secretId)).map((v) => v.value.password));
     assert.ok(stored.length >= 5 && stored.includes(fx.initialPassword));
     for (const value of stored) assert.ok(!scrapes.join('\n').includes(value), 'a secret value appears in the metrics');
     // Every secret label is a secret this worker declares, never a run id or a version.
     const secrets = new Set([...text.matchAll(/secret="([^"]*)"/g)].map((m) => m[1]));
-    assert.deepEqual([...secrets].sort(), [fx.id, broken.id, approved.id, stale.id].sort());
+    assert.deepEqual([...secrets].sort(), [fx.id, broken.id, approved.id, stale.id, foreign.id].sort());
   });
 
   it('example alert rules pass promtool and, with the dashboard, use only metrics the worker exports', async () => {
