@@ -287,12 +287,12 @@ export async function decodedPayloadText(value: unknown): Promise<string> {
 
 const ROOT = join(__dirname, '..');
 
-/** A worker process (workers/main.ts) on `taskQueue` trusting `manifestDir`. */
-export function spawnWorker(taskQueue: string, manifestDir: string): ChildProcess {
+/** A worker process (workers/main.ts) on `taskQueue` trusting `manifestDir`, with `env` added. */
+export function spawnWorker(taskQueue: string, manifestDir: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
   // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
   return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
     cwd: ROOT,
-    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir },
+    env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
 }

@@ -78,6 +78,7 @@ export async function rotateSecret(untrusted: RotationInput): Promise<RotationRe
     // the worker checks every id it is handed again.
     versions = { ...(await act.generate.createPendingVersion({ ...ref, namespace: info.namespace, emergency: emergency?.signed })) };
   } catch (err) {
+    progress.ended('failed');
     evidence.record('failed', 'rekey', { detail: causeOf(err) });
     const head = await evidence.settle();
     throw ApplicationFailure.create({ message: `generate: ${causeOf(err)}`, type: 'RotationFailed', nonRetryable: true, cause: err as Error, details: head ? [head] : undefined });
