@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { parseDuration } from '../lib/duration';
 import { durationBetween } from '../lib/schema';
 import { STAGES, emergencyWorkflowId, isGroupWorkflowId, rotationWorkflowId } from '../workflows/messages';
-import type { AuditContext } from './audit';
+import { claimId, type AuditContext } from './audit';
 import type { WorkerManifests } from './manifests';
 import { describeStore, readCurrent, storeSchema } from './stores';
 
@@ -139,8 +139,10 @@ type EmailSpec = z.output<typeof emailChannelSchema>;
 
 /** What a workflow asks for: an event of its own rotation. Untrusted, checked by the activity. */
 export interface NoticeRequest {
-  /** rotation id + "#n": the same on every replay, so a retry sends (and audits) once per channel. */
+  /** rotation id + "#notice-n": the same on every replay, so a retry sends (and audits) once per channel. */
   id: string;
+  /** For an emergency: the break-glass document the rotation claimed; the worker finds its own record of the claim. */
+  document?: string;
   secret: string;
   event: NotifyEvent;
   stage?: string;
@@ -322,17 +324,25 @@ function refused(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'NotAuthorized');
 }
 
+/** A rotation sends at most this many notices: a forged run cannot turn the worker into a pager flood. */
+const MAX_NOTICES = 20;
+/** One notice's sending, every channel and retry included, ends within this (the activity allows 10 minutes). */
+const NOTICE_BUDGET_MS = 4 * 60_000;
+
 /** Only what a notice may carry, each part checked: the request comes from a workflow and is untrusted. */
 function checkRequest(request: NoticeRequest, workflowId: string, rotationId: string): NoticeRequest {
-  const { id, secret, event, stage, versions } = (request ?? {}) as Partial<NoticeRequest>;
-  if (typeof id !== 'string' || id.length > 400 || !id.startsWith(`${rotationId}#`)) throw refused(`notify: a workflow notifies of its own events only (ids ${rotationId}#n)`);
+  const { id, secret, event, stage, versions, document } = (request ?? {}) as Partial<NoticeRequest>;
+  const n = typeof id === 'string' && id.startsWith(`${rotationId}#notice-`) ? Number(id.slice(rotationId.length + 8)) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_NOTICES || id !== `${rotationId}#notice-${n}`) throw refused(`notify: a workflow notifies of its own events only, at most ${MAX_NOTICES} (ids ${rotationId}#notice-n)`);
   if (typeof secret !== 'string' || (workflowId !== rotationWorkflowId(secret) && workflowId !== emergencyWorkflowId(secret))) {
     throw refused(`notify: workflow ${workflowId} does not notify of ${String(secret).slice(0, 63)}`);
   }
   if (!NOTIFY_EVENTS.includes(event as NotifyEvent)) throw refused(`notify: ${String(event).slice(0, 40)} is not an event rekey notifies of`);
   const versionOf = (v: unknown) => (typeof v === 'string' && VERSION_ID.test(v) ? v : undefined);
+  if (document !== undefined && (typeof document !== 'string' || document.length > 20_000)) throw refused('notify: document: expected the signed break-glass document');
   return {
     id,
+    document,
     secret,
     event: event as NotifyEvent,
     stage: (STAGES as readonly string[]).includes(stage as string) ? stage : undefined,
@@ -346,12 +356,13 @@ export function createNotifyActivities(deps: { manifests: WorkerManifests; audit
   /** Tries one channel until it sends, fails for good, or runs out of attempts; heartbeats while waiting. */
   async function deliver(channel: Channel, notice: Notice): Promise<{ sent: boolean; detail: string; attempts: number }> {
     let wait = settings.backoffMs;
+    const giveUpAt = Date.now() + NOTICE_BUDGET_MS;
     for (let attempt = 1; ; attempt++) {
       try {
         return { sent: true, detail: await channel.send(notice), attempts: attempt };
       } catch (err) {
         const message = (err as Error).message.slice(0, 300);
-        if (err instanceof Permanent || attempt >= settings.attempts) return { sent: false, detail: message, attempts: attempt };
+        if (err instanceof Permanent || attempt >= settings.attempts || Date.now() + wait >= giveUpAt) return { sent: false, detail: message, attempts: attempt };
         log.warn('notification not sent; retrying', { channel: channel.label, attempt, error: message });
         await sleep(wait);
         wait = Math.min(wait * 2, settings.maxBackoffMs);
@@ -374,6 +385,13 @@ export function createNotifyActivities(deps: { manifests: WorkerManifests; audit
       // A group's approvals come through here too; a group has no channels of its own (yet).
       if (typeof request?.secret === 'string' && isGroupWorkflowId(execution.workflowId, request.secret)) return result;
       const req = checkRequest(request, execution.workflowId, rotationId);
+      // "Emergency" is the one event people act on at once: only with the worker's own record
+      // that this run claimed a break-glass authorisation it verified. The other events are the
+      // run's word about itself, like its audit records, and say which run they come from.
+      if (req.event === 'emergency') {
+        const claim = req.document === undefined ? undefined : await (await deps.audit.trail()).find(claimId(req.document));
+        if (claim?.event !== 'break-glass' || claim.rotationId !== rotationId) throw refused('notify: emergency: this run claimed no break-glass authorisation');
+      }
       const entry = (await deps.manifests.set()).secrets.get(req.secret);
       const spec = entry?.spec.policy.notify;
       const channels = spec ? channelsOf(spec).filter((c) => c.events.includes(req.event)) : [];

@@ -287,6 +287,21 @@ describe('notifications', () => {
     });
   });
 
+  it('a forged rotation/<secret> run cannot page as an emergency without a break-glass claim, nor send more than 20 notices, nor choose its delivery id', async () => {
+    await withReceivers(async ({ fx, channels, hook, smtp }) => {
+      const trusted = await manifests({ [fx.id]: postgresSpec(fx, 'alternating-users', { policy: { notify: notifyPolicy(channels, [{ name: 'ops', url: hook.url }], smtp.port) } }) });
+      const outcomes: string[] = await withWorker(
+        async (taskQueue) => (await temporalClient()).workflow.execute('forgedNotify', { taskQueue, workflowId: rotationWorkflowId(fx.id), args: [fx.id] }),
+        { manifestDirs: [trusted.dir], notify: NOTIFY, forgedWorkflows: true },
+      );
+      assert.match(outcomes[0], /notify: emergency: this run claimed no break-glass authorisation/);
+      assert.match(outcomes[1], /notifies of its own events only, at most 20/);
+      assert.match(outcomes[2], /notifies of its own events only, at most 20/);
+      assert.deepEqual(hook.hooks, [], 'nothing reached the webhook');
+      assert.equal(smtp.mails.length, 0, 'nothing reached the mail server');
+    });
+  });
+
   it('a rotation that fails before anything changed notifies "failed"; a receiver that redirects gets one try and its target nothing', async () => {
     await withReceivers(async ({ fx, channels, hook, smtp }) => {
       const elsewhere = await receiver(channels.hmacKey);

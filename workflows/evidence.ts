@@ -68,10 +68,10 @@ export class Evidence {
    * Tell the secret's notification channels (policy `notify`), without waiting: the rotation goes
    * on, and settle() waits for the sending before the rotation ends, so it is not cancelled with it.
    */
-  notify(event: NotifyEvent): void {
+  notify(event: NotifyEvent, document?: string): void {
     // Rotations already running when this was deployed replay without it.
     if (!patched('rekey-notify')) return;
-    const request = { id: `${this.rotationId}#notice-${++this.notices}`, secret: this.secret, event, stage: this.stage(), versions: { ...this.versions() } };
+    const request = { id: `${this.rotationId}#notice-${++this.notices}`, secret: this.secret, event, stage: this.stage(), versions: { ...this.versions() }, ...(document ? { document } : {}) };
     this.sending.push(
       CancellationScope.nonCancellable(() => sendNotifications(request)).catch((err) => {
         log.error('could not send notifications', { secret: this.secret, event, error: (err as Error).message });
@@ -112,7 +112,8 @@ export class Evidence {
     this.writes.push(head.catch(() => undefined));
     await head;
     const notice = NOTIFIED[event];
-    if (notice) this.notify(notice);
+    // The worker sends an emergency notice only on its own record of this claim: the document names it.
+    if (notice) this.notify(notice, signed.document);
   }
 
   /** A record a stage activity wrote itself (promote, revoke, post-verify): its head counts too. */
