@@ -136,7 +136,7 @@ describe('Prometheus metrics', function () {
     await writeFile(
       join(promDir, 'prometheus.yml'),
       `global: { scrape_interval: 1s, evaluation_interval: 1s }\n` +
-        `rule_files: [${readdirSync(MONITORING).filter((f) => f.endsWith('.rules.yml')).map((f) => JSON.stringify(join(MONITORING, f))).join(', ')}]\n` +
+        `rule_files: [${readdirSync(MONITORING).filter((f) => f.endsWith('.rules')).map((f) => JSON.stringify(join(MONITORING, f))).join(', ')}]\n` +
         `scrape_configs:\n  - job_name: rekey-worker\n    static_configs: [{ targets: ['${metricsAddress}'] }]\n`,
     );
     prometheus = spawn(need('prometheus'), [`--config.file=${join(promDir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(promDir, 'data')}`, `--web.listen-address=${promAddress}`], {
@@ -230,7 +230,7 @@ describe('Prometheus metrics', function () {
   });
 
   it('example alert rules pass promtool and, with the dashboard, use only metrics the worker exports', async () => {
-    const rules = readdirSync(MONITORING).filter((f) => f.endsWith('.rules.yml'));
+    const rules = readdirSync(MONITORING).filter((f) => f.endsWith('.rules'));
     assert.ok(rules.length > 0, 'no alert rules in examples/monitoring');
     const { stdout } = await promisify(execFile)(need('promtool'), ['check', 'rules', ...rules.map((f) => join(MONITORING, f))]);
     assert.match(stdout, /SUCCESS/);
