@@ -191,6 +191,9 @@ async function main(): Promise<void> {
       timeToRevoke.push(Date.parse(report.revokedAt!) - started);
     }
     peakRss = await workerPeakRss();
+  } catch (err) {
+    console.error(`bench: the worker's last words:\n${worker.stderrTail().slice(-4_000)}`);
+    throw err;
   } finally {
     worker.kill('SIGTERM');
   }

@@ -288,13 +288,19 @@ export async function decodedPayloadText(value: unknown): Promise<string> {
 const ROOT = join(__dirname, '..');
 
 /** A worker process (workers/main.ts) on `taskQueue` trusting `manifestDir`, with `env` added. */
-export function spawnWorker(taskQueue: string, manifestDir: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
+export function spawnWorker(taskQueue: string, manifestDir: string, env: NodeJS.ProcessEnv = {}): ChildProcess & { stderrTail(): string } {
   // node itself, not the tsx launcher: SIGKILL must hit the process that runs the worker.
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers/main.ts')], {
     cwd: ROOT,
     env: { ...process.env, REKEY_TASK_QUEUE: taskQueue, REKEY_MANIFESTS: manifestDir, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  // Always drained: a worker whose stderr pipe fills up blocks mid-task (its workflow tasks time out).
+  let tail = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    tail = (tail + chunk.toString()).slice(-16_384);
+  });
+  return Object.assign(child, { stderrTail: () => tail });
 }
 
 /**
